@@ -1,0 +1,116 @@
+//! Anyres feature assembly (spec §5): the raster-view regrouping quirk.
+//!
+//! The reference stitches the grid crops' token maps into one
+//! `[C, nph·g, npw·g]` map and then reinterprets it with a `view` as
+//! `[C, nph, npw, g²]` instead of inverting the stitch. So "group" k is the
+//! raster slice `[g²·k, g²·(k+1))` of the stitched map, which for npw ≥ 2 mixes
+//! rows of neighbouring crops. The perceiver treats every group as one image, so
+//! this membership must be reproduced exactly.
+
+use candle_core::Tensor;
+
+use crate::Result;
+
+/// For each output row of the regrouped grid features (`P·g²` rows, group-major),
+/// the row of the stacked grid-crop tokens `[P·g²]` it comes from.
+pub fn regroup_index_map(npw: usize, nph: usize, g: usize) -> Vec<usize> {
+    let v = g * g;
+    let row_width = npw * g;
+    (0..npw * nph * v)
+        .map(|f| {
+            let (y, x) = (f / row_width, f % row_width);
+            let crop = (y / g) * npw + x / g;
+            let token = (y % g) * g + x % g;
+            crop * v + token
+        })
+        .collect()
+}
+
+/// ViT tokens `[N, g², C]` (global crop first, then grid crops row-major) →
+/// perceiver input `[N, g², C]`: the global crop, then the P regrouped groups.
+/// With N = 1 (pad mode) the tokens pass through unchanged.
+pub fn regroup_features(tokens: &Tensor, grid: (usize, usize), g: usize) -> Result<Tensor> {
+    let (n, v, c) = tokens.dims3()?;
+    if n == 1 {
+        return Ok(tokens.clone());
+    }
+    let (npw, nph) = grid;
+    if n != 1 + npw * nph || v != g * g {
+        return Err(crate::ModelError::Input(format!(
+            "{n} crops of {v} tokens do not match a {npw}x{nph} grid of {g}x{g} tokens plus the global crop"
+        )));
+    }
+    let base = tokens.narrow(0, 0, 1)?;
+    let grid_tokens = tokens.narrow(0, 1, n - 1)?.reshape(((n - 1) * v, c))?;
+    let map: Vec<u32> = regroup_index_map(npw, nph, g)
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    let index = Tensor::from_vec(map, (n - 1) * v, tokens.device())?;
+    let groups = grid_tokens.index_select(&index, 0)?.reshape((n - 1, v, c))?;
+    Ok(Tensor::cat(&[&base, &groups], 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (crop, token) of each regrouped position.
+    fn groups(npw: usize, nph: usize, g: usize) -> Vec<Vec<(usize, usize)>> {
+        let v = g * g;
+        regroup_index_map(npw, nph, g)
+            .chunks(v)
+            .map(|grp| grp.iter().map(|&i| (i / v, i % v)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn one_wide_grid_is_identity() {
+        for nph in [2, 3] {
+            for (k, grp) in groups(1, nph, 3).iter().enumerate() {
+                let expect: Vec<_> = (0..9).map(|t| (k, t)).collect();
+                assert_eq!(grp, &expect, "1x{nph} group {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_wide_grid_mixes_neighbouring_crops() {
+        // g = 27 (real size): group 0 = rows 0–13 of crop 0 (378 tokens) + rows 0–12 of crop 1.
+        let g = 27;
+        let gr = groups(2, 2, g);
+        let from0 = gr[0].iter().filter(|(c, _)| *c == 0).count();
+        let from1 = gr[0].iter().filter(|(c, _)| *c == 1).count();
+        assert_eq!((from0, from1), (378, 351));
+        // Its first stitched row: crop 0 row 0, then crop 1 row 0.
+        assert_eq!(gr[0][0], (0, 0));
+        assert_eq!(gr[0][27], (1, 0));
+        assert_eq!(gr[0][54], (0, 27));
+        // Group 1 holds the rest of crops 0 and 1; groups 2, 3 the second crop row.
+        assert!(gr[1].iter().all(|(c, _)| *c <= 1));
+        assert!(gr[2].iter().chain(&gr[3]).all(|(c, _)| *c >= 2));
+        // g = 3, 2×1: the stitched map is 3 rows × 6 columns; group 0 = flat 0..9.
+        let small = groups(2, 1, 3);
+        assert_eq!(
+            small[0],
+            vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5)]
+        );
+        assert_eq!(
+            small[1],
+            vec![(1, 3), (1, 4), (1, 5), (0, 6), (0, 7), (0, 8), (1, 6), (1, 7), (1, 8)]
+        );
+    }
+
+    #[test]
+    fn three_wide_grid_takes_stitched_row_bands() {
+        // g = 27, 3×1: group k = stitched rows 9k … 9k+8 across all three crops.
+        let g = 27;
+        for (k, grp) in groups(3, 1, g).iter().enumerate() {
+            for c in 0..3 {
+                let n = grp.iter().filter(|(crop, _)| *crop == c).count();
+                assert_eq!(n, 243, "group {k} crop {c}");
+            }
+            assert!(grp.iter().all(|(_, t)| (t / g) / 9 == k));
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Phi-3-mini decoder (HF `Phi3ForCausalLM`, transformers 4.41.2 eager path), spec §8.2.
+//!
+//! Fused `qkv_proj` and `gate_up_proj`, RMSNorm, full-width rotate-half RoPE,
+//! causal attention with a sliding window of W = `sliding_window` (query i sees
+//! keys i − W … i, the 2048-key window of transformers 4.41.2, §8.4), and a KV
+//! cache so generation feeds one token per step.
+
+use candle_core::{Device, Tensor, D};
+
+use crate::config::Phi3Config;
+use crate::decoupled::{DecoupledEmbedding, DecoupledHead};
+use crate::nn::{attention, Linear, RmsNorm};
+use crate::weights::WeightStore;
+use crate::{ModelError, Result};
+
+/// Rotary tables, computed in F32 as transformers does.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &Phi3Config, device: &Device) -> Result<Self> {
+        let dim = cfg.head_dim();
+        let half = dim / 2;
+        let base = cfg.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|j| 1.0f32 / base.powf((2 * j) as f32 / dim as f32))
+            .collect();
+        let max = cfg.max_position_embeddings;
+        let mut cos = Vec::with_capacity(max * half);
+        let mut sin = Vec::with_capacity(max * half);
+        for pos in 0..max {
+            for &f in &inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (max, half), device)?,
+            sin: Tensor::from_vec(sin, (max, half), device)?,
+        })
+    }
+
+    /// Applies RoPE to `x` [1, H, L, hd] at positions `start..start+L`.
+    fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let len = x.dim(2)?;
+        let cos = self.cos.narrow(0, start, len)?;
+        let sin = self.sin.narrow(0, start, len)?;
+        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+    }
+}
+
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    qkv_proj: Linear,
+    o_proj: Linear,
+    post_attention_layernorm: RmsNorm,
+    gate_up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// Per-layer key/value cache of one sequence.
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Phi-3 with BLIP-3's decoupled embedding and head.
+pub struct Phi3 {
+    cfg: Phi3Config,
+    embed: DecoupledEmbedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    head: DecoupledHead,
+    rope: Rope,
+}
+
+impl Phi3 {
+    /// Loads from keys under `prefix` (`vlm.lang_model`).
+    pub fn load(store: &WeightStore, prefix: &str, cfg: &Phi3Config) -> Result<Self> {
+        let (d, v, il) = (cfg.hidden_size, cfg.vocab_size, cfg.initial_tokenizer_len);
+        let eps = cfg.rms_norm_eps as f32;
+        let qkv = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = format!("{prefix}.model.layers.{i}");
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::load(store, &format!("{p}.input_layernorm"), d, eps)?,
+                    qkv_proj: Linear::load(store, &format!("{p}.self_attn.qkv_proj"), d, qkv, false)?,
+                    o_proj: Linear::load(store, &format!("{p}.self_attn.o_proj"), d, d, false)?,
+                    post_attention_layernorm: RmsNorm::load(store, &format!("{p}.post_attention_layernorm"), d, eps)?,
+                    gate_up_proj: Linear::load(store, &format!("{p}.mlp.gate_up_proj"), d, 2 * cfg.intermediate_size, false)?,
+                    down_proj: Linear::load(store, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed: DecoupledEmbedding::load(store, &format!("{prefix}.model.embed_tokens"), v, d, il)?,
+            layers,
+            norm: RmsNorm::load(store, &format!("{prefix}.model.norm"), d, eps)?,
+            head: DecoupledHead::load(store, &format!("{prefix}.lm_head"), v, d, il)?,
+            rope: Rope::new(cfg, store.device())?,
+        })
+    }
+
+    /// The text configuration.
+    pub fn config(&self) -> &Phi3Config {
+        &self.cfg
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.layers.len())
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, self.cfg.max_position_embeddings))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Token ids → embeddings [len, d] through the decoupled embedding.
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        self.embed.forward(ids)
+    }
+
+    /// Runs `embeds` [L, d] at positions `cache.len()..` and returns the final
+    /// hidden states [L, d] (after the last RMSNorm).
+    pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (len, _) = embeds.dims2()?;
+        let start = cache.len;
+        if start + len > self.cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence of {} tokens exceeds the context of {} tokens",
+                start + len,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let mask = self.mask(start, len, embeds.device())?;
+        let mut x = embeds.clone();
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = self.layer_forward(layer, &x, start, kv, mask.as_ref())?;
+        }
+        cache.len += len;
+        self.norm.forward(&x)
+    }
+
+    /// Final hidden states [M, d] → logits [M, initial_tokenizer_len + 3].
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.head.forward(hidden)
+    }
+
+    /// Additive mask [L, start+L] for causal + sliding-window attention, or
+    /// `None` when every query may see every cached key (one query, no window cut).
+    fn mask(&self, start: usize, len: usize, device: &Device) -> Result<Option<Tensor>> {
+        let total = start + len;
+        let window = self.cfg.sliding_window;
+        let cut = window.is_some_and(|w| total > w + 1);
+        if len == 1 && !cut {
+            return Ok(None);
+        }
+        let mut m = vec![0f32; len * total];
+        for qi in 0..len {
+            let i = start + qi;
+            for j in 0..total {
+                let too_old = window.is_some_and(|w| j + w < i);
+                if j > i || too_old {
+                    m[qi * total + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(m, (len, total), device)?))
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        start: usize,
+        kv: &mut candle_nn::kv_cache::KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (len, d) = x.dims2()?;
+        let (heads, kv_heads, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let h = layer.input_layernorm.forward(x)?;
+        let qkv = layer.qkv_proj.forward(&h)?;
+        let split = |offset: usize, n: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(D::Minus1, offset * hd, n * hd)?
+                .reshape((1, len, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = self.rope.apply(&split(0, heads)?, start)?;
+        let k = self.rope.apply(&split(heads, kv_heads)?, start)?;
+        let v = split(heads + kv_heads, kv_heads)?;
+        let (k, v) = kv.append(&k, &v)?;
+        let (k, v) = if kv_heads != heads {
+            let rep = heads / kv_heads;
+            let expand = |t: &Tensor| -> Result<Tensor> {
+                let (b, n, l, e) = t.dims4()?;
+                Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((b, n * rep, l, e))?)
+            };
+            (expand(&k)?, expand(&v)?)
+        } else {
+            (k, v)
+        };
+        let out = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), mask)?;
+        let out = out.transpose(1, 2)?.reshape((len, d))?;
+        let x = (x + layer.o_proj.forward(&out)?)?;
+        let h = layer.post_attention_layernorm.forward(&x)?;
+        let gu = layer.gate_up_proj.forward(&h)?;
+        let inter = self.cfg.intermediate_size;
+        let gate = gu.narrow(D::Minus1, 0, inter)?;
+        let up = gu.narrow(D::Minus1, inter, inter)?;
+        let act = (up * candle_nn::ops::silu(&gate)?)?;
+        Ok((x + layer.down_proj.forward(&act)?)?)
+    }
+}

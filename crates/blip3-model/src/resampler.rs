@@ -1,0 +1,145 @@
+//! The perceiver resampler ("vision tokenizer"), spec §6.
+//!
+//! Instruct r-v1 uses `InstructPerceiverResampler`: the first ≤ 256 prompt-token
+//! embeddings are projected (`text_projection`) and appended to the learned
+//! latents as extra queries; the anyres mask is not applied. Checkpoints without
+//! `text_projection` (the base model) run the plain resampler.
+
+use candle_core::{Tensor, D};
+
+use crate::config::VisionTokenizerConfig;
+use crate::nn::{attention, gelu_erf, LayerNorm, Linear};
+use crate::weights::WeightStore;
+use crate::Result;
+
+const LN_EPS: f32 = 1e-5;
+
+/// Number of prompt tokens that condition the perceiver.
+pub const MAX_TEXT_QUERIES: usize = 256;
+
+struct Layer {
+    norm_media: LayerNorm,
+    norm_latents: LayerNorm,
+    to_q: Linear,
+    to_kv: Linear,
+    to_out: Linear,
+    ff_norm: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl Layer {
+    fn load(store: &WeightStore, prefix: &str, cfg: &VisionTokenizerConfig) -> Result<Self> {
+        let (dim, inner) = (cfg.vis_feature_dim, cfg.heads * cfg.dim_head);
+        let ff = dim * cfg.ff_mult;
+        Ok(Self {
+            norm_media: LayerNorm::load(store, &format!("{prefix}.0.norm_media"), dim, LN_EPS)?,
+            norm_latents: LayerNorm::load(store, &format!("{prefix}.0.norm_latents"), dim, LN_EPS)?,
+            to_q: Linear::load(store, &format!("{prefix}.0.to_q"), dim, inner, false)?,
+            to_kv: Linear::load(store, &format!("{prefix}.0.to_kv"), dim, 2 * inner, false)?,
+            to_out: Linear::load(store, &format!("{prefix}.0.to_out"), inner, dim, false)?,
+            ff_norm: LayerNorm::load(store, &format!("{prefix}.1.0"), dim, LN_EPS)?,
+            ff_in: Linear::load(store, &format!("{prefix}.1.1"), dim, ff, false)?,
+            ff_out: Linear::load(store, &format!("{prefix}.1.3"), ff, dim, false)?,
+        })
+    }
+
+    /// One attention + feed-forward step on queries `q` [B, Lq, C] over media `x` [B, V, C].
+    fn forward(&self, x: &Tensor, q: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
+        let (b, lq, _) = q.dims3()?;
+        let xn = self.norm_media.forward(x)?;
+        let qn = self.norm_latents.forward(q)?;
+        let query = self.to_q.forward(&qn)?;
+        let kv_in = Tensor::cat(&[&xn, &qn], 1)?;
+        let kv = self.to_kv.forward(&kv_in)?;
+        let inner = heads * dim_head;
+        let lk = kv_in.dim(1)?;
+        let split = |t: Tensor, len: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, len, heads, dim_head))?.transpose(1, 2)?)
+        };
+        let k = split(kv.narrow(D::Minus1, 0, inner)?, lk)?;
+        let v = split(kv.narrow(D::Minus1, inner, inner)?, lk)?;
+        let query = split(query, lq)?;
+        // Max-subtraction before softmax in the reference is numerically neutral.
+        let out = attention(&query, &k, &v, (dim_head as f64).powf(-0.5), None)?;
+        let out = out.transpose(1, 2)?.reshape((b, lq, inner))?;
+        let q = (self.to_out.forward(&out)? + q)?;
+        let ff = self.ff_out.forward(&gelu_erf(&self.ff_in.forward(&self.ff_norm.forward(&q)?)?)?)?;
+        Ok((ff + q)?)
+    }
+}
+
+/// Text-conditioning projection: Linear(D→C), exact GELU, Linear(C→C).
+struct TextProjection {
+    first: Linear,
+    second: Linear,
+}
+
+/// The perceiver resampler with its output projection to the LM width.
+pub struct PerceiverResampler {
+    cfg: VisionTokenizerConfig,
+    latents: Tensor,
+    text_projection: Option<TextProjection>,
+    layers: Vec<Layer>,
+    norm: LayerNorm,
+    projection: Linear,
+}
+
+impl PerceiverResampler {
+    /// Loads from keys under `prefix` (`vlm.vision_tokenizer`). `text_projection`
+    /// is loaded when present (instruct) and skipped when absent (base).
+    pub fn load(store: &WeightStore, prefix: &str, cfg: &VisionTokenizerConfig) -> Result<Self> {
+        let (dim, lm) = (cfg.vis_feature_dim, cfg.lang_embedding_dim);
+        let text_projection = if store.contains(&format!("{prefix}.text_projection.0.weight")) {
+            Some(TextProjection {
+                first: Linear::load(store, &format!("{prefix}.text_projection.0"), lm, dim, true)?,
+                second: Linear::load(store, &format!("{prefix}.text_projection.2"), dim, dim, true)?,
+            })
+        } else {
+            tracing::info!("no {prefix}.text_projection: running the plain (base) perceiver");
+            None
+        };
+        let layers = (0..cfg.depth)
+            .map(|l| Layer::load(store, &format!("{prefix}.layers.{l}"), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            latents: store.f32(&format!("{prefix}.latents"), &[cfg.num_vis_tokens, dim])?,
+            text_projection,
+            layers,
+            norm: LayerNorm::load(store, &format!("{prefix}.norm"), dim, LN_EPS)?,
+            projection: Linear::load(store, &format!("{prefix}.projection"), dim, lm, true)?,
+        })
+    }
+
+    /// Whether the perceiver takes text queries (instruct).
+    pub fn is_text_conditioned(&self) -> bool {
+        self.text_projection.is_some()
+    }
+
+    /// Learned latents per crop.
+    pub fn num_latents(&self) -> usize {
+        self.cfg.num_vis_tokens
+    }
+
+    /// `features` [N, V, C] (one row per crop group) and the prompt embeddings
+    /// `text_embeds` [L', D] (first ≤ 256 ids) → visual tokens [N, Q, D].
+    pub fn forward(&self, features: &Tensor, text_embeds: Option<&Tensor>) -> Result<Tensor> {
+        let (n, _, c) = features.dims3()?;
+        let q0 = self.latents.unsqueeze(0)?.broadcast_as((n, self.cfg.num_vis_tokens, c))?;
+        let mut q = match (&self.text_projection, text_embeds) {
+            (Some(tp), Some(text)) => {
+                let e = tp.second.forward(&gelu_erf(&tp.first.forward(text)?)?)?;
+                let l = e.dim(0)?;
+                let e = e.unsqueeze(0)?.broadcast_as((n, l, c))?;
+                Tensor::cat(&[&q0, &e], 1)?
+            }
+            _ => q0.contiguous()?,
+        };
+        for layer in &self.layers {
+            q = layer.forward(features, &q, self.cfg.heads, self.cfg.dim_head)?;
+        }
+        let q = q.narrow(1, 0, self.cfg.num_vis_tokens)?;
+        self.projection.forward(&self.norm.forward(&q)?)
+    }
+}

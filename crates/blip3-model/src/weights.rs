@@ -1,0 +1,234 @@
+//! Memory-mapped safetensors checkpoints, single-file or sharded.
+//!
+//! Tensors are looked up by the checkpoint's own key names and checked against
+//! the shape the configuration implies, so a wrong or truncated checkpoint fails
+//! with the key and file named instead of a shape error deep in a forward pass.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{ModelError, Result};
+
+/// How matrix weights are held in memory after loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    /// Keep the checkpoint's dtype (F32 stays F32, BF16/F16 stay half precision;
+    /// half-precision weights are widened to F32 inside each matrix product).
+    #[default]
+    AsStored,
+    /// Convert every weight to F32 (the reference's precision).
+    F32,
+    /// Convert matrix weights to BF16 (half the memory; activations stay F32).
+    Bf16,
+}
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+}
+
+/// The tensors of a model folder, memory-mapped.
+pub struct WeightStore {
+    shards: Vec<Shard>,
+    entries: HashMap<String, Entry>,
+    device: Device,
+    policy: WeightDtype,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl WeightStore {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open(dir: &Path, device: &Device, policy: WeightDtype) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::BadConfig {
+                    path: index.clone(),
+                    reason: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::BadConfig {
+                    path: index.clone(),
+                    reason: "no \"weight_map\" object".into(),
+                })?;
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else if single.exists() {
+            vec![single]
+        } else {
+            return Err(ModelError::NoWeights(dir.to_path_buf()));
+        };
+        let mut store = Self {
+            shards: Vec::new(),
+            entries: HashMap::new(),
+            device: device.clone(),
+            policy,
+        };
+        for path in files {
+            store.add_file(&path)?;
+        }
+        Ok(store)
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let file = File::open(path).map_err(io_err(path))?;
+        // SAFETY: the file is opened read-only and treated as immutable for the
+        // lifetime of the map; a checkpoint rewritten underneath a running
+        // process is outside what any loader can defend against.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+        let bad = |reason: String| ModelError::BadWeights {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
+        let data_start = 8 + header_len;
+        let index = self.shards.len();
+        for (name, info) in metadata.tensors() {
+            let (start, end) = info.data_offsets;
+            if data_start + end > mmap.len() || start > end {
+                return Err(bad(format!("tensor {name} lies outside the file")));
+            }
+            self.entries.insert(
+                name,
+                Entry {
+                    file: index,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start,
+                    end,
+                },
+            );
+        }
+        self.shards.push(Shard {
+            path: path.to_path_buf(),
+            mmap,
+            data_start,
+        });
+        Ok(())
+    }
+
+    /// Device tensors are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the checkpoint has a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// All tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    fn searched(&self) -> String {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.path
+                    .file_name()
+                    .map_or_else(|| s.path.display().to_string(), |n| n.to_string_lossy().into())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                searched: self.searched(),
+            })?;
+        let shard = &self.shards[entry.file];
+        let file = shard.path.display().to_string();
+        if entry.shape != shape {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                file,
+                found: entry.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        let dtype = match entry.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::BF16 => DType::BF16,
+            Dtype::F16 => DType::F16,
+            other => {
+                return Err(ModelError::UnsupportedDtype {
+                    name: name.to_string(),
+                    file,
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        let bytes = &shard.mmap[shard.data_start + entry.start..shard.data_start + entry.end];
+        let expected_bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if bytes.len() != expected_bytes {
+            return Err(ModelError::BadWeights {
+                path: shard.path.clone(),
+                reason: format!(
+                    "tensor {name} has {} bytes, expected {expected_bytes}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(Tensor::from_raw_buffer(bytes, dtype, shape, &self.device)?)
+    }
+
+    /// A small tensor (norm, bias, embedding row set) as F32.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.raw(name, shape)?.to_dtype(DType::F32)?)
+    }
+
+    /// A matrix weight in the dtype chosen by the [`WeightDtype`] policy.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.raw(name, shape)?;
+        Ok(match (self.policy, t.dtype()) {
+            (WeightDtype::F32, d) if d != DType::F32 => t.to_dtype(DType::F32)?,
+            (WeightDtype::Bf16, d) if d != DType::BF16 => t.to_dtype(DType::BF16)?,
+            _ => t,
+        })
+    }
+
+    /// Like [`WeightStore::f32`], but `None` when the tensor is absent.
+    pub fn optional_f32(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.f32(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
