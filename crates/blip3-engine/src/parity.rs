@@ -1,0 +1,198 @@
+//! Stage-tensor dumps in the fixture golden format, and their comparison.
+//!
+//! `blip3 dump` writes the tensors the Python reference recorded
+//! (`input_ids`, `pixel_values`, `vision_features`, `vision_tokens`,
+//! `inputs_embeds`, `last_logits`, `generated_ids`, optional `debug.*`), so a
+//! port, a quantisation or a new kernel can be checked against a golden with
+//! [`compare`] and the fixture's tolerance rule.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use safetensors::{Dtype, SafeTensors, View};
+use serde::Serialize;
+
+use crate::pipeline::{RunOutput, StageTensors};
+use crate::EngineError;
+
+/// One tensor ready to be serialised.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn raw_f32(t: &Tensor) -> Result<Raw, EngineError> {
+    let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(Raw {
+        dtype: Dtype::F32,
+        shape: t.dims().to_vec(),
+        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    })
+}
+
+fn raw_ids(ids: &[u32]) -> Raw {
+    Raw {
+        dtype: Dtype::I64,
+        shape: vec![ids.len()],
+        bytes: ids.iter().flat_map(|&v| i64::from(v).to_le_bytes()).collect(),
+    }
+}
+
+/// Extra facts recorded in the dump's metadata.
+#[derive(Debug, Clone, Default)]
+pub struct DumpInfo {
+    /// The user question.
+    pub question: String,
+    /// The full templated prompt.
+    pub prompt: String,
+    /// Image file name.
+    pub image_file: String,
+}
+
+/// Writes `output` (run with `capture = true`) to a safetensors file.
+pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<(), EngineError> {
+    let stages: &StageTensors = output.stages.as_ref().ok_or_else(|| {
+        EngineError::Request("the run kept no stage tensors (capture was off)".into())
+    })?;
+    let mut tensors: Vec<(String, Raw)> = vec![
+        ("input_ids".into(), raw_ids(&output.input_ids)),
+        ("pixel_values".into(), raw_f32(&stages.pixel_values)?),
+        ("vision_features".into(), raw_f32(&stages.vision_features)?),
+        ("vision_tokens".into(), raw_f32(&stages.vision_tokens)?),
+        ("inputs_embeds".into(), raw_f32(&stages.inputs_embeds)?),
+        ("last_logits".into(), raw_f32(&stages.last_logits)?),
+        ("generated_ids".into(), raw_ids(&output.generated_ids)),
+        ("debug.vit_tokens".into(), raw_f32(&stages.vit_tokens)?),
+    ];
+    if let Some(t) = &stages.text_embeds {
+        tensors.push(("debug.text_embeds".into(), raw_f32(t)?));
+    }
+    let json = |v: serde_json::Value| v.to_string();
+    let metadata: HashMap<String, String> = [
+        ("question", info.question.clone()),
+        ("prompt", info.prompt.clone()),
+        ("image_file", info.image_file.clone()),
+        ("stop_reason", output.stop_reason.label()),
+        ("generated_text", output.text.clone()),
+        ("image_size_wh", json(serde_json::json!(output.image.image_size))),
+        ("best_resolution_wh", json(serde_json::json!(output.image.best_resolution))),
+        ("grid_npw_nph", json(serde_json::json!(output.image.grid))),
+        ("num_crops_N", output.image.num_crops.to_string()),
+        ("engine", format!("blip3-rs {}", env!("CARGO_PKG_VERSION"))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| EngineError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Comparison of one tensor against its golden.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    /// Tensor name.
+    pub name: String,
+    /// Shapes agree.
+    pub shape_ok: bool,
+    /// Largest |candidate − golden|.
+    pub max_abs: f64,
+    /// `max_abs / max(1, max |golden|)`.
+    pub max_rel: f64,
+    /// Allowed `max_abs` (0 for integer tensors).
+    pub limit: f64,
+    /// Within tolerance (and no NaN/Inf).
+    pub pass: bool,
+    /// Why it failed, if it did.
+    pub note: String,
+}
+
+/// Reads a safetensors tensor as f64 values (any float or integer dtype).
+fn values(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f64>> {
+    let b = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
+        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        Dtype::U32 => b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        _ => return None,
+    })
+}
+
+/// Compares every non-`debug.` golden tensor (and `debug.` ones present in
+/// both) with the fixture rule: integer tensors identical; float tensors within
+/// `rel_tol × max(1, max |golden|)` with no NaN/Inf.
+pub fn compare(candidate: &[u8], golden: &[u8], rel_tol: f64) -> Result<Vec<TensorReport>, String> {
+    let cand = SafeTensors::deserialize(candidate).map_err(|e| format!("candidate: {e}"))?;
+    let gold = SafeTensors::deserialize(golden).map_err(|e| format!("golden: {e}"))?;
+    let mut names: Vec<String> = gold.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut reports = Vec::new();
+    for name in names {
+        let g = gold.tensor(&name).map_err(|e| e.to_string())?;
+        let is_debug = name.starts_with("debug.");
+        let mut report = TensorReport {
+            name: name.clone(),
+            shape_ok: false,
+            max_abs: f64::NAN,
+            max_rel: f64::NAN,
+            limit: 0.0,
+            pass: false,
+            note: String::new(),
+        };
+        let Ok(c) = cand.tensor(&name) else {
+            if !is_debug {
+                report.note = "missing in candidate".into();
+                reports.push(report);
+            }
+            continue;
+        };
+        report.shape_ok = c.shape() == g.shape();
+        let (Some(cv), Some(gv)) = (values(&c), values(&g)) else {
+            report.note = "unsupported dtype".into();
+            reports.push(report);
+            continue;
+        };
+        if !report.shape_ok {
+            report.note = format!("shape {:?} vs golden {:?}", c.shape(), g.shape());
+            reports.push(report);
+            continue;
+        }
+        let integer = !matches!(g.dtype(), Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16);
+        let peak = gv.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let max_abs = cv.iter().zip(&gv).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        let finite = cv.iter().all(|v| v.is_finite());
+        report.max_abs = max_abs;
+        report.max_rel = max_abs / peak.max(1.0);
+        report.limit = if integer { 0.0 } else { rel_tol * peak.max(1.0) };
+        report.pass = finite && max_abs <= report.limit;
+        if !finite {
+            report.note = "NaN/Inf in candidate".into();
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The fixture's tolerance: 0.001 × max(1, max |golden|).
+pub const FIXTURE_REL_TOL: f64 = 1e-3;
