@@ -1,0 +1,211 @@
+//! The subcommands.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use blip3_engine::parity::{write_dump, DumpInfo};
+use blip3_engine::prompt::instruct_prompt;
+use blip3_engine::{Pipeline, PipelineOptions, RunOutput};
+use blip3_model::checkpoint::{tensor_specs, write_random_checkpoint, StoreDtype, HF_SHARD_BYTES};
+use blip3_model::weights::WeightDtype;
+use blip3_model::Blip3Config;
+use blip3_preprocess::AspectMode;
+
+use crate::{AspectArg, CompareArgs, DtypeArg, DumpArgs, GenerateArgs, InitRandomArgs, ModelArgs, StoreArg};
+
+/// Peak resident memory of this process (Linux `VmHWM`), if known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn load(args: &ModelArgs) -> Result<Pipeline> {
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // candle sizes its thread pools from this variable on first use.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let options = PipelineOptions {
+        weight_dtype: match args.dtype {
+            DtypeArg::Auto => WeightDtype::AsStored,
+            DtypeArg::F32 => WeightDtype::F32,
+            DtypeArg::Bf16 => WeightDtype::Bf16,
+        },
+        aspect: args.aspect.map(|a| match a {
+            AspectArg::Anyres => AspectMode::Anyres,
+            AspectArg::Pad => AspectMode::Pad,
+        }),
+        max_pixels: args.max_pixels,
+        ..Default::default()
+    };
+    Pipeline::load(&args.model, &options)
+        .with_context(|| format!("loading model folder {}", args.model.display()))
+}
+
+fn run(pipeline: &Pipeline, args: &ModelArgs, max_new_tokens: usize, capture: bool) -> Result<(RunOutput, String)> {
+    let image = pipeline
+        .load_image(&args.image)
+        .with_context(|| format!("reading image {}", args.image.display()))?;
+    let prompt = instruct_prompt(&args.prompt, args.system.as_deref());
+    let output = pipeline.run(&image, &prompt, max_new_tokens, capture, &mut |_| {})?;
+    Ok((output, prompt))
+}
+
+pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
+    let load_start = std::time::Instant::now();
+    let pipeline = load(&args.model)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let (output, _) = run(&pipeline, &args.model, args.max_new_tokens, false)?;
+    if args.json {
+        let t = &output.timings;
+        let value = serde_json::json!({
+            "text": output.text,
+            "ids": output.generated_ids,
+            "stop_reason": output.stop_reason.label(),
+            "input_tokens": output.input_ids.len(),
+            "timings": {
+                "load_s": load_s,
+                "preprocess_s": t.preprocess_s,
+                "vision_encode_s": t.vision_encode_s,
+                "resampler_s": t.resampler_s,
+                "prefill_s": t.prefill_s,
+                "ttft_s": t.ttft_s,
+                "decode_s": t.decode_s,
+                "prefill_tokens": t.prefill_tokens,
+                "generated_tokens": t.generated_tokens,
+                "prefill_tokens_per_s": t.prefill_tokens as f64 / t.prefill_s.max(1e-9),
+                "decode_tokens_per_s": (t.generated_tokens.saturating_sub(1)) as f64 / t.decode_s.max(1e-9),
+            },
+            "image": output.image,
+            "peak_rss_bytes": peak_rss_bytes(),
+        });
+        println!("{value}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", output.text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dump(args: DumpArgs) -> Result<ExitCode> {
+    let pipeline = load(&args.model)?;
+    let (output, prompt) = run(&pipeline, &args.model, args.max_new_tokens, true)?;
+    let info = DumpInfo {
+        question: args.model.prompt.clone(),
+        prompt,
+        image_file: args
+            .model
+            .image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    write_dump(&args.out, &output, &info)?;
+    eprintln!(
+        "wrote {} ({} prompt ids, {} generated, stop: {})",
+        args.out.display(),
+        output.input_ids.len(),
+        output.generated_ids.len(),
+        output.stop_reason.label()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy_non_weight_files(from: &Path, to: &Path) -> Result<()> {
+    for name in [
+        "config.json",
+        "preprocessor_config.json",
+        "generation_config.json",
+        "tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ] {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!("output folder {} exists and is not empty", args.out.display());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let dtype = match args.dtype {
+        StoreArg::F32 => StoreDtype::F32,
+        StoreArg::Bf16 => StoreDtype::Bf16,
+    };
+    let config = match &args.like {
+        Some(dir) => {
+            let config = Blip3Config::from_file(&dir.join("config.json"))?;
+            copy_non_weight_files(dir, &args.out)?;
+            config
+        }
+        None => {
+            let torch_dtype = match dtype {
+                StoreDtype::F32 => "float32",
+                StoreDtype::Bf16 => "bfloat16",
+            };
+            std::fs::write(args.out.join("config.json"), crate::presets::full_config_json(torch_dtype))?;
+            std::fs::write(args.out.join("preprocessor_config.json"), crate::presets::PREPROCESSOR_CONFIG)?;
+            std::fs::write(args.out.join("generation_config.json"), crate::presets::GENERATION_CONFIG)?;
+            for (name, bytes) in crate::presets::TOKENIZER_FILES {
+                std::fs::write(args.out.join(name), bytes)?;
+            }
+            Blip3Config::from_file(&args.out.join("config.json"))?
+        }
+    };
+    let specs = tensor_specs(&config, !args.base);
+    let params: usize = specs.iter().map(|s| s.numel()).sum();
+    eprintln!(
+        "writing {} tensors, {:.3} B parameters ({:.2} GB) to {}",
+        specs.len(),
+        params as f64 / 1e9,
+        (params * if dtype == StoreDtype::F32 { 4 } else { 2 }) as f64 / 1e9,
+        args.out.display()
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} shard {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    write_random_checkpoint(&args.out, &specs, args.seed, dtype, HF_SHARD_BYTES, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn compare(args: CompareArgs) -> Result<ExitCode> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let reports = blip3_engine::parity::compare(&read(&args.candidate)?, &read(&args.golden)?, args.rel_tol)
+        .map_err(anyhow::Error::msg)?;
+    println!("{:<22} {:>6} {:>12} {:>12} {:>12}  result", "tensor", "shape", "max_abs", "max_rel", "limit");
+    let mut ok = true;
+    for r in &reports {
+        ok &= r.pass;
+        println!(
+            "{:<22} {:>6} {:>12.3e} {:>12.3e} {:>12.3e}  {}{}",
+            r.name,
+            if r.shape_ok { "ok" } else { "DIFF" },
+            r.max_abs,
+            r.max_rel,
+            r.limit,
+            if r.pass { "pass" } else { "FAIL" },
+            if r.note.is_empty() { String::new() } else { format!(" ({})", r.note) }
+        );
+    }
+    println!("{}", if ok { "all tensors pass" } else { "some tensors FAIL" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
