@@ -13,7 +13,9 @@ use blip3_model::weights::WeightDtype;
 use blip3_model::Blip3Config;
 use blip3_preprocess::AspectMode;
 
-use crate::{AspectArg, CompareArgs, DtypeArg, DumpArgs, GenerateArgs, InitRandomArgs, ModelArgs, StoreArg};
+use crate::{
+    AspectArg, CompareArgs, DtypeArg, DumpArgs, GenerateArgs, InitRandomArgs, ModelArgs, StoreArg,
+};
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.
 fn peak_rss_bytes() -> Option<u64> {
@@ -48,7 +50,12 @@ fn load(args: &ModelArgs) -> Result<Pipeline> {
         .with_context(|| format!("loading model folder {}", args.model.display()))
 }
 
-fn run(pipeline: &Pipeline, args: &ModelArgs, max_new_tokens: usize, capture: bool) -> Result<(RunOutput, String)> {
+fn run(
+    pipeline: &Pipeline,
+    args: &ModelArgs,
+    max_new_tokens: usize,
+    capture: bool,
+) -> Result<(RunOutput, String)> {
     let image = pipeline
         .load_image(&args.image)
         .with_context(|| format!("reading image {}", args.image.display()))?;
@@ -130,7 +137,8 @@ fn copy_non_weight_files(from: &Path, to: &Path) -> Result<()> {
     ] {
         let src = from.join(name);
         if src.exists() {
-            std::fs::copy(&src, to.join(name)).with_context(|| format!("copying {}", src.display()))?;
+            std::fs::copy(&src, to.join(name))
+                .with_context(|| format!("copying {}", src.display()))?;
         }
     }
     Ok(())
@@ -138,9 +146,13 @@ fn copy_non_weight_files(from: &Path, to: &Path) -> Result<()> {
 
 pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
-        bail!("output folder {} exists and is not empty", args.out.display());
+        bail!(
+            "output folder {} exists and is not empty",
+            args.out.display()
+        );
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let dtype = match args.dtype {
         StoreArg::F32 => StoreDtype::F32,
         StoreArg::Bf16 => StoreDtype::Bf16,
@@ -156,9 +168,18 @@ pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
                 StoreDtype::F32 => "float32",
                 StoreDtype::Bf16 => "bfloat16",
             };
-            std::fs::write(args.out.join("config.json"), crate::presets::full_config_json(torch_dtype))?;
-            std::fs::write(args.out.join("preprocessor_config.json"), crate::presets::PREPROCESSOR_CONFIG)?;
-            std::fs::write(args.out.join("generation_config.json"), crate::presets::GENERATION_CONFIG)?;
+            std::fs::write(
+                args.out.join("config.json"),
+                crate::presets::full_config_json(torch_dtype),
+            )?;
+            std::fs::write(
+                args.out.join("preprocessor_config.json"),
+                crate::presets::PREPROCESSOR_CONFIG,
+            )?;
+            std::fs::write(
+                args.out.join("generation_config.json"),
+                crate::presets::GENERATION_CONFIG,
+            )?;
             for (name, bytes) in crate::presets::TOKENIZER_FILES {
                 std::fs::write(args.out.join(name), bytes)?;
             }
@@ -179,19 +200,30 @@ pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{elapsed_precise} shard {pos}/{len}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    write_random_checkpoint(&args.out, &specs, args.seed, dtype, HF_SHARD_BYTES, |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    write_random_checkpoint(
+        &args.out,
+        &specs,
+        args.seed,
+        dtype,
+        HF_SHARD_BYTES,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
     bar.finish();
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn compare(args: CompareArgs) -> Result<ExitCode> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let reports = blip3_engine::parity::compare(&read(&args.candidate)?, &read(&args.golden)?, args.rel_tol)
-        .map_err(anyhow::Error::msg)?;
-    println!("{:<22} {:>6} {:>12} {:>12} {:>12}  result", "tensor", "shape", "max_abs", "max_rel", "limit");
+    let reports =
+        blip3_engine::parity::compare(&read(&args.candidate)?, &read(&args.golden)?, args.rel_tol)
+            .map_err(anyhow::Error::msg)?;
+    println!(
+        "{:<22} {:>6} {:>12} {:>12} {:>12}  result",
+        "tensor", "shape", "max_abs", "max_rel", "limit"
+    );
     let mut ok = true;
     for r in &reports {
         ok &= r.pass;
@@ -203,9 +235,24 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode> {
             r.max_rel,
             r.limit,
             if r.pass { "pass" } else { "FAIL" },
-            if r.note.is_empty() { String::new() } else { format!(" ({})", r.note) }
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.note)
+            }
         );
     }
-    println!("{}", if ok { "all tensors pass" } else { "some tensors FAIL" });
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{}",
+        if ok {
+            "all tensors pass"
+        } else {
+            "some tensors FAIL"
+        }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

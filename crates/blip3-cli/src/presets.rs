@@ -56,9 +56,24 @@ pub const GENERATION_CONFIG: &str = r#"{
 
 /// Tokenizer files (name, bytes).
 pub const TOKENIZER_FILES: [(&str, &[u8]); 5] = [
-    ("tokenizer.model", include_bytes!("../../../testdata/phi3-tokenizer/tokenizer.model")),
-    ("tokenizer.json", include_bytes!("../../../testdata/phi3-tokenizer/tokenizer.json")),
-    ("tokenizer_config.json", include_bytes!("../../../testdata/phi3-tokenizer/tokenizer_config.json")),
-    ("special_tokens_map.json", include_bytes!("../../../testdata/phi3-tokenizer/special_tokens_map.json")),
-    ("added_tokens.json", include_bytes!("../../../testdata/phi3-tokenizer/added_tokens.json")),
+    (
+        "tokenizer.model",
+        include_bytes!("../../../testdata/phi3-tokenizer/tokenizer.model"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../../../testdata/phi3-tokenizer/tokenizer.json"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_bytes!("../../../testdata/phi3-tokenizer/tokenizer_config.json"),
+    ),
+    (
+        "special_tokens_map.json",
+        include_bytes!("../../../testdata/phi3-tokenizer/special_tokens_map.json"),
+    ),
+    (
+        "added_tokens.json",
+        include_bytes!("../../../testdata/phi3-tokenizer/added_tokens.json"),
+    ),
 ];

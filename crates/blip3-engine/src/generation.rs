@@ -72,7 +72,10 @@ mod tests {
 
     #[test]
     fn stop_rule_labels() {
-        let rule = StopRule { end_id: Some(32007), eos_ids: vec![32000] };
+        let rule = StopRule {
+            end_id: Some(32007),
+            eos_ids: vec![32000],
+        };
         assert_eq!(rule.check(32007).unwrap().label(), "end_32007");
         assert_eq!(rule.check(32000).unwrap().label(), "eos_32000");
         assert_eq!(rule.check(5), None);

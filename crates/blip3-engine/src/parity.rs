@@ -52,7 +52,10 @@ fn raw_ids(ids: &[u32]) -> Raw {
     Raw {
         dtype: Dtype::I64,
         shape: vec![ids.len()],
-        bytes: ids.iter().flat_map(|&v| i64::from(v).to_le_bytes()).collect(),
+        bytes: ids
+            .iter()
+            .flat_map(|&v| i64::from(v).to_le_bytes())
+            .collect(),
     }
 }
 
@@ -92,8 +95,14 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
         ("image_file", info.image_file.clone()),
         ("stop_reason", output.stop_reason.label()),
         ("generated_text", output.text.clone()),
-        ("image_size_wh", json(serde_json::json!(output.image.image_size))),
-        ("best_resolution_wh", json(serde_json::json!(output.image.best_resolution))),
+        (
+            "image_size_wh",
+            json(serde_json::json!(output.image.image_size)),
+        ),
+        (
+            "best_resolution_wh",
+            json(serde_json::json!(output.image.best_resolution)),
+        ),
         ("grid_npw_nph", json(serde_json::json!(output.image.grid))),
         ("num_crops_N", output.image.num_crops.to_string()),
         ("engine", format!("blip3-rs {}", env!("CARGO_PKG_VERSION"))),
@@ -130,11 +139,26 @@ pub struct TensorReport {
 fn values(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f64>> {
     let b = view.data();
     Some(match view.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
-        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
-        Dtype::U32 => b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64)
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::U32 => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
         _ => return None,
     })
 }
@@ -178,13 +202,23 @@ pub fn compare(candidate: &[u8], golden: &[u8], rel_tol: f64) -> Result<Vec<Tens
             reports.push(report);
             continue;
         }
-        let integer = !matches!(g.dtype(), Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16);
+        let integer = !matches!(
+            g.dtype(),
+            Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16
+        );
         let peak = gv.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let max_abs = cv.iter().zip(&gv).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        let max_abs = cv
+            .iter()
+            .zip(&gv)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
         let finite = cv.iter().all(|v| v.is_finite());
         report.max_abs = max_abs;
         report.max_rel = max_abs / peak.max(1.0);
-        report.limit = if integer { 0.0 } else { rel_tol * peak.max(1.0) };
+        report.limit = if integer {
+            0.0
+        } else {
+            rel_tol * peak.max(1.0)
+        };
         report.pass = finite && max_abs <= report.limit;
         if !finite {
             report.note = "NaN/Inf in candidate".into();

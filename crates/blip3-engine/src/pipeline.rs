@@ -136,8 +136,14 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
         }
     };
     match json.get("eos_token_id") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
         _ => vec![fallback],
     }
 }
@@ -156,9 +162,9 @@ impl Pipeline {
                 processor.crop_size()
             )));
         }
-        let image_token_id = tokenizer.token_to_id(IMAGE_TOKEN).ok_or_else(|| {
-            EngineError::Request("the tokenizer has no <image> token".into())
-        })?;
+        let image_token_id = tokenizer
+            .token_to_id(IMAGE_TOKEN)
+            .ok_or_else(|| EngineError::Request("the tokenizer has no <image> token".into()))?;
         let text = &model.config().text_config;
         if image_token_id as usize != text.initial_tokenizer_len {
             tracing::warn!(
@@ -258,7 +264,9 @@ impl Pipeline {
 
         let t = Instant::now();
         let lm = self.model.lm();
-        let inputs_embeds = self.model.splice(&input_ids, &vision_tokens, self.image_token_id)?;
+        let inputs_embeds = self
+            .model
+            .splice(&input_ids, &vision_tokens, self.image_token_id)?;
         let len = inputs_embeds.dim(0)?;
         let context = lm.config().max_position_embeddings;
         if len >= context {

@@ -9,7 +9,9 @@ pub const IMAGE_TOKEN: &str = "<image>";
 /// `<|system|>\n{system}<|end|>\n<|user|>\n<image>\n{question}<|end|>\n<|assistant|>\n`.
 pub fn instruct_prompt(question: &str, system: Option<&str>) -> String {
     let system = system.unwrap_or(DEFAULT_SYSTEM);
-    format!("<|system|>\n{system}<|end|>\n<|user|>\n{IMAGE_TOKEN}\n{question}<|end|>\n<|assistant|>\n")
+    format!(
+        "<|system|>\n{system}<|end|>\n<|user|>\n{IMAGE_TOKEN}\n{question}<|end|>\n<|assistant|>\n"
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,11 @@ fn run_case(pipeline: &Pipeline, case: &serde_json::Value, out_dir: &Path) -> Ve
     let output = pipeline
         .run(&image, &prompt, max_new, true, &mut |_| {})
         .unwrap();
-    assert_eq!(output.stop_reason.label(), case["stop_reason"].as_str().unwrap(), "{id}");
+    assert_eq!(
+        output.stop_reason.label(),
+        case["stop_reason"].as_str().unwrap(),
+        "{id}"
+    );
     let expected_ids: Vec<u32> = case["generated_ids"]
         .as_array()
         .unwrap()
@@ -37,13 +41,24 @@ fn run_case(pipeline: &Pipeline, case: &serde_json::Value, out_dir: &Path) -> Ve
     let golden = std::fs::read(dir.join(case["golden"].as_str().unwrap())).unwrap();
     let reports = compare(&std::fs::read(&out).unwrap(), &golden, FIXTURE_REL_TOL).unwrap();
     for r in &reports {
-        eprintln!("{id} {:<20} max_abs {:.2e} limit {:.2e}", r.name, r.max_abs, r.limit);
+        eprintln!(
+            "{id} {:<20} max_abs {:.2e} limit {:.2e}",
+            r.name, r.max_abs, r.limit
+        );
     }
-    assert!(reports.len() >= 9, "{id}: every golden tensor, debug ones included, was compared");
+    assert!(
+        reports.len() >= 9,
+        "{id}: every golden tensor, debug ones included, was compared"
+    );
     reports
         .iter()
         .filter(|r| !r.pass)
-        .map(|r| format!("{id}: {} max_abs {:.3e} > {:.3e} {}", r.name, r.max_abs, r.limit, r.note))
+        .map(|r| {
+            format!(
+                "{id}: {} max_abs {:.3e} > {:.3e} {}",
+                r.name, r.max_abs, r.limit, r.note
+            )
+        })
         .collect()
 }
 

@@ -47,7 +47,9 @@ pub fn regroup_features(tokens: &Tensor, grid: (usize, usize), g: usize) -> Resu
         .map(|i| i as u32)
         .collect();
     let index = Tensor::from_vec(map, (n - 1) * v, tokens.device())?;
-    let groups = grid_tokens.index_select(&index, 0)?.reshape((n - 1, v, c))?;
+    let groups = grid_tokens
+        .index_select(&index, 0)?
+        .reshape((n - 1, v, c))?;
     Ok(Tensor::cat(&[&base, &groups], 0)?)
 }
 
@@ -93,11 +95,31 @@ mod tests {
         let small = groups(2, 1, 3);
         assert_eq!(
             small[0],
-            vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5)]
+            vec![
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (0, 3),
+                (0, 4),
+                (0, 5)
+            ]
         );
         assert_eq!(
             small[1],
-            vec![(1, 3), (1, 4), (1, 5), (0, 6), (0, 7), (0, 8), (1, 6), (1, 7), (1, 8)]
+            vec![
+                (1, 3),
+                (1, 4),
+                (1, 5),
+                (0, 6),
+                (0, 7),
+                (0, 8),
+                (1, 6),
+                (1, 7),
+                (1, 8)
+            ]
         );
     }
 

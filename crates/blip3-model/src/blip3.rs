@@ -31,8 +31,11 @@ impl Blip3Model {
     /// Builds the model from an opened checkpoint (keys under `vlm.`).
     pub fn from_store(config: Blip3Config, store: &WeightStore) -> Result<Self> {
         let vision = VisionTransformer::load(store, "vlm.vision_encoder", &config.vision())?;
-        let resampler =
-            PerceiverResampler::load(store, "vlm.vision_tokenizer", &config.vision_tokenizer_config)?;
+        let resampler = PerceiverResampler::load(
+            store,
+            "vlm.vision_tokenizer",
+            &config.vision_tokenizer_config,
+        )?;
         let lm = Phi3::load(store, "vlm.lang_model", &config.text_config)?;
         Ok(Self {
             device: store.device().clone(),
@@ -81,7 +84,12 @@ impl Blip3Model {
     /// Replaces the first `<image>` (id `image_token_id`) of `input_ids` by
     /// `vision_tokens` [N·Q, d] (spec §7). Without an `<image>` the text
     /// embeddings are returned unchanged; later `<image>` ids stay ordinary tokens.
-    pub fn splice(&self, input_ids: &[u32], vision_tokens: &Tensor, image_token_id: u32) -> Result<Tensor> {
+    pub fn splice(
+        &self,
+        input_ids: &[u32],
+        vision_tokens: &Tensor,
+        image_token_id: u32,
+    ) -> Result<Tensor> {
         let text = self.lm.embed(input_ids)?;
         let Some(p) = input_ids.iter().position(|&id| id == image_token_id) else {
             return Ok(text);

@@ -62,9 +62,17 @@ pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
     let (vw, g, p) = (v.width, v.grid(), v.patch_size);
     let ve = "vlm.vision_encoder";
     out.push(TensorSpec::new(format!("{ve}.class_embedding"), &[vw], w));
-    out.push(TensorSpec::new(format!("{ve}.positional_embedding"), &[g * g + 1, vw], w));
+    out.push(TensorSpec::new(
+        format!("{ve}.positional_embedding"),
+        &[g * g + 1, vw],
+        w,
+    ));
     out.push(TensorSpec::new(format!("{ve}.proj"), &[vw, 1024], w));
-    out.push(TensorSpec::new(format!("{ve}.conv1.weight"), &[vw, 3, p, p], w));
+    out.push(TensorSpec::new(
+        format!("{ve}.conv1.weight"),
+        &[vw, 3, p, p],
+        w,
+    ));
     out.push(TensorSpec::new(format!("{ve}.ln_pre.weight"), &[vw], norm));
     out.push(TensorSpec::new(format!("{ve}.ln_pre.bias"), &[vw], w));
     for i in 0..v.layers {
@@ -72,15 +80,35 @@ pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
         let mlp = v.mlp_width();
         out.push(TensorSpec::new(format!("{b}.ln_1.weight"), &[vw], norm));
         out.push(TensorSpec::new(format!("{b}.ln_1.bias"), &[vw], w));
-        out.push(TensorSpec::new(format!("{b}.attn.in_proj_weight"), &[3 * vw, vw], w));
-        out.push(TensorSpec::new(format!("{b}.attn.in_proj_bias"), &[3 * vw], w));
-        out.push(TensorSpec::new(format!("{b}.attn.out_proj.weight"), &[vw, vw], w));
+        out.push(TensorSpec::new(
+            format!("{b}.attn.in_proj_weight"),
+            &[3 * vw, vw],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.attn.in_proj_bias"),
+            &[3 * vw],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.attn.out_proj.weight"),
+            &[vw, vw],
+            w,
+        ));
         out.push(TensorSpec::new(format!("{b}.attn.out_proj.bias"), &[vw], w));
         out.push(TensorSpec::new(format!("{b}.ln_2.weight"), &[vw], norm));
         out.push(TensorSpec::new(format!("{b}.ln_2.bias"), &[vw], w));
-        out.push(TensorSpec::new(format!("{b}.mlp.c_fc.weight"), &[mlp, vw], w));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.c_fc.weight"),
+            &[mlp, vw],
+            w,
+        ));
         out.push(TensorSpec::new(format!("{b}.mlp.c_fc.bias"), &[mlp], w));
-        out.push(TensorSpec::new(format!("{b}.mlp.c_proj.weight"), &[vw, mlp], w));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.c_proj.weight"),
+            &[vw, mlp],
+            w,
+        ));
         out.push(TensorSpec::new(format!("{b}.mlp.c_proj.bias"), &[vw], w));
     }
     out.push(TensorSpec::new(format!("{ve}.ln_post.weight"), &[vw], norm));
@@ -88,30 +116,82 @@ pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
 
     let r = &config.vision_tokenizer_config;
     let vt = "vlm.vision_tokenizer";
-    let (c, d, inner) = (r.vis_feature_dim, r.lang_embedding_dim, r.heads * r.dim_head);
-    out.push(TensorSpec::new(format!("{vt}.latents"), &[r.num_vis_tokens, c], Init::Normal(1.0)));
-    out.push(TensorSpec::new(format!("{vt}.projection.weight"), &[d, c], w));
+    let (c, d, inner) = (
+        r.vis_feature_dim,
+        r.lang_embedding_dim,
+        r.heads * r.dim_head,
+    );
+    out.push(TensorSpec::new(
+        format!("{vt}.latents"),
+        &[r.num_vis_tokens, c],
+        Init::Normal(1.0),
+    ));
+    out.push(TensorSpec::new(
+        format!("{vt}.projection.weight"),
+        &[d, c],
+        w,
+    ));
     out.push(TensorSpec::new(format!("{vt}.projection.bias"), &[d], w));
     if instruct {
-        out.push(TensorSpec::new(format!("{vt}.text_projection.0.weight"), &[c, d], w));
-        out.push(TensorSpec::new(format!("{vt}.text_projection.0.bias"), &[c], w));
-        out.push(TensorSpec::new(format!("{vt}.text_projection.2.weight"), &[c, c], w));
-        out.push(TensorSpec::new(format!("{vt}.text_projection.2.bias"), &[c], w));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.0.weight"),
+            &[c, d],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.0.bias"),
+            &[c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.2.weight"),
+            &[c, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.2.bias"),
+            &[c],
+            w,
+        ));
     }
     for l in 0..r.depth {
         let a = format!("{vt}.layers.{l}.0");
         let f = format!("{vt}.layers.{l}.1");
-        out.push(TensorSpec::new(format!("{a}.norm_media.weight"), &[c], norm));
+        out.push(TensorSpec::new(
+            format!("{a}.norm_media.weight"),
+            &[c],
+            norm,
+        ));
         out.push(TensorSpec::new(format!("{a}.norm_media.bias"), &[c], w));
-        out.push(TensorSpec::new(format!("{a}.norm_latents.weight"), &[c], norm));
+        out.push(TensorSpec::new(
+            format!("{a}.norm_latents.weight"),
+            &[c],
+            norm,
+        ));
         out.push(TensorSpec::new(format!("{a}.norm_latents.bias"), &[c], w));
         out.push(TensorSpec::new(format!("{a}.to_q.weight"), &[inner, c], w));
-        out.push(TensorSpec::new(format!("{a}.to_kv.weight"), &[2 * inner, c], w));
-        out.push(TensorSpec::new(format!("{a}.to_out.weight"), &[c, inner], w));
+        out.push(TensorSpec::new(
+            format!("{a}.to_kv.weight"),
+            &[2 * inner, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{a}.to_out.weight"),
+            &[c, inner],
+            w,
+        ));
         out.push(TensorSpec::new(format!("{f}.0.weight"), &[c], norm));
         out.push(TensorSpec::new(format!("{f}.0.bias"), &[c], w));
-        out.push(TensorSpec::new(format!("{f}.1.weight"), &[c * r.ff_mult, c], w));
-        out.push(TensorSpec::new(format!("{f}.3.weight"), &[c, c * r.ff_mult], w));
+        out.push(TensorSpec::new(
+            format!("{f}.1.weight"),
+            &[c * r.ff_mult, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{f}.3.weight"),
+            &[c, c * r.ff_mult],
+            w,
+        ));
     }
     out.push(TensorSpec::new(format!("{vt}.norm.weight"), &[c], norm));
     out.push(TensorSpec::new(format!("{vt}.norm.bias"), &[c], w));
@@ -120,7 +200,11 @@ pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
     let lm = "vlm.lang_model";
     let (h, vocab) = (t.hidden_size, t.vocab_size);
     let qkv = (t.num_attention_heads + 2 * t.kv_heads()) * t.head_dim();
-    out.push(TensorSpec::new(format!("{lm}.model.embed_tokens.weight"), &[vocab, h], w));
+    out.push(TensorSpec::new(
+        format!("{lm}.model.embed_tokens.weight"),
+        &[vocab, h],
+        w,
+    ));
     out.push(TensorSpec::new(
         format!("{lm}.model.embed_tokens.additional_embedding.weight"),
         &[NUM_ADDITIONAL, h],
@@ -128,18 +212,58 @@ pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
     ));
     for i in 0..t.num_hidden_layers {
         let b = format!("{lm}.model.layers.{i}");
-        out.push(TensorSpec::new(format!("{b}.self_attn.qkv_proj.weight"), &[qkv, h], w));
-        out.push(TensorSpec::new(format!("{b}.self_attn.o_proj.weight"), &[h, h], w));
-        out.push(TensorSpec::new(format!("{b}.mlp.gate_up_proj.weight"), &[2 * t.intermediate_size, h], w));
-        out.push(TensorSpec::new(format!("{b}.mlp.down_proj.weight"), &[h, t.intermediate_size], w));
-        out.push(TensorSpec::new(format!("{b}.input_layernorm.weight"), &[h], norm));
-        out.push(TensorSpec::new(format!("{b}.post_attention_layernorm.weight"), &[h], norm));
+        out.push(TensorSpec::new(
+            format!("{b}.self_attn.qkv_proj.weight"),
+            &[qkv, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.self_attn.o_proj.weight"),
+            &[h, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.gate_up_proj.weight"),
+            &[2 * t.intermediate_size, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.down_proj.weight"),
+            &[h, t.intermediate_size],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.input_layernorm.weight"),
+            &[h],
+            norm,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.post_attention_layernorm.weight"),
+            &[h],
+            norm,
+        ));
     }
-    out.push(TensorSpec::new(format!("{lm}.model.norm.weight"), &[h], norm));
-    out.push(TensorSpec::new(format!("{lm}.lm_head.weight"), &[vocab, h], w));
+    out.push(TensorSpec::new(
+        format!("{lm}.model.norm.weight"),
+        &[h],
+        norm,
+    ));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.weight"),
+        &[vocab, h],
+        w,
+    ));
     out.push(TensorSpec::new(format!("{lm}.lm_head.bias"), &[vocab], w));
-    out.push(TensorSpec::new(format!("{lm}.lm_head.additional_fc.weight"), &[NUM_ADDITIONAL, h], w));
-    out.push(TensorSpec::new(format!("{lm}.lm_head.additional_fc.bias"), &[NUM_ADDITIONAL], w));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.additional_fc.weight"),
+        &[NUM_ADDITIONAL, h],
+        w,
+    ));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.additional_fc.bias"),
+        &[NUM_ADDITIONAL],
+        w,
+    ));
     out
 }
 
@@ -222,7 +346,11 @@ fn fill_random(spec: &TensorSpec, seed: u64, offset: usize, out: &mut [f32]) {
             rng.normal_pair();
         }
         let mut k = within;
-        let mut pending = if within % 2 == 1 { Some(rng.normal_pair().1) } else { None };
+        let mut pending = if within % 2 == 1 {
+            Some(rng.normal_pair().1)
+        } else {
+            None
+        };
         while k < BLOCK && i < out.len() {
             let z = match pending.take() {
                 Some(z) => z,
@@ -255,7 +383,9 @@ fn write_tensor(
     let mut done = 0;
     while done < total {
         let n = CHUNK.min(total - done);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
         let per = n.div_ceil(threads);
         std::thread::scope(|s| {
             for (t, part) in values[..n].chunks_mut(per).enumerate() {
@@ -282,10 +412,7 @@ fn write_shard(path: &Path, specs: &[&TensorSpec], seed: u64, dtype: StoreDtype)
         source,
     };
     let mut header = serde_json::Map::new();
-    header.insert(
-        "__metadata__".into(),
-        serde_json::json!({"format": "pt"}),
-    );
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
     for spec in specs {
         let len = spec.numel() * dtype.bytes();
@@ -300,7 +427,8 @@ fn write_shard(path: &Path, specs: &[&TensorSpec], seed: u64, dtype: StoreDtype)
         json.push(b' ');
     }
     let mut w = BufWriter::with_capacity(1 << 22, File::create(path).map_err(io)?);
-    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&json).map_err(io)?;
     for spec in specs {
         write_tensor(spec, seed, dtype, &mut w).map_err(io)?;
@@ -350,7 +478,8 @@ pub fn write_random_checkpoint(
     }
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     let path = dir.join("model.safetensors.index.json");
-    let text = serde_json::to_string_pretty(&index).map_err(|e| ModelError::Input(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&index).map_err(|e| ModelError::Input(e.to_string()))?;
     std::fs::write(&path, text).map_err(|source| ModelError::Io { path, source })?;
     Ok(())
 }
@@ -366,7 +495,10 @@ mod tests {
         assert_eq!(specs.len(), 666);
         let params: usize = specs.iter().map(TensorSpec::numel).sum();
         assert_eq!(params, 4_589_362_243);
-        let base: usize = tensor_specs(&cfg, false).iter().map(TensorSpec::numel).sum();
+        let base: usize = tensor_specs(&cfg, false)
+            .iter()
+            .map(TensorSpec::numel)
+            .sum();
         assert_eq!(base, 4_583_789_123);
     }
 
@@ -381,7 +513,11 @@ mod tests {
         fill_random(&spec, 7, 70_001, b);
         assert_eq!(whole, parts);
         let mean: f32 = whole.iter().sum::<f32>() / whole.len() as f32;
-        let var: f32 = whole.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / whole.len() as f32;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean} var {var}");
+        let var: f32 =
+            whole.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / whole.len() as f32;
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "mean {mean} var {var}"
+        );
     }
 }

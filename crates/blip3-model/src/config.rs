@@ -332,11 +332,14 @@ impl Blip3Config {
 
     /// Effective open_clip sizes (the override, or ViT-H-14-378 with the crop size).
     pub fn vision(&self) -> VisionCfg {
-        self.vision_encoder_config.vision_cfg.clone().unwrap_or_else(|| {
-            let mut cfg = VisionCfg::vit_h_14_378();
-            cfg.image_size = self.vision_encoder_config.force_image_size;
-            cfg
-        })
+        self.vision_encoder_config
+            .vision_cfg
+            .clone()
+            .unwrap_or_else(|| {
+                let mut cfg = VisionCfg::vit_h_14_378();
+                cfg.image_size = self.vision_encoder_config.force_image_size;
+                cfg
+            })
     }
 
     /// Checks model types and internal consistency; the message names the field.
@@ -354,13 +357,13 @@ impl Blip3Config {
             ));
         }
         let v = self.vision();
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
-        if v.head_width == 0 || v.width % v.head_width != 0 {
+        if v.head_width == 0 || !v.width.is_multiple_of(v.head_width) {
             return Err(format!(
                 "vision width {} is not a multiple of head_width {}",
                 v.width, v.head_width
@@ -390,19 +393,22 @@ impl Blip3Config {
             ));
         }
         if t.hidden_act != "silu" {
-            return Err(format!("text_config.hidden_act {:?} is not supported", t.hidden_act));
+            return Err(format!(
+                "text_config.hidden_act {:?} is not supported",
+                t.hidden_act
+            ));
         }
         if t.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return Err("text_config.rope_scaling is set; r-v1 uses plain RoPE".into());
         }
         if t.num_attention_heads == 0
-            || t.hidden_size % t.num_attention_heads != 0
+            || !t.hidden_size.is_multiple_of(t.num_attention_heads)
             || t.kv_heads() == 0
-            || t.num_attention_heads % t.kv_heads() != 0
+            || !t.num_attention_heads.is_multiple_of(t.kv_heads())
         {
             return Err("text_config head counts do not divide hidden_size".into());
         }
-        if t.head_dim() % 2 != 0 {
+        if !t.head_dim().is_multiple_of(2) {
             return Err("text_config head dim must be even for RoPE".into());
         }
         if t.initial_tokenizer_len > t.vocab_size {

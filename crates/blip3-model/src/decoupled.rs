@@ -23,10 +23,19 @@ pub struct DecoupledEmbedding {
 
 impl DecoupledEmbedding {
     /// Loads `{prefix}.weight` [vocab, d] and `{prefix}.additional_embedding.weight` [3, d].
-    pub fn load(store: &WeightStore, prefix: &str, vocab: usize, dim: usize, initial_len: usize) -> Result<Self> {
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        vocab: usize,
+        dim: usize,
+        initial_len: usize,
+    ) -> Result<Self> {
         Ok(Self {
             weight: store.matrix(&format!("{prefix}.weight"), &[vocab, dim])?,
-            additional: store.f32(&format!("{prefix}.additional_embedding.weight"), &[NUM_ADDITIONAL, dim])?,
+            additional: store.f32(
+                &format!("{prefix}.additional_embedding.weight"),
+                &[NUM_ADDITIONAL, dim],
+            )?,
             initial_len,
         })
     }
@@ -72,7 +81,13 @@ impl DecoupledHead {
     /// Loads `{prefix}.weight`, optional `{prefix}.bias` (absent → zeros, logged)
     /// and `{prefix}.additional_fc.{weight,bias}`. Only the first `initial_len`
     /// rows of the original head are kept: the rest never reach the logits.
-    pub fn load(store: &WeightStore, prefix: &str, vocab: usize, dim: usize, initial_len: usize) -> Result<Self> {
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        vocab: usize,
+        dim: usize,
+        initial_len: usize,
+    ) -> Result<Self> {
         let weight = store.matrix(&format!("{prefix}.weight"), &[vocab, dim])?;
         let bias = match store.optional_f32(&format!("{prefix}.bias"), &[vocab])? {
             Some(b) => {
@@ -85,7 +100,13 @@ impl DecoupledHead {
             }
         };
         let main = Linear::from_parts(weight.narrow(0, 0, initial_len)?.contiguous()?, Some(bias));
-        let additional = Linear::load(store, &format!("{prefix}.additional_fc"), dim, NUM_ADDITIONAL, true)?;
+        let additional = Linear::load(
+            store,
+            &format!("{prefix}.additional_fc"),
+            dim,
+            NUM_ADDITIONAL,
+            true,
+        )?;
         Ok(Self { main, additional })
     }
 

@@ -11,6 +11,7 @@
 //! * [`checkpoint`]: the full key/shape list and a random-weight checkpoint writer.
 
 pub mod anyres;
+mod blip3;
 pub mod checkpoint;
 pub mod config;
 pub mod decoupled;
@@ -20,7 +21,6 @@ pub mod phi3;
 pub mod resampler;
 pub mod vision;
 pub mod weights;
-mod blip3;
 
 pub use blip3::Blip3Model;
 pub use config::Blip3Config;

@@ -17,7 +17,13 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{prefix}.weight` [out, in] and, if `bias`, `{prefix}.bias` [out].
-    pub fn load(store: &WeightStore, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub fn load(
+        store: &WeightStore,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = store.matrix(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(store.f32(&format!("{prefix}.bias"), &[out_dim])?)
@@ -85,7 +91,12 @@ impl LayerNorm {
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        Ok(candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)?)
+        Ok(candle_nn::ops::layer_norm(
+            &x,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
     }
 }
 
@@ -125,7 +136,13 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 
 /// Scaled dot-product attention over `[B, H, Tq, hd]` × `[B, H, Tk, hd]`, with an
 /// optional additive mask broadcastable to `[B, H, Tq, Tk]`; softmax in F32.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let q = (q * scale)?.contiguous()?;
     let kt = k.transpose(D::Minus2, D::Minus1)?.contiguous()?;
     let mut scores = q.matmul(&kt)?;

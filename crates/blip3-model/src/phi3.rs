@@ -100,17 +100,46 @@ impl Phi3 {
                 let p = format!("{prefix}.model.layers.{i}");
                 Ok(DecoderLayer {
                     input_layernorm: RmsNorm::load(store, &format!("{p}.input_layernorm"), d, eps)?,
-                    qkv_proj: Linear::load(store, &format!("{p}.self_attn.qkv_proj"), d, qkv, false)?,
+                    qkv_proj: Linear::load(
+                        store,
+                        &format!("{p}.self_attn.qkv_proj"),
+                        d,
+                        qkv,
+                        false,
+                    )?,
                     o_proj: Linear::load(store, &format!("{p}.self_attn.o_proj"), d, d, false)?,
-                    post_attention_layernorm: RmsNorm::load(store, &format!("{p}.post_attention_layernorm"), d, eps)?,
-                    gate_up_proj: Linear::load(store, &format!("{p}.mlp.gate_up_proj"), d, 2 * cfg.intermediate_size, false)?,
-                    down_proj: Linear::load(store, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false)?,
+                    post_attention_layernorm: RmsNorm::load(
+                        store,
+                        &format!("{p}.post_attention_layernorm"),
+                        d,
+                        eps,
+                    )?,
+                    gate_up_proj: Linear::load(
+                        store,
+                        &format!("{p}.mlp.gate_up_proj"),
+                        d,
+                        2 * cfg.intermediate_size,
+                        false,
+                    )?,
+                    down_proj: Linear::load(
+                        store,
+                        &format!("{p}.mlp.down_proj"),
+                        cfg.intermediate_size,
+                        d,
+                        false,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
-            embed: DecoupledEmbedding::load(store, &format!("{prefix}.model.embed_tokens"), v, d, il)?,
+            embed: DecoupledEmbedding::load(
+                store,
+                &format!("{prefix}.model.embed_tokens"),
+                v,
+                d,
+                il,
+            )?,
             layers,
             norm: RmsNorm::load(store, &format!("{prefix}.model.norm"), d, eps)?,
             head: DecoupledHead::load(store, &format!("{prefix}.lm_head"), v, d, il)?,
@@ -195,7 +224,11 @@ impl Phi3 {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (len, d) = x.dims2()?;
-        let (heads, kv_heads, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let (heads, kv_heads, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
         let h = layer.input_layernorm.forward(x)?;
         let qkv = layer.qkv_proj.forward(&h)?;
         let split = |offset: usize, n: usize| -> Result<Tensor> {
@@ -213,7 +246,9 @@ impl Phi3 {
             let rep = heads / kv_heads;
             let expand = |t: &Tensor| -> Result<Tensor> {
                 let (b, n, l, e) = t.dims4()?;
-                Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((b, n * rep, l, e))?)
+                Ok(t.unsqueeze(2)?
+                    .broadcast_as((b, n, rep, l, e))?
+                    .reshape((b, n * rep, l, e))?)
             };
             (expand(&k)?, expand(&v)?)
         } else {

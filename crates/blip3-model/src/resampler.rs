@@ -64,7 +64,9 @@ impl Layer {
         let out = attention(&query, &k, &v, (dim_head as f64).powf(-0.5), None)?;
         let out = out.transpose(1, 2)?.reshape((b, lq, inner))?;
         let q = (self.to_out.forward(&out)? + q)?;
-        let ff = self.ff_out.forward(&gelu_erf(&self.ff_in.forward(&self.ff_norm.forward(&q)?)?)?)?;
+        let ff = self
+            .ff_out
+            .forward(&gelu_erf(&self.ff_in.forward(&self.ff_norm.forward(&q)?)?)?)?;
         Ok((ff + q)?)
     }
 }
@@ -93,7 +95,13 @@ impl PerceiverResampler {
         let text_projection = if store.contains(&format!("{prefix}.text_projection.0.weight")) {
             Some(TextProjection {
                 first: Linear::load(store, &format!("{prefix}.text_projection.0"), lm, dim, true)?,
-                second: Linear::load(store, &format!("{prefix}.text_projection.2"), dim, dim, true)?,
+                second: Linear::load(
+                    store,
+                    &format!("{prefix}.text_projection.2"),
+                    dim,
+                    dim,
+                    true,
+                )?,
             })
         } else {
             tracing::info!("no {prefix}.text_projection: running the plain (base) perceiver");
@@ -126,7 +134,10 @@ impl PerceiverResampler {
     /// `text_embeds` [L', D] (first ≤ 256 ids) → visual tokens [N, Q, D].
     pub fn forward(&self, features: &Tensor, text_embeds: Option<&Tensor>) -> Result<Tensor> {
         let (n, _, c) = features.dims3()?;
-        let q0 = self.latents.unsqueeze(0)?.broadcast_as((n, self.cfg.num_vis_tokens, c))?;
+        let q0 = self
+            .latents
+            .unsqueeze(0)?
+            .broadcast_as((n, self.cfg.num_vis_tokens, c))?;
         let mut q = match (&self.text_projection, text_embeds) {
             (Some(tp), Some(text)) => {
                 let e = tp.second.forward(&gelu_erf(&tp.first.forward(text)?)?)?;

@@ -36,8 +36,20 @@ impl Block {
             in_proj,
             out_proj: Linear::load(store, &format!("{attn}.out_proj"), w, w, true)?,
             ln_2: LayerNorm::load(store, &format!("{prefix}.ln_2"), w, LN_EPS)?,
-            c_fc: Linear::load(store, &format!("{prefix}.mlp.c_fc"), w, cfg.mlp_width(), true)?,
-            c_proj: Linear::load(store, &format!("{prefix}.mlp.c_proj"), cfg.mlp_width(), w, true)?,
+            c_fc: Linear::load(
+                store,
+                &format!("{prefix}.mlp.c_fc"),
+                w,
+                cfg.mlp_width(),
+                true,
+            )?,
+            c_proj: Linear::load(
+                store,
+                &format!("{prefix}.mlp.c_proj"),
+                cfg.mlp_width(),
+                w,
+                true,
+            )?,
         })
     }
 
@@ -46,12 +58,16 @@ impl Block {
         let hd = w / heads;
         let qkv = self.in_proj.forward(&self.ln_1.forward(x)?)?;
         // [N, T, 3, H, hd] → three [N, H, T, hd]
-        let qkv = qkv.reshape((n, t, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = qkv
+            .reshape((n, t, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         let out = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), None)?;
         let out = out.transpose(1, 2)?.reshape((n, t, w))?;
         let h = (x + self.out_proj.forward(&out)?)?;
-        let mlp = self.c_proj.forward(&quick_gelu(&self.c_fc.forward(&self.ln_2.forward(&h)?)?)?)?;
+        let mlp = self
+            .c_proj
+            .forward(&quick_gelu(&self.c_fc.forward(&self.ln_2.forward(&h)?)?)?)?;
         Ok((h + mlp)?)
     }
 }
@@ -81,7 +97,8 @@ impl VisionTransformer {
             cfg: cfg.clone(),
             patch_embed: conv.reshape((w, 3 * p * p))?,
             class_embedding: store.f32(&format!("{prefix}.class_embedding"), &[w])?,
-            positional_embedding: store.f32(&format!("{prefix}.positional_embedding"), &[g * g + 1, w])?,
+            positional_embedding: store
+                .f32(&format!("{prefix}.positional_embedding"), &[g * g + 1, w])?,
             ln_pre: LayerNorm::load(store, &format!("{prefix}.ln_pre"), w, LN_EPS)?,
             blocks,
             ln_post: LayerNorm::load(store, &format!("{prefix}.ln_post"), w, LN_EPS)?,
@@ -106,7 +123,10 @@ impl VisionTransformer {
             .reshape((n * g * g, 3 * p * p))?;
         let embed = Linear::from_parts(self.patch_embed.clone(), None).forward(&patches)?;
         let embed = embed.reshape((n, g * g, w))?;
-        let cls = self.class_embedding.reshape((1, 1, w))?.broadcast_as((n, 1, w))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, w))?
+            .broadcast_as((n, 1, w))?;
         let x = Tensor::cat(&[&cls, &embed], 1)?;
         let x = x.broadcast_add(&self.positional_embedding.unsqueeze(0)?)?;
         let mut x = self.ln_pre.forward(&x)?;

@@ -156,9 +156,10 @@ impl WeightStore {
         self.shards
             .iter()
             .map(|s| {
-                s.path
-                    .file_name()
-                    .map_or_else(|| s.path.display().to_string(), |n| n.to_string_lossy().into())
+                s.path.file_name().map_or_else(
+                    || s.path.display().to_string(),
+                    |n| n.to_string_lossy().into(),
+                )
             })
             .collect::<Vec<_>>()
             .join(", ")

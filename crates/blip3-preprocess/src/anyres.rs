@@ -5,7 +5,13 @@ use crate::resize::{resize_bicubic, RgbImage};
 /// The BLIP-3 r-v1 grid pinpoints for base crop size `s`, as (width, height),
 /// in the order whose ties decide the choice: (s,2s), (2s,s), (2s,2s), (3s,s), (s,3s).
 pub fn default_pinpoints(s: usize) -> Vec<(usize, usize)> {
-    vec![(s, 2 * s), (2 * s, s), (2 * s, 2 * s), (3 * s, s), (s, 3 * s)]
+    vec![
+        (s, 2 * s),
+        (2 * s, s),
+        (2 * s, 2 * s),
+        (3 * s, s),
+        (s, 3 * s),
+    ]
 }
 
 /// `select_best_resolution`: the pinpoint that keeps the most original pixels
@@ -93,7 +99,11 @@ mod tests {
         for (size, best, resized, offset) in table {
             let got = select_best_resolution(size, &pins);
             assert_eq!(got, best, "best resolution for {size:?}");
-            assert_eq!(fit_and_offset(size, got), (resized, offset), "fit for {size:?}");
+            assert_eq!(
+                fit_and_offset(size, got),
+                (resized, offset),
+                "fit for {size:?}"
+            );
         }
     }
 

@@ -159,7 +159,8 @@ pub fn resize_bicubic(src: &RgbImage, width: usize, height: usize) -> RgbImage {
         let (first, last) = match &vert {
             Some(taps) => (
                 taps.first().map_or(0, |t| t.first),
-                taps.last().map_or(src.height, |t| t.first + t.weights.len()),
+                taps.last()
+                    .map_or(src.height, |t| t.first + t.weights.len()),
             ),
             None => (0, src.height),
         };

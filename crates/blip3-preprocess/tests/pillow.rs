@@ -14,7 +14,10 @@ fn resize_matches_pillow_bit_for_bit() {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut k = 0;
-    while let (Ok(src), Ok(dst)) = (st.tensor(&format!("src_{k}")), st.tensor(&format!("dst_{k}"))) {
+    while let (Ok(src), Ok(dst)) = (
+        st.tensor(&format!("src_{k}")),
+        st.tensor(&format!("dst_{k}")),
+    ) {
         let src = RgbImage::from_raw(src.shape()[1], src.shape()[0], src.data().to_vec());
         let (h, w) = (dst.shape()[0], dst.shape()[1]);
         let got = resize_bicubic(&src, w, h);

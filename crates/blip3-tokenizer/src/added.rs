@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn longest_match_wins() {
-        let tokens = vec![tok("<image>", 1, false), tok("<image placeholder>", 2, false)];
+        let tokens = vec![
+            tok("<image>", 1, false),
+            tok("<image placeholder>", 2, false),
+        ];
         let segs = split_on_added("a<image placeholder>b", &tokens);
         assert_eq!(
             segs,

@@ -4,7 +4,8 @@
 /// One decoded field of a protobuf message.
 pub(crate) enum Field<'a> {
     Varint(u64),
-    Fixed64(u64),
+    /// A 64-bit fixed field (its value is never needed here).
+    Fixed64,
     Bytes(&'a [u8]),
     Fixed32(u32),
 }
@@ -57,8 +58,8 @@ impl<'a> Reader<'a> {
         let field = match key & 7 {
             0 => Field::Varint(self.varint()?),
             1 => {
-                let b = self.take(8)?;
-                Field::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| "bad fixed64")?))
+                self.take(8)?;
+                Field::Fixed64
             }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length overflow")?;

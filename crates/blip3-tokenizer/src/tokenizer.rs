@@ -29,12 +29,14 @@ pub struct Tokenizer {
 
 fn read_json(path: &Path) -> Result<Option<Value>, TokenizerError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| TokenizerError::BadJson {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TokenizerError::BadJson {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(TokenizerError::Io {
             path: path.to_path_buf(),
@@ -88,9 +90,16 @@ impl Tokenizer {
 
         // Added tokens with flags: tokenizer_config.json, else tokenizer.json, else added_tokens.json.
         let mut added: Vec<AddedToken> = Vec::new();
-        if let Some(map) = config.get("added_tokens_decoder").and_then(Value::as_object) {
+        if let Some(map) = config
+            .get("added_tokens_decoder")
+            .and_then(Value::as_object)
+        {
             for (id, v) in map {
-                if let Some(tok) = id.parse::<u32>().ok().and_then(|id| added_from_object(id, v)) {
+                if let Some(tok) = id
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|id| added_from_object(id, v))
+                {
                     added.push(tok);
                 }
             }
@@ -100,7 +109,10 @@ impl Tokenizer {
             .and_then(Value::as_array)
         {
             for v in list {
-                let id = v.get("id").and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok());
+                let id = v
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .and_then(|i| u32::try_from(i).ok());
                 if let Some(tok) = id.and_then(|id| added_from_object(id, v)) {
                     added.push(tok);
                 }

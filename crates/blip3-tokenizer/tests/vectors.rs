@@ -42,7 +42,12 @@ fn check_all(tok: &Tokenizer) {
         assert_eq!(with_bos[0], 1);
         assert_eq!(&with_bos[1..], &got[..]);
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
