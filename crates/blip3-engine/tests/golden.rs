@@ -79,3 +79,57 @@ fn all_golden_cases_match_the_reference() {
     std::fs::remove_dir_all(&out_dir).ok();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn pad_mode_uses_one_squashed_crop() {
+    // "pad" (the processor default without anyres): one global squash, Q tokens.
+    use blip3_preprocess::AspectMode;
+    let dir = fixture();
+    let options = PipelineOptions {
+        aspect: Some(AspectMode::Pad),
+        ..Default::default()
+    };
+    let pipeline = Pipeline::load(&dir.join("model"), &options).unwrap();
+    let image = pipeline
+        .load_image(&dir.join("images/v2_grid2x2_100x90.png"))
+        .unwrap();
+    let prompt = instruct_prompt("What is shown in this image?", None);
+    let out = pipeline.run(&image, &prompt, 1, true, &mut |_| {}).unwrap();
+    let stages = out.stages.unwrap();
+    assert_eq!(stages.pixel_values.dims(), &[1, 3, 42, 42]);
+    assert_eq!(stages.vision_tokens.dims(), &[8, 96]);
+    assert_eq!(stages.inputs_embeds.dims(), &[46 - 1 + 8, 96]);
+    // The single crop is the anyres global crop, so it equals golden crop 0 exactly,
+    // and the perceiver output equals the golden's first 8 visual tokens.
+    let golden = std::fs::read(dir.join("golden/v2_grid2x2_100x90__q0.safetensors")).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&golden).unwrap();
+    let floats = |name: &str| -> Vec<f32> {
+        golden
+            .tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let pv: Vec<f32> = stages
+        .pixel_values
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(pv, floats("pixel_values")[..3 * 42 * 42].to_vec());
+    let vt: Vec<f32> = stages
+        .vision_tokens
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let gvt = floats("vision_tokens");
+    let worst = vt
+        .iter()
+        .zip(&gvt[..8 * 96])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "global-crop visual tokens differ by {worst}");
+}

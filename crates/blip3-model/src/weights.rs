@@ -206,7 +206,24 @@ impl WeightStore {
                 ),
             });
         }
-        Ok(Tensor::from_raw_buffer(bytes, dtype, shape, &self.device)?)
+        let tensor = Tensor::from_raw_buffer(bytes, dtype, shape, &self.device)?;
+        // The tensor owns a copy now: drop the mapped pages from this process so
+        // peak memory is the weights once, not the copy plus the mapped file.
+        #[cfg(unix)]
+        {
+            let offset = shard.data_start + entry.start;
+            // SAFETY: the map is a read-only file mapping and no slice into this
+            // range outlives this function; MADV_DONTNEED only makes the kernel
+            // re-read those pages from the file if they are touched again.
+            let _ = unsafe {
+                shard.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    offset,
+                    bytes.len(),
+                )
+            };
+        }
+        Ok(tensor)
     }
 
     /// A small tensor (norm, bias, embedding row set) as F32.
