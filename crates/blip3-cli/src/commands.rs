@@ -14,7 +14,8 @@ use blip3_model::Blip3Config;
 use blip3_preprocess::AspectMode;
 
 use crate::{
-    AspectArg, CompareArgs, DtypeArg, DumpArgs, GenerateArgs, InitRandomArgs, ModelArgs, StoreArg,
+    AspectArg, BandwidthArgs, BenchArgs, CompareArgs, DtypeArg, DumpArgs, GenerateArgs,
+    InitRandomArgs, ModelArgs, StoreArg,
 };
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.
@@ -255,4 +256,93 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let load_start = std::time::Instant::now();
+    let pipeline = load(&args.model)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let image = pipeline
+        .load_image(&args.model.image)
+        .with_context(|| format!("reading image {}", args.model.image.display()))?;
+    let prompt = instruct_prompt(&args.model.prompt, args.model.system.as_deref());
+    let mut runs = Vec::with_capacity(args.repeat);
+    for i in 0..=args.repeat {
+        let out = pipeline.run(&image, &prompt, args.max_new_tokens, false, &mut |_| {})?;
+        if i > 0 {
+            runs.push(out);
+        }
+    }
+    let pick = |f: &dyn Fn(&RunOutput) -> f64| median(runs.iter().map(f).collect());
+    let prefill_tokens = runs[0].timings.prefill_tokens;
+    let decode_tokens = runs[0].timings.generated_tokens.saturating_sub(1);
+    let lm = pipeline.model().lm();
+    let value = serde_json::json!({
+        "load_s": load_s,
+        "preprocess_s": pick(&|r| r.timings.preprocess_s),
+        "vision_encode_s": pick(&|r| r.timings.vision_encode_s),
+        "resampler_s": pick(&|r| r.timings.resampler_s),
+        "prefill_s": pick(&|r| r.timings.prefill_s),
+        "prefill_tokens": prefill_tokens,
+        "prefill_tokens_per_s": pick(&|r| r.timings.prefill_tokens as f64 / r.timings.prefill_s.max(1e-9)),
+        "ttft_s": pick(&|r| r.timings.ttft_s),
+        "decode_tokens": decode_tokens,
+        "decode_tokens_per_s": pick(&|r| r.timings.generated_tokens.saturating_sub(1) as f64 / r.timings.decode_s.max(1e-9)),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "threads": candle_core_threads(),
+        "weights_format": lm.weight_dtype(),
+        "kernels": {
+            "matmul": "candle-gemm (f32; half-precision weights widened per product)",
+            "decode_gemv": blip3_kernels_name(),
+        },
+        "repeat": args.repeat,
+        "image": runs[0].image,
+    });
+    if args.json {
+        println!("{value}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn candle_core_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn blip3_kernels_name() -> &'static str {
+    blip3_kernels::cpu::CpuFeatures::detect().gemv_kernel()
+}
+
+pub fn bandwidth(args: BandwidthArgs) -> Result<ExitCode> {
+    if !(args.gib > 0.0 && args.gib <= 64.0) {
+        bail!("--gib must be in (0, 64]");
+    }
+    let bytes = (args.gib * (1u64 << 30) as f64) as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = blip3_kernels::bandwidth::read_bandwidth(bytes, 1, args.passes);
+    let all = blip3_kernels::bandwidth::read_bandwidth(bytes, cores, args.passes);
+    let value = serde_json::json!({
+        "buffer_bytes": bytes,
+        "read_bytes_per_s_1_thread": one,
+        "read_bytes_per_s_all_threads": all,
+        "threads": cores,
+    });
+    println!("{value}");
+    Ok(ExitCode::SUCCESS)
 }

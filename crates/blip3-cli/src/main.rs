@@ -28,6 +28,10 @@ enum Command {
     InitRandom(InitRandomArgs),
     /// Compare a dump against a golden with the fixture's tolerance rule.
     Compare(CompareArgs),
+    /// Time every stage over repeated runs (medians), with peak memory.
+    Bench(BenchArgs),
+    /// Measure memory read bandwidth on one thread and on all cores.
+    Bandwidth(BandwidthArgs),
 }
 
 /// Options shared by commands that run the model.
@@ -106,6 +110,31 @@ struct InitRandomArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// New tokens per run (the decode rate is measured over them).
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Timed runs (after one warm-up run); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BandwidthArgs {
+    /// Buffer size in GiB (well above the caches).
+    #[arg(long, default_value_t = 2.0)]
+    gib: f64,
+    /// Passes per measurement (best is kept).
+    #[arg(long, default_value_t = 5)]
+    passes: usize,
+}
+
+#[derive(Args)]
 struct CompareArgs {
     /// Golden safetensors file.
     #[arg(long)]
@@ -165,6 +194,8 @@ fn main() -> std::process::ExitCode {
         Command::Dump(a) => commands::dump(a),
         Command::InitRandom(a) => commands::init_random(a),
         Command::Compare(a) => commands::compare(a),
+        Command::Bench(a) => commands::bench(a),
+        Command::Bandwidth(a) => commands::bandwidth(a),
     };
     match result {
         Ok(code) => code,

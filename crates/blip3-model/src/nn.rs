@@ -54,6 +54,14 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
+        if self.weight.dtype() == DType::BF16 && rows <= blip3_kernels::gemv::MAX_ROWS {
+            if let Some(y) = self.gemv_bf16(&x2)? {
+                let mut out_dims = dims;
+                let last = out_dims.len() - 1;
+                out_dims[last] = self.out_dim();
+                return Ok(y.reshape(out_dims)?);
+            }
+        }
         let w = if self.weight.dtype() == DType::F32 {
             self.weight.clone()
         } else {
@@ -67,6 +75,34 @@ impl Linear {
         let last = out_dims.len() - 1;
         out_dims[last] = self.out_dim();
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+impl Linear {
+    /// Few-row product against a BF16 weight with the streaming GEMV kernel
+    /// (decode): reads the weight once, in BF16, instead of widening it first.
+    /// `None` when the weight is not a contiguous CPU BF16 buffer.
+    fn gemv_bf16(&self, x2: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, k) = x2.dims2()?;
+        let n = self.out_dim();
+        let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+        let mut y = vec![0f32; rows * n];
+        {
+            let (storage, layout) = self.weight.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                return Ok(None);
+            };
+            let Some((start, end)) = layout.contiguous_offsets() else {
+                return Ok(None);
+            };
+            let data: &[half::bf16] = cpu.as_slice()?;
+            blip3_kernels::gemv::gemv_bf16(&data[start..end], &xs, &mut y, rows, n, k);
+        }
+        let mut y = Tensor::from_vec(y, (rows, n), x2.device())?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        Ok(Some(y))
     }
 }
 

@@ -152,6 +152,14 @@ impl Phi3 {
         &self.cfg
     }
 
+    /// In-memory dtype of the decoder's matrix weights (e.g. `bf16`).
+    pub fn weight_dtype(&self) -> String {
+        self.layers.first().map_or_else(
+            || "none".into(),
+            |l| format!("{:?}", l.qkv_proj.weight().dtype()).to_lowercase(),
+        )
+    }
+
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
         KvCache {

@@ -1,0 +1,206 @@
+//! `Y[m, n] = Σ_k X[m, k] · W[n, k]` for a few rows of `X` (decode) against a
+//! row-major BF16 weight `W` [N, K], accumulating in F32.
+//!
+//! Each weight row is read once for all `m` activation rows, and rows of `W`
+//! are split across threads, so the kernel streams the weight at memory speed.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::cpu::CpuFeatures;
+
+/// Activation rows processed per pass over the weight.
+pub const MAX_ROWS: usize = 4;
+
+/// Computes `y[m·N + n] = Σ_k x[m·K + k] · w[n·K + k]` for `m < M ≤ MAX_ROWS`.
+///
+/// Panics if the slice lengths do not match `M`, `N`, `K` (a programming error,
+/// not an input error: callers derive them from the same shapes).
+pub fn gemv_bf16(w: &[bf16], x: &[f32], y: &mut [f32], m: usize, n: usize, k: usize) {
+    assert!(
+        (1..=MAX_ROWS).contains(&m),
+        "gemv_bf16 takes 1..={MAX_ROWS} rows"
+    );
+    assert_eq!(w.len(), n * k, "weight size");
+    assert_eq!(x.len(), m * k, "activation size");
+    assert_eq!(y.len(), m * n, "output size");
+    let features = CpuFeatures::detect();
+    // Blocks of output columns go to threads; each block is laid out [column][row].
+    const BLOCK: usize = 64;
+    let compute = |b: usize, chunk: &mut [f32]| {
+        let n0 = b * BLOCK;
+        for r in 0..chunk.len() / m {
+            let row = &w[(n0 + r) * k..(n0 + r + 1) * k];
+            let mut acc = [0f32; MAX_ROWS];
+            dot_rows(features, row, x, k, m, &mut acc);
+            chunk[r * m..(r + 1) * m].copy_from_slice(&acc[..m]);
+        }
+    };
+    if m == 1 {
+        y.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(b, c)| compute(b, c));
+        return;
+    }
+    let mut out = vec![0f32; m * n];
+    out.par_chunks_mut(BLOCK * m)
+        .enumerate()
+        .for_each(|(b, c)| compute(b, c));
+    for (j, v) in out.chunks_exact(m).enumerate() {
+        for (i, &a) in v.iter().enumerate() {
+            y[i * n + j] = a;
+        }
+    }
+}
+
+fn dot_rows(
+    features: CpuFeatures,
+    row: &[bf16],
+    x: &[f32],
+    k: usize,
+    m: usize,
+    acc: &mut [f32; MAX_ROWS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if features.avx2_fma {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        unsafe { avx2::dot_rows(row, x, k, m, acc) };
+        return;
+    }
+    let _ = features;
+    dot_rows_scalar(row, x, k, m, acc);
+}
+
+/// Reference: plain F32 dot products.
+pub fn dot_rows_scalar(row: &[bf16], x: &[f32], k: usize, m: usize, acc: &mut [f32; MAX_ROWS]) {
+    for (i, a) in acc.iter_mut().take(m).enumerate() {
+        let xi = &x[i * k..(i + 1) * k];
+        *a = row.iter().zip(xi).map(|(w, v)| w.to_f32() * v).sum();
+    }
+}
+
+/// Straightforward reference for tests: `Y = X·Wᵀ` in F64.
+pub fn gemv_reference(w: &[bf16], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|t| f64::from(w[j * k + t].to_f32()) * f64::from(x[i * k + t]))
+                .sum();
+            y[i * n + j] = s as f32;
+        }
+    }
+    y
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::MAX_ROWS;
+
+    /// Widens 8 BF16 values to F32 (BF16 is the top half of an F32).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load8(p: *const bf16) -> __m256 {
+        let h = _mm_loadu_si128(p as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Dot products of one BF16 row with `m` activation rows.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `row.len() == k` and `x.len() >= m·k`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(row: &[bf16], x: &[f32], k: usize, m: usize, acc: &mut [f32; MAX_ROWS]) {
+        let mut sums = [_mm256_setzero_ps(); MAX_ROWS];
+        let mut sums2 = [_mm256_setzero_ps(); MAX_ROWS];
+        let wp = row.as_ptr();
+        let xp = x.as_ptr();
+        let mut t = 0;
+        while t + 16 <= k {
+            let w0 = load8(wp.add(t));
+            let w1 = load8(wp.add(t + 8));
+            for i in 0..m {
+                let xi = xp.add(i * k + t);
+                sums[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xi), sums[i]);
+                sums2[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xi.add(8)), sums2[i]);
+            }
+            t += 16;
+        }
+        for i in 0..m {
+            let mut s = hsum(_mm256_add_ps(sums[i], sums2[i]));
+            for j in t..k {
+                s += row[j].to_f32() * x[i * k + j];
+            }
+            acc[i] = s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_reference_on_odd_sizes() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 7, 15),
+            (2, 65, 17),
+            (3, 130, 96),
+            (4, 33, 1000),
+            (1, 300, 3072),
+        ] {
+            let w: Vec<bf16> = data(n * k, 1).into_iter().map(bf16::from_f32).collect();
+            let x = data(m * k, 2);
+            let mut y = vec![0f32; m * n];
+            gemv_bf16(&w, &x, &mut y, m, n, k);
+            let r = gemv_reference(&w, &x, m, n, k);
+            let worst = y
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-4 * (k as f32).sqrt(), "{m}x{n}x{k}: {worst}");
+        }
+    }
+
+    #[test]
+    fn scalar_path_matches_reference() {
+        let (m, k) = (3, 37);
+        let w: Vec<bf16> = data(k, 3).into_iter().map(bf16::from_f32).collect();
+        let x = data(m * k, 4);
+        let mut acc = [0f32; MAX_ROWS];
+        dot_rows_scalar(&w, &x, k, m, &mut acc);
+        let r = gemv_reference(&w, &x, m, 1, k);
+        for i in 0..m {
+            assert!((acc[i] - r[i]).abs() < 1e-5);
+        }
+    }
+}

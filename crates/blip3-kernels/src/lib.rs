@@ -1,0 +1,16 @@
+//! CPU kernels behind a small interface, picked at run time from the CPU's
+//! features so one binary runs everywhere and uses the widest instructions
+//! available.
+//!
+//! * [`gemv`]: `y = W·x` for a few activation rows against a BF16 weight
+//!   matrix: the decode-time product, bound by memory bandwidth, where widening
+//!   the whole weight to F32 first (what a generic matmul needs) costs 3× the
+//!   traffic.
+//!
+//! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
+//!
+//! Every kernel has a scalar reference implementation it is tested against.
+
+pub mod bandwidth;
+pub mod cpu;
+pub mod gemv;
