@@ -17,14 +17,18 @@ use serde::Serialize;
 use crate::pipeline::{RunOutput, StageTensors};
 use crate::EngineError;
 
-/// One tensor ready to be serialised.
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+/// A tensor held as raw little-endian bytes, ready to be serialised.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian element bytes.
+    pub bytes: Vec<u8>,
 }
 
-impl View for Raw {
+impl View for &HostTensor {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -39,17 +43,17 @@ impl View for Raw {
     }
 }
 
-fn raw_f32(t: &Tensor) -> Result<Raw, EngineError> {
+fn raw_f32(t: &Tensor) -> Result<HostTensor, EngineError> {
     let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok(Raw {
+    Ok(HostTensor {
         dtype: Dtype::F32,
         shape: t.dims().to_vec(),
         bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     })
 }
 
-fn raw_ids(ids: &[u32]) -> Raw {
-    Raw {
+fn raw_ids(ids: &[u32]) -> HostTensor {
+    HostTensor {
         dtype: Dtype::I64,
         shape: vec![ids.len()],
         bytes: ids
@@ -75,7 +79,7 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
     let stages: &StageTensors = output.stages.as_ref().ok_or_else(|| {
         EngineError::Request("the run kept no stage tensors (capture was off)".into())
     })?;
-    let mut tensors: Vec<(String, Raw)> = vec![
+    let mut tensors: Vec<(String, HostTensor)> = vec![
         ("input_ids".into(), raw_ids(&output.input_ids)),
         ("pixel_values".into(), raw_f32(&stages.pixel_values)?),
         ("vision_features".into(), raw_f32(&stages.vision_features)?),
@@ -110,7 +114,8 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| EngineError::Write {
+    let views = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| EngineError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
@@ -133,6 +138,16 @@ pub struct TensorReport {
     pub pass: bool,
     /// Why it failed, if it did.
     pub note: String,
+}
+
+/// Reads an F32 safetensors tensor's values (`None` for other dtypes).
+pub fn read_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    (view.dtype() == Dtype::F32).then(|| {
+        view.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
 }
 
 /// Reads a safetensors tensor as f64 values (any float or integer dtype).

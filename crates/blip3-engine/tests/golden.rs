@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use blip3_engine::parity::{compare, write_dump, DumpInfo, FIXTURE_REL_TOL};
+use blip3_engine::parity::{compare, read_f32, write_dump, DumpInfo, FIXTURE_REL_TOL};
 use blip3_engine::prompt::instruct_prompt;
 use blip3_engine::{Pipeline, PipelineOptions};
 
@@ -103,15 +103,7 @@ fn pad_mode_uses_one_squashed_crop() {
     // and the perceiver output equals the golden's first 8 visual tokens.
     let golden = std::fs::read(dir.join("golden/v2_grid2x2_100x90__q0.safetensors")).unwrap();
     let golden = safetensors::SafeTensors::deserialize(&golden).unwrap();
-    let floats = |name: &str| -> Vec<f32> {
-        golden
-            .tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
+    let floats = |name: &str| read_f32(&golden.tensor(name).unwrap()).unwrap();
     let pv: Vec<f32> = stages
         .pixel_values
         .flatten_all()

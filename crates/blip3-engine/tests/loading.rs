@@ -1,13 +1,12 @@
 //! Checkpoint loading paths and bad-input errors: sharded folders, half-precision
 //! weights, optional `lm_head.bias`, and clear messages for broken inputs.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use blip3_engine::parity::{compare, write_dump, DumpInfo, FIXTURE_REL_TOL};
+use blip3_engine::parity::{compare, read_f32, write_dump, DumpInfo, HostTensor, FIXTURE_REL_TOL};
 use blip3_engine::prompt::instruct_prompt;
 use blip3_engine::{Pipeline, PipelineOptions};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/blip3-tiny")
@@ -20,30 +19,13 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-struct Owned {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &Owned {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
 /// Copies the fixture model to a new folder, passing every tensor through `edit`
 /// (None drops it) and splitting the weights into `shards` files.
-fn rewrite_model(tag: &str, shards: usize, edit: impl Fn(&str, Owned) -> Option<Owned>) -> PathBuf {
+fn rewrite_model(
+    tag: &str,
+    shards: usize,
+    edit: impl Fn(&str, HostTensor) -> Option<HostTensor>,
+) -> PathBuf {
     let src = fixture().join("model");
     let dst = temp_dir(tag);
     for entry in std::fs::read_dir(&src).unwrap() {
@@ -59,11 +41,11 @@ fn rewrite_model(tag: &str, shards: usize, edit: impl Fn(&str, Owned) -> Option<
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
-    let tensors: Vec<(String, Owned)> = names
+    let tensors: Vec<(String, HostTensor)> = names
         .into_iter()
         .filter_map(|name| {
             let v = st.tensor(&name).unwrap();
-            let owned = Owned {
+            let owned = HostTensor {
                 dtype: v.dtype(),
                 shape: v.shape().to_vec(),
                 bytes: v.data().to_vec(),
@@ -72,14 +54,16 @@ fn rewrite_model(tag: &str, shards: usize, edit: impl Fn(&str, Owned) -> Option<
         })
         .collect();
     if shards == 1 {
-        let items: Vec<(&str, &Owned)> = tensors.iter().map(|(n, o)| (n.as_str(), o)).collect();
+        let items: Vec<(&str, &HostTensor)> =
+            tensors.iter().map(|(n, o)| (n.as_str(), o)).collect();
         safetensors::serialize_to_file(items, None, &dst.join("model.safetensors")).unwrap();
     } else {
         let per = tensors.len().div_ceil(shards);
         let mut map = serde_json::Map::new();
         for (k, chunk) in tensors.chunks(per).enumerate() {
             let file = format!("model-{:05}-of-{:05}.safetensors", k + 1, shards);
-            let items: Vec<(&str, &Owned)> = chunk.iter().map(|(n, o)| (n.as_str(), o)).collect();
+            let items: Vec<(&str, &HostTensor)> =
+                chunk.iter().map(|(n, o)| (n.as_str(), o)).collect();
             safetensors::serialize_to_file(items, None, &dst.join(&file)).unwrap();
             for (n, _) in chunk {
                 map.insert(n.clone(), serde_json::Value::String(file.clone()));
@@ -91,7 +75,7 @@ fn rewrite_model(tag: &str, shards: usize, edit: impl Fn(&str, Owned) -> Option<
     dst
 }
 
-fn f32_to(dtype: Dtype, o: Owned) -> Owned {
+fn f32_to(dtype: Dtype, o: HostTensor) -> HostTensor {
     let vals = o
         .bytes
         .chunks_exact(4)
@@ -105,7 +89,7 @@ fn f32_to(dtype: Dtype, o: Owned) -> Owned {
             .collect(),
         _ => unreachable!(),
     };
-    Owned {
+    HostTensor {
         dtype,
         shape: o.shape,
         bytes,
