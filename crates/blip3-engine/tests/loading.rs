@@ -267,19 +267,11 @@ fn absent_lm_head_bias_means_zero_bias() {
     let model_bytes = std::fs::read(fixture().join("model/model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&model_bytes).unwrap();
     let bias = st.tensor("vlm.lang_model.lm_head.bias").unwrap();
-    let bias: Vec<f32> = bias
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let bias = read_f32(&bias).unwrap();
     let golden_bytes = std::fs::read(fixture().join(CASE_GOLDEN)).unwrap();
     let golden = SafeTensors::deserialize(&golden_bytes).unwrap();
     let gl = golden.tensor("last_logits").unwrap();
-    let gl: Vec<f32> = gl
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let gl = read_f32(&gl).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let worst = (0..32012)
         .map(|i| (logits[i] - (gl[i] - bias[i])).abs())
