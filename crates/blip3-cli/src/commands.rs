@@ -40,6 +40,9 @@ fn load(args: &ModelArgs) -> Result<Pipeline> {
             DtypeArg::F32 => WeightDtype::F32,
             DtypeArg::Bf16 => WeightDtype::Bf16,
         },
+        quantization: args.quantize.map(|q| match q {
+            crate::QuantArg::Q8_0 => blip3_model::weights::Quantization::Q8_0,
+        }),
         aspect: args.aspect.map(|a| match a {
             AspectArg::Anyres => AspectMode::Anyres,
             AspectArg::Pad => AspectMode::Pad,

@@ -52,6 +52,9 @@ struct ModelArgs {
     /// In-memory weight dtype: as stored, f32 (reference precision) or bf16 (half memory).
     #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
     dtype: DtypeArg,
+    /// Quantise linear-layer weights at load time (ViT, perceiver, language model).
+    #[arg(long, value_enum)]
+    quantize: Option<QuantArg>,
     /// Image cropping: the config's choice, anyres (global + grid) or pad (one crop).
     #[arg(long, value_enum)]
     aspect: Option<AspectArg>,
@@ -152,6 +155,13 @@ enum DtypeArg {
     Auto,
     F32,
     Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantArg {
+    /// GGML Q8_0 (int8 blocks of 32 with an F16 scale).
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

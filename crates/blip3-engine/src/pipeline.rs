@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use blip3_model::anyres::regroup_features;
-use blip3_model::weights::WeightDtype;
+use blip3_model::weights::{Quantization, WeightDtype};
 use blip3_model::Blip3Model;
 use blip3_preprocess::decode::DEFAULT_MAX_PIXELS;
 use blip3_preprocess::{AspectMode, ImageProcessor, PreprocessedImage, ProcessorConfig, RgbImage};
@@ -23,6 +23,8 @@ pub struct PipelineOptions {
     pub device: Device,
     /// In-memory dtype of matrix weights.
     pub weight_dtype: WeightDtype,
+    /// Load-time quantisation of linear layers.
+    pub quantization: Option<Quantization>,
     /// Override of the config's `image_aspect_ratio`.
     pub aspect: Option<AspectMode>,
     /// Largest accepted image, in pixels.
@@ -34,6 +36,7 @@ impl Default for PipelineOptions {
         Self {
             device: Device::Cpu,
             weight_dtype: WeightDtype::AsStored,
+            quantization: None,
             aspect: None,
             max_pixels: DEFAULT_MAX_PIXELS,
         }
@@ -151,7 +154,12 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
 impl Pipeline {
     /// Loads config, weights, tokenizer and preprocessor of a model folder.
     pub fn load(dir: &Path, options: &PipelineOptions) -> Result<Self, EngineError> {
-        let model = Blip3Model::load(dir, &options.device, options.weight_dtype)?;
+        let model = Blip3Model::load(
+            dir,
+            &options.device,
+            options.weight_dtype,
+            options.quantization,
+        )?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         let pp_config = ProcessorConfig::from_file(&dir.join("preprocessor_config.json"))?;
         let processor = ImageProcessor::new(&pp_config)?;

@@ -7,6 +7,7 @@
 //!   the whole weight to F32 first (what a generic matmul needs) costs 3× the
 //!   traffic.
 //!
+//! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
 //! Every kernel has a scalar reference implementation it is tested against.
@@ -14,3 +15,4 @@
 pub mod bandwidth;
 pub mod cpu;
 pub mod gemv;
+pub mod q8;

@@ -8,7 +8,7 @@ use crate::config::Blip3Config;
 use crate::phi3::Phi3;
 use crate::resampler::{PerceiverResampler, MAX_TEXT_QUERIES};
 use crate::vision::VisionTransformer;
-use crate::weights::{WeightDtype, WeightStore};
+use crate::weights::{Quantization, WeightDtype, WeightStore};
 use crate::{ModelError, Result};
 
 /// BLIP-3 r-v1 loaded from a Hugging Face model folder.
@@ -21,10 +21,17 @@ pub struct Blip3Model {
 }
 
 impl Blip3Model {
-    /// Loads `config.json` and the safetensors weights of `dir`.
-    pub fn load(dir: &Path, device: &Device, dtype: WeightDtype) -> Result<Self> {
+    /// Loads `config.json` and the safetensors weights of `dir`, optionally
+    /// quantising linear-layer weights as they are read.
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        dtype: WeightDtype,
+        quantization: Option<Quantization>,
+    ) -> Result<Self> {
         let config = Blip3Config::from_file(&dir.join("config.json"))?;
-        let store = WeightStore::open(dir, device, dtype)?;
+        let mut store = WeightStore::open(dir, device, dtype)?;
+        store.set_quantization(quantization);
         Self::from_store(config, &store)
     }
 

@@ -99,7 +99,11 @@ impl DecoupledHead {
                 Tensor::zeros(initial_len, DType::F32, store.device())?
             }
         };
-        let main = Linear::from_parts(weight.narrow(0, 0, initial_len)?.contiguous()?, Some(bias));
+        let main = Linear::with_policy(
+            store,
+            weight.narrow(0, 0, initial_len)?.contiguous()?,
+            Some(bias),
+        )?;
         let additional = Linear::load(
             store,
             &format!("{prefix}.additional_fc"),

@@ -1,17 +1,31 @@
 //! Small layers shared by the model parts: linear, LayerNorm, RMSNorm, activations.
 //!
 //! Activations are always F32 (the reference precision). Matrix weights may be
-//! held in BF16/F16 to halve memory; they are widened to F32 for each product.
+//! held in BF16/F16 (half the memory) or Q8_0 (a quarter); few-row products
+//! (decode) run streaming kernels on them directly, many-row products widen
+//! the weight to F32 for candle's matmul.
 
+use std::sync::Arc;
+
+use blip3_kernels::q8::{self, Q8Matrix};
 use candle_core::{DType, Tensor, D};
 
-use crate::weights::WeightStore;
+use crate::weights::{Quantization, WeightStore};
 use crate::Result;
+
+/// How a linear layer's weight is held.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// A candle tensor [out, in] in F32, BF16 or F16.
+    Dense(Tensor),
+    /// Q8_0 blocks (see `blip3_kernels::q8`).
+    Q8(Arc<Q8Matrix>),
+}
 
 /// `y = x·Wᵀ + b` over the last dimension of `x`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
@@ -30,22 +44,47 @@ impl Linear {
         } else {
             None
         };
+        Self::with_policy(store, weight, bias)
+    }
+
+    /// Wraps a loaded weight [out, in], quantising it when the store asks for it.
+    pub fn with_policy(store: &WeightStore, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let weight = match store.quantization() {
+            Some(Quantization::Q8_0) if in_dim % q8::BLOCK == 0 => {
+                let values: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                match Q8Matrix::quantize(&values, out_dim, in_dim) {
+                    Some(q) => Weight::Q8(Arc::new(q)),
+                    None => Weight::Dense(weight),
+                }
+            }
+            _ => Weight::Dense(weight),
+        };
         Ok(Self { weight, bias })
     }
 
-    /// Wraps existing tensors.
+    /// Wraps existing tensors, kept dense.
     pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
-    }
-
-    /// The weight [out, in].
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+        Self {
+            weight: Weight::Dense(weight),
+            bias,
+        }
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        match &self.weight {
+            Weight::Dense(w) => w.dims()[0],
+            Weight::Q8(q) => q.rows,
+        }
+    }
+
+    /// Storage format of the weight: `f32`, `bf16`, `f16` or `q8_0`.
+    pub fn weight_format(&self) -> String {
+        match &self.weight {
+            Weight::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
+            Weight::Q8(_) => "q8_0".into(),
+        }
     }
 
     /// Applies the layer to `x` [..., in].
@@ -54,20 +93,25 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        if self.weight.dtype() == DType::BF16 && rows <= blip3_kernels::gemv::MAX_ROWS {
-            if let Some(y) = self.gemv_bf16(&x2)? {
-                let mut out_dims = dims;
-                let last = out_dims.len() - 1;
-                out_dims[last] = self.out_dim();
-                return Ok(y.reshape(out_dims)?);
+        let few = rows <= blip3_kernels::gemv::MAX_ROWS;
+        let mut y = match &self.weight {
+            Weight::Q8(q) if few => {
+                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+                let mut y = vec![0f32; rows * q.rows];
+                q8::gemv_q8(q, &xs, &mut y, rows);
+                Tensor::from_vec(y, (rows, q.rows), x.device())?
             }
-        }
-        let w = if self.weight.dtype() == DType::F32 {
-            self.weight.clone()
-        } else {
-            self.weight.to_dtype(DType::F32)?
+            Weight::Q8(q) => {
+                let w = Tensor::from_vec(q.dequantize(), (q.rows, q.cols), x.device())?;
+                x2.matmul(&w.t()?)?
+            }
+            Weight::Dense(w) if few && w.dtype() == DType::BF16 => match gemv_bf16(w, &x2)? {
+                Some(y) => y,
+                None => x2.matmul(&w.to_dtype(DType::F32)?.t()?)?,
+            },
+            Weight::Dense(w) if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
+            Weight::Dense(w) => x2.matmul(&w.to_dtype(DType::F32)?.t()?)?,
         };
-        let mut y = x2.matmul(&w.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -78,32 +122,26 @@ impl Linear {
     }
 }
 
-impl Linear {
-    /// Few-row product against a BF16 weight with the streaming GEMV kernel
-    /// (decode): reads the weight once, in BF16, instead of widening it first.
-    /// `None` when the weight is not a contiguous CPU BF16 buffer.
-    fn gemv_bf16(&self, x2: &Tensor) -> Result<Option<Tensor>> {
-        let (rows, k) = x2.dims2()?;
-        let n = self.out_dim();
-        let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-        let mut y = vec![0f32; rows * n];
-        {
-            let (storage, layout) = self.weight.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                return Ok(None);
-            };
-            let Some((start, end)) = layout.contiguous_offsets() else {
-                return Ok(None);
-            };
-            let data: &[half::bf16] = cpu.as_slice()?;
-            blip3_kernels::gemv::gemv_bf16(&data[start..end], &xs, &mut y, rows, n, k);
-        }
-        let mut y = Tensor::from_vec(y, (rows, n), x2.device())?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        Ok(Some(y))
+/// Few-row product against a BF16 weight with the streaming GEMV kernel
+/// (decode): reads the weight once, in BF16, instead of widening it first.
+/// `None` when the weight is not a contiguous CPU BF16 buffer.
+fn gemv_bf16(weight: &Tensor, x2: &Tensor) -> Result<Option<Tensor>> {
+    let (rows, k) = x2.dims2()?;
+    let n = weight.dims()[0];
+    let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; rows * n];
+    {
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            return Ok(None);
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Ok(None);
+        };
+        let data: &[half::bf16] = cpu.as_slice()?;
+        blip3_kernels::gemv::gemv_bf16(&data[start..end], &xs, &mut y, rows, n, k);
     }
+    Ok(Some(Tensor::from_vec(y, (rows, n), x2.device())?))
 }
 
 /// LayerNorm with affine weight and bias (open_clip / PyTorch semantics).

@@ -152,12 +152,11 @@ impl Phi3 {
         &self.cfg
     }
 
-    /// In-memory dtype of the decoder's matrix weights (e.g. `bf16`).
+    /// In-memory format of the decoder's matrix weights (`f32`, `bf16`, `q8_0`).
     pub fn weight_dtype(&self) -> String {
-        self.layers.first().map_or_else(
-            || "none".into(),
-            |l| format!("{:?}", l.qkv_proj.weight().dtype()).to_lowercase(),
-        )
+        self.layers
+            .first()
+            .map_or_else(|| "none".into(), |l| l.qkv_proj.weight_format())
     }
 
     /// An empty cache for one sequence.

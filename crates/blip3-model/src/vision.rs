@@ -27,10 +27,11 @@ impl Block {
         let w = cfg.width;
         let attn = format!("{prefix}.attn");
         // nn.MultiheadAttention stores the fused projection as in_proj_weight/bias.
-        let in_proj = Linear::from_parts(
+        let in_proj = Linear::with_policy(
+            store,
             store.matrix(&format!("{attn}.in_proj_weight"), &[3 * w, w])?,
             Some(store.f32(&format!("{attn}.in_proj_bias"), &[3 * w])?),
-        );
+        )?;
         Ok(Self {
             ln_1: LayerNorm::load(store, &format!("{prefix}.ln_1"), w, LN_EPS)?,
             in_proj,

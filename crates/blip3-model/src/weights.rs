@@ -27,6 +27,13 @@ pub enum WeightDtype {
     Bf16,
 }
 
+/// Load-time quantisation of linear-layer weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// GGML Q8_0: blocks of 32 int8 values with an F16 scale.
+    Q8_0,
+}
+
 struct Entry {
     file: usize,
     dtype: Dtype,
@@ -47,6 +54,7 @@ pub struct WeightStore {
     entries: HashMap<String, Entry>,
     device: Device,
     policy: WeightDtype,
+    quantization: Option<Quantization>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -92,6 +100,7 @@ impl WeightStore {
             entries: HashMap::new(),
             device: device.clone(),
             policy,
+            quantization: None,
         };
         for path in files {
             store.add_file(&path)?;
@@ -135,6 +144,16 @@ impl WeightStore {
             data_start,
         });
         Ok(())
+    }
+
+    /// Asks linear layers to quantise their weights at load time.
+    pub fn set_quantization(&mut self, quantization: Option<Quantization>) {
+        self.quantization = quantization;
+    }
+
+    /// The requested load-time quantisation.
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantization
     }
 
     /// Device tensors are created on.
