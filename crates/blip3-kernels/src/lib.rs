@@ -7,6 +7,7 @@
 //!   the whole weight to F32 first (what a generic matmul needs) costs 3× the
 //!   traffic.
 //!
+//! * [`widen`]: parallel BF16 → F32 widening for many-row products.
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
@@ -16,3 +17,4 @@ pub mod bandwidth;
 pub mod cpu;
 pub mod gemv;
 pub mod q8;
+pub mod widen;

@@ -22,8 +22,9 @@ pub struct Q8Matrix {
     pub rows: usize,
     /// Columns K.
     pub cols: usize,
-    /// One scale per block, row-major.
-    pub scales: Vec<f16>,
+    /// One scale per block, row-major (F16 values, held widened to F32 so the
+    /// kernel does not convert one per block).
+    pub scales: Vec<f32>,
     /// 32 quantised values per block.
     pub quants: Vec<i8>,
 }
@@ -48,13 +49,13 @@ impl Q8Matrix {
             return None;
         }
         let blocks = rows * cols / BLOCK;
-        let mut scales = vec![f16::ZERO; blocks];
+        let mut scales = vec![0f32; blocks];
         let mut quants = vec![0i8; rows * cols];
         scales
             .par_iter_mut()
             .zip(quants.par_chunks_mut(BLOCK))
             .zip(values.par_chunks(BLOCK))
-            .for_each(|((s, q), x)| *s = quantize_block(x, q));
+            .for_each(|((s, q), x)| *s = quantize_block(x, q).to_f32());
         Some(Self {
             rows,
             cols,
@@ -65,14 +66,14 @@ impl Q8Matrix {
 
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.quants.len() + 4 * self.scales.len()
     }
 
     /// Row `r` back to F32 (d·q).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
         for b in 0..nb {
-            let d = self.scales[r * nb + b].to_f32();
+            let d = self.scales[r * nb + b];
             let q = &self.quants[(r * nb + b) * BLOCK..][..BLOCK];
             for (o, &v) in out[b * BLOCK..][..BLOCK].iter_mut().zip(q) {
                 *o = d * f32::from(v);
@@ -141,7 +142,7 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     }
 }
 
-fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if features.avx2_fma {
         // SAFETY: AVX2 and FMA were detected on this CPU.
@@ -152,7 +153,7 @@ fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -
 }
 
 /// Reference block dot product.
-pub fn dot_q8_scalar(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+pub fn dot_q8_scalar(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
     let mut sum = 0f32;
     for (b, (wb, xb)) in wq.chunks(BLOCK).zip(xq.chunks(BLOCK)).enumerate() {
         let dot: i32 = wb
@@ -160,7 +161,7 @@ pub fn dot_q8_scalar(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
             .zip(xb)
             .map(|(&a, &c)| i32::from(a) * i32::from(c))
             .sum();
-        sum += ws[b].to_f32() * xd[b] * dot as f32;
+        sum += ws[b] * xd[b] * dot as f32;
     }
     sum
 }
@@ -169,14 +170,12 @@ pub fn dot_q8_scalar(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use half::f16;
-
     use super::BLOCK;
 
     /// # Safety
     /// AVX2 and FMA must be available; slices hold whole blocks.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q8(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+    pub unsafe fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         for b in 0..ws.len() {
@@ -187,7 +186,7 @@ mod avx2 {
             let sw = _mm256_sign_epi8(w, x);
             let p16 = _mm256_maddubs_epi16(ax, sw);
             let p32 = _mm256_madd_epi16(p16, ones);
-            let scale = _mm256_set1_ps(ws[b].to_f32() * xd[b]);
+            let scale = _mm256_set1_ps(*ws.get_unchecked(b) * *xd.get_unchecked(b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
         }
         let lo = _mm256_castps256_ps128(acc);
@@ -222,7 +221,7 @@ mod tests {
         let q = Q8Matrix::quantize(&v, n, k).unwrap();
         let back = q.dequantize();
         for (blk, (a, b)) in v.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
-            let step = q.scales[blk].to_f32();
+            let step = q.scales[blk];
             for (x, y) in a.iter().zip(b) {
                 // Half a step, plus the clamp when the F16 scale rounded down.
                 assert!((x - y).abs() <= 0.5 * step + 127.0 * step / 1024.0 + 1e-6);

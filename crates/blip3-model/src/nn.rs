@@ -107,10 +107,10 @@ impl Linear {
             }
             Weight::Dense(w) if few && w.dtype() == DType::BF16 => match gemv_bf16(w, &x2)? {
                 Some(y) => y,
-                None => x2.matmul(&w.to_dtype(DType::F32)?.t()?)?,
+                None => x2.matmul(&widen(w)?.t()?)?,
             },
             Weight::Dense(w) if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
-            Weight::Dense(w) => x2.matmul(&w.to_dtype(DType::F32)?.t()?)?,
+            Weight::Dense(w) => x2.matmul(&widen(w)?.t()?)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -120,6 +120,23 @@ impl Linear {
         out_dims[last] = self.out_dim();
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// A half-precision weight widened to F32 for candle's matmul; BF16 CPU
+/// buffers use the parallel kernel, anything else candle's conversion.
+fn widen(weight: &Tensor) -> Result<Tensor> {
+    if weight.dtype() == DType::BF16 {
+        let (storage, layout) = weight.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            let data: &[half::bf16] = cpu.as_slice()?;
+            let mut out = vec![0f32; end - start];
+            blip3_kernels::widen::widen_bf16(&data[start..end], &mut out);
+            return Ok(Tensor::from_vec(out, weight.dims(), weight.device())?);
+        }
+    }
+    Ok(weight.to_dtype(DType::F32)?)
 }
 
 /// Few-row product against a BF16 weight with the streaming GEMV kernel

@@ -46,9 +46,30 @@ pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Preproces
         image::ImageError::Unsupported(u) => PreprocessError::UnknownFormat(u.to_string()),
         other => PreprocessError::Corrupt(other.to_string()),
     })?;
-    let rgb = decoded.to_rgb8();
-    let (w, h) = rgb.dimensions();
-    Ok(RgbImage::from_raw(w as usize, h as usize, rgb.into_raw()))
+    Ok(to_rgb8_like_pillow(decoded))
+}
+
+/// `convert("RGB")` as Pillow does it. 16-bit colour images keep the high byte
+/// of each sample (Pillow unpacks 16-bit PNG colour data that way), where the
+/// `image` crate would round; every other layout uses the crate's conversion,
+/// which matches Pillow (alpha dropped, grey replicated, palette expanded).
+fn to_rgb8_like_pillow(decoded: image::DynamicImage) -> RgbImage {
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    let high_bytes = |samples: &[u16], channels: usize| -> Vec<u8> {
+        samples
+            .chunks_exact(channels)
+            .flat_map(|px| [(px[0] >> 8) as u8, (px[1] >> 8) as u8, (px[2] >> 8) as u8])
+            .collect()
+    };
+    match decoded {
+        image::DynamicImage::ImageRgb16(img) => {
+            RgbImage::from_raw(w, h, high_bytes(img.as_raw(), 3))
+        }
+        image::DynamicImage::ImageRgba16(img) => {
+            RgbImage::from_raw(w, h, high_bytes(img.as_raw(), 4))
+        }
+        other => RgbImage::from_raw(w, h, other.to_rgb8().into_raw()),
+    }
 }
 
 /// Rejects empty images and images above `max_pixels`.
