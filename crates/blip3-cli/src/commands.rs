@@ -308,7 +308,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         "weights_format": lm.weight_dtype(),
         "kernels": {
             "matmul": "candle-gemm (f32; half-precision weights widened per product)",
-            "decode_gemv": blip3_kernels_name(),
+            "decode_gemv": decode_kernel_name(&lm.weight_dtype()),
         },
         "repeat": args.repeat,
         "image": runs[0].image,
@@ -328,8 +328,17 @@ fn candle_core_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn blip3_kernels_name() -> &'static str {
-    blip3_kernels::cpu::CpuFeatures::detect().gemv_kernel()
+/// The kernel decode steps run for a weight format.
+fn decode_kernel_name(format: &str) -> String {
+    let simd = if blip3_kernels::cpu::CpuFeatures::detect().avx2_fma {
+        "avx2-fma"
+    } else {
+        "scalar"
+    };
+    match format {
+        "bf16" | "q8_0" => format!("{format}-gemv-{simd}"),
+        other => format!("candle-matmul ({other})"),
+    }
 }
 
 pub fn bandwidth(args: BandwidthArgs) -> Result<ExitCode> {

@@ -22,13 +22,4 @@ impl CpuFeatures {
             Self { avx2_fma: false }
         }
     }
-
-    /// Short name of the GEMV path that will run.
-    pub fn gemv_kernel(&self) -> &'static str {
-        if self.avx2_fma {
-            "bf16-gemv-avx2-fma"
-        } else {
-            "bf16-gemv-scalar"
-        }
-    }
 }

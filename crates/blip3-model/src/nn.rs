@@ -235,11 +235,19 @@ pub fn attention(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let q = (q * scale)?.contiguous()?;
-    let kt = k.transpose(D::Minus2, D::Minus1)?.contiguous()?;
-    let mut scores = q.matmul(&kt)?;
+    // Matmul reads the transposed key view directly (no strided copy): copying
+    // a [H, L, hd] cache slice element by element costs more than the product.
+    let kt = k.transpose(D::Minus2, D::Minus1)?;
+    let mut scores = match q.matmul(&kt) {
+        Ok(s) => s,
+        Err(_) => q.matmul(&kt.contiguous()?)?,
+    };
     if let Some(m) = mask {
         scores = scores.broadcast_add(m)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(probs.matmul(&v.contiguous()?)?)
+    Ok(match probs.matmul(v) {
+        Ok(out) => out,
+        Err(_) => probs.matmul(&v.contiguous()?)?,
+    })
 }
