@@ -5,9 +5,9 @@
 //! are split across threads, so the kernel streams the weight at memory speed.
 
 use half::bf16;
-use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
+use crate::shared::par_columns;
 
 /// Activation rows processed per pass over the weight.
 pub const MAX_ROWS: usize = 4;
@@ -25,32 +25,11 @@ pub fn gemv_bf16(w: &[bf16], x: &[f32], y: &mut [f32], m: usize, n: usize, k: us
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
     let features = CpuFeatures::detect();
-    // Blocks of output columns go to threads; each block is laid out [column][row].
-    const BLOCK: usize = 64;
-    let compute = |b: usize, chunk: &mut [f32]| {
-        let n0 = b * BLOCK;
-        for r in 0..chunk.len() / m {
-            let row = &w[(n0 + r) * k..(n0 + r + 1) * k];
-            let mut acc = [0f32; MAX_ROWS];
-            dot_rows(features, row, x, k, m, &mut acc);
-            chunk[r * m..(r + 1) * m].copy_from_slice(&acc[..m]);
-        }
-    };
-    if m == 1 {
-        y.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(b, c)| compute(b, c));
-        return;
-    }
-    let mut out = vec![0f32; m * n];
-    out.par_chunks_mut(BLOCK * m)
-        .enumerate()
-        .for_each(|(b, c)| compute(b, c));
-    for (j, v) in out.chunks_exact(m).enumerate() {
-        for (i, &a) in v.iter().enumerate() {
-            y[i * n + j] = a;
-        }
-    }
+    par_columns(y, m, n, |j, out| {
+        let mut acc = [0f32; MAX_ROWS];
+        dot_rows(features, &w[j * k..(j + 1) * k], x, k, m, &mut acc);
+        out.copy_from_slice(&acc[..m]);
+    });
 }
 
 fn dot_rows(
@@ -100,6 +79,7 @@ mod avx2 {
     use half::bf16;
 
     use super::MAX_ROWS;
+    use crate::shared::hsum256;
 
     /// Widens 8 BF16 values to F32 (BF16 is the top half of an F32).
     #[inline]
@@ -107,17 +87,6 @@ mod avx2 {
     unsafe fn load8(p: *const bf16) -> __m256 {
         let h = _mm_loadu_si128(p as *const __m128i);
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps::<1>(v);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-        _mm_cvtss_f32(s)
     }
 
     /// Dot products of one BF16 row with `m` activation rows.
@@ -142,7 +111,7 @@ mod avx2 {
             t += 16;
         }
         for i in 0..m {
-            let mut s = hsum(_mm256_add_ps(sums[i], sums2[i]));
+            let mut s = hsum256(_mm256_add_ps(sums[i], sums2[i]));
             for j in t..k {
                 s += row[j].to_f32() * x[i * k + j];
             }
@@ -154,18 +123,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::shared::test_data as data;
 
     #[test]
     fn matches_reference_on_odd_sizes() {

@@ -17,4 +17,5 @@ pub mod bandwidth;
 pub mod cpu;
 pub mod gemv;
 pub mod q8;
+mod shared;
 pub mod widen;

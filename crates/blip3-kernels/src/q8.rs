@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
+use crate::shared::par_columns;
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -108,38 +109,19 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
         xd[b] = quantize_block(v, q).to_f32();
     }
     let features = CpuFeatures::detect();
-    const COLS: usize = 64;
-    let compute = |c0: usize, chunk: &mut [f32]| {
-        for (r, out) in chunk.chunks_mut(m).enumerate() {
-            let row = c0 + r;
-            let wq = &w.quants[row * k..(row + 1) * k];
-            let ws = &w.scales[row * nb..(row + 1) * nb];
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot_q8(
-                    features,
-                    wq,
-                    ws,
-                    &xq[i * k..(i + 1) * k],
-                    &xd[i * nb..(i + 1) * nb],
-                );
-            }
+    par_columns(y, m, n, |j, out| {
+        let wq = &w.quants[j * k..(j + 1) * k];
+        let ws = &w.scales[j * nb..(j + 1) * nb];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot_q8(
+                features,
+                wq,
+                ws,
+                &xq[i * k..(i + 1) * k],
+                &xd[i * nb..(i + 1) * nb],
+            );
         }
-    };
-    if m == 1 {
-        y.par_chunks_mut(COLS)
-            .enumerate()
-            .for_each(|(b, c)| compute(b * COLS, c));
-        return;
-    }
-    let mut out = vec![0f32; m * n];
-    out.par_chunks_mut(COLS * m)
-        .enumerate()
-        .for_each(|(b, c)| compute(b * COLS, c));
-    for (j, v) in out.chunks_exact(m).enumerate() {
-        for (i, &a) in v.iter().enumerate() {
-            y[i * n + j] = a;
-        }
-    }
+    });
 }
 
 fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
@@ -171,6 +153,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::BLOCK;
+    use crate::shared::hsum256;
 
     /// # Safety
     /// AVX2 and FMA must be available; slices hold whole blocks.
@@ -189,30 +172,14 @@ mod avx2 {
             let scale = _mm256_set1_ps(*ws.get_unchecked(b) * *xd.get_unchecked(b));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
         }
-        let lo = _mm256_castps256_ps128(acc);
-        let hi = _mm256_extractf128_ps::<1>(acc);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-        _mm_cvtss_f32(s)
+        hsum256(acc)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::shared::test_data as data;
 
     #[test]
     fn quantize_round_trip_error_is_within_half_a_step() {

@@ -1,0 +1,72 @@
+//! Pieces shared by the kernels: the parallel output driver, the AVX2
+//! horizontal sum, and deterministic test data.
+
+use rayon::prelude::*;
+
+/// Output columns (weight rows) per parallel task.
+const COLUMNS_PER_TASK: usize = 64;
+
+/// Fills `y` [m, n] (row-major) by calling `dot(j, out)` for every weight row
+/// `j`, which writes the m results of that row into `out`; rows are spread
+/// over the thread pool in blocks.
+pub(crate) fn par_columns(
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    dot: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    assert_eq!(y.len(), m * n, "output size");
+    let run = |block: usize, chunk: &mut [f32]| {
+        for (r, out) in chunk.chunks_mut(m).enumerate() {
+            dot(block * COLUMNS_PER_TASK + r, out);
+        }
+    };
+    if m == 1 {
+        y.par_chunks_mut(COLUMNS_PER_TASK)
+            .enumerate()
+            .for_each(|(b, c)| run(b, c));
+        return;
+    }
+    // Blocks are laid out [column][row]; scatter to [row][column] afterwards.
+    let mut by_column = vec![0f32; m * n];
+    by_column
+        .par_chunks_mut(COLUMNS_PER_TASK * m)
+        .enumerate()
+        .for_each(|(b, c)| run(b, c));
+    for (j, v) in by_column.chunks_exact(m).enumerate() {
+        for (i, &a) in v.iter().enumerate() {
+            y[i * n + j] = a;
+        }
+    }
+}
+
+/// Sum of the 8 lanes of an AVX register.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps::<1>(v);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Deterministic values in [-1, 1) (xorshift), for kernel tests.
+#[cfg(test)]
+pub(crate) fn test_data(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
