@@ -125,3 +125,56 @@ fn pad_mode_uses_one_squashed_crop() {
         .fold(0f32, f32::max);
     assert!(worst < 1e-3, "global-crop visual tokens differ by {worst}");
 }
+
+#[test]
+fn cached_decode_steps_equal_a_full_prefill() {
+    // The decode path (in-place cache attention kernel) must give the same
+    // hidden states as running the whole sequence through the masked prefill.
+    use blip3_model::weights::WeightDtype;
+    use blip3_model::Blip3Model;
+    for window in [Some(2047), Some(8)] {
+        let dir = fixture().join("model");
+        let mut config = blip3_model::Blip3Config::from_file(&dir.join("config.json")).unwrap();
+        // A short window exercises the band (keys i − W … i) in both paths.
+        config.text_config.sliding_window = window;
+        let store =
+            blip3_model::WeightStore::open(&dir, &candle_core::Device::Cpu, WeightDtype::AsStored)
+                .unwrap();
+        let model = Blip3Model::from_store(config, &store).unwrap();
+        check_decode_matches_prefill(&model);
+    }
+}
+
+fn check_decode_matches_prefill(model: &blip3_model::Blip3Model) {
+    let lm = model.lm();
+    let ids: Vec<u32> = (0..40)
+        .map(|i| 100 + 37 * i)
+        .chain([32012, 32007, 5])
+        .collect();
+    let embeds = lm.embed(&ids).unwrap();
+    let mut full = lm.new_cache();
+    let all = lm.forward(&embeds, &mut full).unwrap();
+    let mut cache = lm.new_cache();
+    let prefix = ids.len() - 5;
+    lm.forward(&embeds.narrow(0, 0, prefix).unwrap(), &mut cache)
+        .unwrap();
+    for step in prefix..ids.len() {
+        let h = lm
+            .forward(&embeds.narrow(0, step, 1).unwrap(), &mut cache)
+            .unwrap();
+        let want: Vec<f32> = all
+            .narrow(0, step, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let got: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "step {step}: {worst}");
+    }
+}

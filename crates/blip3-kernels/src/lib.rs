@@ -9,10 +9,12 @@
 //!
 //! * [`widen`]: parallel BF16 → F32 widening for many-row products.
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
+//! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
 //! Every kernel has a scalar reference implementation it is tested against.
 
+pub mod attention;
 pub mod bandwidth;
 pub mod cpu;
 pub mod gemv;

@@ -7,6 +7,8 @@
 
 use candle_core::{Device, Tensor, D};
 
+use blip3_kernels::attention::CacheLayout;
+
 use crate::config::Phi3Config;
 use crate::decoupled::{DecoupledEmbedding, DecoupledHead};
 use crate::nn::{attention, Linear, RmsNorm};
@@ -222,6 +224,67 @@ impl Phi3 {
         Ok(Some(Tensor::from_vec(m, (len, total), device)?))
     }
 
+    /// One decode step's attention with the in-place cache kernel: `q`
+    /// [1, H, 1, hd] against the cached `k`, `v` views [1, KV, T, hd] (keys
+    /// `i − W … i` with a sliding window). `None` when `q` holds more than one
+    /// position or the cache is not a CPU F32 buffer with contiguous rows.
+    fn decode_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        position: usize,
+        scale: f64,
+    ) -> Result<Option<Tensor>> {
+        if q.dim(2)? != 1 || k.dtype() != candle_core::DType::F32 {
+            return Ok(None);
+        }
+        let (heads, kv_heads, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let total = k.dim(2)?;
+        let first = self
+            .cfg
+            .sliding_window
+            .map_or(0, |w| position.saturating_sub(w));
+        let qs: Vec<f32> = q.flatten_all()?.to_vec1()?;
+        let mut out = vec![0f32; heads * hd];
+        {
+            let (ks, kl) = k.storage_and_layout();
+            let (vs, vl) = v.storage_and_layout();
+            let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs)
+            else {
+                return Ok(None);
+            };
+            let layout = |l: &candle_core::Layout| {
+                let st = l.stride();
+                (st.len() == 4 && st[3] == 1).then(|| CacheLayout {
+                    offset: l.start_offset(),
+                    head_stride: st[1],
+                    row_stride: st[2],
+                })
+            };
+            let (Some(klay), Some(vlay)) = (layout(kl), layout(vl)) else {
+                return Ok(None);
+            };
+            blip3_kernels::attention::decode_attention(
+                &qs,
+                kc.as_slice::<f32>()?,
+                klay,
+                vc.as_slice::<f32>()?,
+                vlay,
+                hd,
+                heads / kv_heads,
+                first..total,
+                scale as f32,
+                &mut out,
+            );
+        }
+        Ok(Some(Tensor::from_vec(out, (1, heads * hd), q.device())?))
+    }
+
     fn layer_forward(
         &self,
         layer: &DecoderLayer,
@@ -249,20 +312,29 @@ impl Phi3 {
         let k = self.rope.apply(&split(heads, kv_heads)?, start)?;
         let v = split(heads + kv_heads, kv_heads)?;
         let (k, v) = kv.append(&k, &v)?;
-        let (k, v) = if kv_heads != heads {
-            let rep = heads / kv_heads;
-            let expand = |t: &Tensor| -> Result<Tensor> {
-                let (b, n, l, e) = t.dims4()?;
-                Ok(t.unsqueeze(2)?
-                    .broadcast_as((b, n, rep, l, e))?
-                    .reshape((b, n * rep, l, e))?)
-            };
-            (expand(&k)?, expand(&v)?)
-        } else {
-            (k, v)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let out = match (len, self.decode_attention(&q, &k, &v, start, scale)?) {
+            (1, Some(out)) => out,
+            _ => {
+                let (k, v) = if kv_heads != heads {
+                    let rep = heads / kv_heads;
+                    let expand = |t: &Tensor| -> Result<Tensor> {
+                        let (b, n, l, e) = t.dims4()?;
+                        Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((
+                            b,
+                            n * rep,
+                            l,
+                            e,
+                        ))?)
+                    };
+                    (expand(&k)?, expand(&v)?)
+                } else {
+                    (k, v)
+                };
+                let out = attention(&q, &k, &v, scale, mask)?;
+                out.transpose(1, 2)?.reshape((len, d))?
+            }
         };
-        let out = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), mask)?;
-        let out = out.transpose(1, 2)?.reshape((len, d))?;
         let x = (x + layer.o_proj.forward(&out)?)?;
         let h = layer.post_attention_layernorm.forward(&x)?;
         let gu = layer.gate_up_proj.forward(&h)?;
