@@ -241,10 +241,10 @@ impl Pipeline {
         let start = Instant::now();
         let device = self.model.device();
         let input_ids = self.tokenizer.encode(prompt, true);
-        let prepared = self.preprocess(image);
+        let mut prepared = self.preprocess(image);
         let s = prepared.crop_size;
         let pixel_values = Tensor::from_vec(
-            prepared.pixel_values.clone(),
+            std::mem::take(&mut prepared.pixel_values),
             (prepared.num_crops, 3, s, s),
             device,
         )?;

@@ -100,19 +100,19 @@ const CASE_IMAGE: &str = "images/v2_grid2x2_100x90.png";
 const CASE_GOLDEN: &str = "golden/v2_grid2x2_100x90__q0.safetensors";
 const QUESTION: &str = "What is shown in this image?";
 
-/// Runs the v2/q0 case on `model` and compares with its golden at `rel_tol`.
-fn parity_failures(model: &Path, rel_tol: f64, tensors: &[&str]) -> Vec<String> {
+/// Runs the v2/q0 case on `model` with stage capture.
+fn run_case(model: &Path, max_new_tokens: usize) -> blip3_engine::RunOutput {
     let pipeline = Pipeline::load(model, &PipelineOptions::default()).unwrap();
     let image = pipeline.load_image(&fixture().join(CASE_IMAGE)).unwrap();
-    let output = pipeline
-        .run(
-            &image,
-            &instruct_prompt(QUESTION, None),
-            8,
-            true,
-            &mut |_| {},
-        )
-        .unwrap();
+    let prompt = instruct_prompt(QUESTION, None);
+    pipeline
+        .run(&image, &prompt, max_new_tokens, true, &mut |_| {})
+        .unwrap()
+}
+
+/// Runs the v2/q0 case on `model` and compares with its golden at `rel_tol`.
+fn parity_failures(model: &Path, rel_tol: f64, tensors: &[&str]) -> Vec<String> {
+    let output = run_case(model, 8);
     let out = model.join("dump.safetensors");
     write_dump(&out, &output, &DumpInfo::default()).unwrap();
     let golden = std::fs::read(fixture().join(CASE_GOLDEN)).unwrap();
@@ -252,17 +252,7 @@ fn absent_lm_head_bias_means_zero_bias() {
     let dir = rewrite_model("nobias", 1, |n, o| {
         (n != "vlm.lang_model.lm_head.bias").then_some(o)
     });
-    let pipeline = Pipeline::load(&dir, &PipelineOptions::default()).unwrap();
-    let image = pipeline.load_image(&fixture().join(CASE_IMAGE)).unwrap();
-    let out = pipeline
-        .run(
-            &image,
-            &instruct_prompt(QUESTION, None),
-            1,
-            true,
-            &mut |_| {},
-        )
-        .unwrap();
+    let out = run_case(&dir, 1);
     let logits: Vec<f32> = out.stages.unwrap().last_logits.to_vec1().unwrap();
     let model_bytes = std::fs::read(fixture().join("model/model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&model_bytes).unwrap();

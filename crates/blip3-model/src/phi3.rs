@@ -313,9 +313,14 @@ impl Phi3 {
         let v = split(heads + kv_heads, kv_heads)?;
         let (k, v) = kv.append(&k, &v)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let out = match (len, self.decode_attention(&q, &k, &v, start, scale)?) {
-            (1, Some(out)) => out,
-            _ => {
+        let decoded = if len == 1 {
+            self.decode_attention(&q, &k, &v, start, scale)?
+        } else {
+            None
+        };
+        let out = match decoded {
+            Some(out) => out,
+            None => {
                 let (k, v) = if kv_heads != heads {
                     let rep = heads / kv_heads;
                     let expand = |t: &Tensor| -> Result<Tensor> {
