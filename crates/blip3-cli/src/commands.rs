@@ -42,6 +42,7 @@ fn load(args: &ModelArgs) -> Result<Pipeline> {
         },
         quantization: args.quantize.map(|q| match q {
             crate::QuantArg::Q8_0 => blip3_model::weights::Quantization::Q8_0,
+            crate::QuantArg::Q4_0 => blip3_model::weights::Quantization::Q4_0,
         }),
         aspect: args.aspect.map(|a| match a {
             AspectArg::Anyres => AspectMode::Anyres,
@@ -282,9 +283,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading image {}", args.model.image.display()))?;
     let prompt = instruct_prompt(&args.model.prompt, args.model.system.as_deref());
     let mut runs = Vec::with_capacity(args.repeat);
-    for i in 0..=args.repeat {
+    for i in 0..args.warmup + args.repeat {
         let out = pipeline.run(&image, &prompt, args.max_new_tokens, false, &mut |_| {})?;
-        if i > 0 {
+        if i >= args.warmup {
             runs.push(out);
         }
     }
@@ -311,6 +312,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             "decode_gemv": decode_kernel_name(&lm.weight_dtype()),
         },
         "repeat": args.repeat,
+        "warmup": args.warmup,
         "image": runs[0].image,
     });
     if args.json {
@@ -336,7 +338,7 @@ fn decode_kernel_name(format: &str) -> String {
         "scalar"
     };
     match format {
-        "bf16" | "q8_0" => format!("{format}-gemv-{simd}"),
+        "bf16" | "q8_0" | "q4_0" => format!("{format}-gemv-{simd}"),
         other => format!("candle-matmul ({other})"),
     }
 }

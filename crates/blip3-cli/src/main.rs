@@ -119,9 +119,12 @@ struct BenchArgs {
     /// New tokens per run (the decode rate is measured over them).
     #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
-    /// Timed runs (after one warm-up run); medians are reported.
+    /// Timed runs (after the warm-up runs); medians are reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Untimed warm-up runs first (page in the weights, settle the allocator).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -162,6 +165,9 @@ enum QuantArg {
     /// GGML Q8_0 (int8 blocks of 32 with an F16 scale).
     #[value(name = "q8_0")]
     Q8_0,
+    /// GGML Q4_0 (4-bit blocks of 32 with an F16 scale).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

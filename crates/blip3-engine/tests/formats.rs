@@ -69,7 +69,7 @@ fn deviation(options: PipelineOptions) -> Deviation {
 
 #[test]
 fn weight_formats_stay_within_their_documented_deviation() {
-    let formats: [(&str, PipelineOptions, f32); 3] = [
+    let formats: [(&str, PipelineOptions, f32); 4] = [
         ("f32", PipelineOptions::default(), 1e-3),
         (
             "bf16",
@@ -86,6 +86,14 @@ fn weight_formats_stay_within_their_documented_deviation() {
                 ..Default::default()
             },
             3e-2,
+        ),
+        (
+            "q4_0",
+            PipelineOptions {
+                quantization: Some(Quantization::Q4_0),
+                ..Default::default()
+            },
+            2e-1,
         ),
     ];
     println!(

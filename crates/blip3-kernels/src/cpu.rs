@@ -5,6 +5,8 @@
 pub struct CpuFeatures {
     /// AVX2 and FMA (x86-64).
     pub avx2_fma: bool,
+    /// F16C half-precision conversions (x86-64).
+    pub f16c: bool,
 }
 
 impl CpuFeatures {
@@ -15,11 +17,15 @@ impl CpuFeatures {
             Self {
                 avx2_fma: std::is_x86_feature_detected!("avx2")
                     && std::is_x86_feature_detected!("fma"),
+                f16c: std::is_x86_feature_detected!("f16c"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            Self { avx2_fma: false }
+            Self {
+                avx2_fma: false,
+                f16c: false,
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! * [`widen`]: parallel BF16 → F32 widening for many-row products.
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
+//! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
@@ -18,6 +19,7 @@ pub mod attention;
 pub mod bandwidth;
 pub mod cpu;
 pub mod gemv;
+pub mod q4;
 pub mod q8;
 mod shared;
 pub mod widen;

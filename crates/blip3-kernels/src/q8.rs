@@ -92,6 +92,20 @@ impl Q8Matrix {
     }
 }
 
+/// Activation rows of width `k` (a multiple of 32) quantised to Q8_0 blocks:
+/// the codes and one F32 scale per block, the right-hand side of the
+/// integer-dot GEMVs.
+pub(crate) fn quantize_activations(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
+    debug_assert!(k.is_multiple_of(BLOCK) && x.len().is_multiple_of(k));
+    let mut xq = vec![0i8; x.len()];
+    let xd = xq
+        .chunks_mut(BLOCK)
+        .zip(x.chunks(BLOCK))
+        .map(|(q, v)| quantize_block(v, q).to_f32())
+        .collect();
+    (xq, xd)
+}
+
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, with the
 /// activations quantised to Q8_0 per block first (as llama.cpp does).
 pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
@@ -103,11 +117,7 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
     let nb = k / BLOCK;
-    let mut xq = vec![0i8; m * k];
-    let mut xd = vec![0f32; m * nb];
-    for (b, (q, v)) in xq.chunks_mut(BLOCK).zip(x.chunks(BLOCK)).enumerate() {
-        xd[b] = quantize_block(v, q).to_f32();
-    }
+    let (xq, xd) = quantize_activations(x, k);
     let features = CpuFeatures::detect();
     par_columns(y, m, n, |j, out| {
         let wq = &w.quants[j * k..(j + 1) * k];
@@ -153,26 +163,30 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::BLOCK;
-    use crate::shared::hsum256;
+    use crate::shared::scaled_block_sum;
 
     /// # Safety
     /// AVX2 and FMA must be available; slices hold whole blocks.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..ws.len() {
+        let block = |b: usize| {
             let w = _mm256_loadu_si256(wq.as_ptr().add(b * BLOCK) as *const __m256i);
             let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
             // maddubs needs unsigned × signed: |x| × (w with x's sign).
             let ax = _mm256_sign_epi8(x, x);
             let sw = _mm256_sign_epi8(w, x);
-            let p16 = _mm256_maddubs_epi16(ax, sw);
-            let p32 = _mm256_madd_epi16(p16, ones);
-            let scale = _mm256_set1_ps(*ws.get_unchecked(b) * *xd.get_unchecked(b));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), scale, acc);
-        }
-        hsum256(acc)
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
+        };
+        scaled_block_sum!(
+            ws.len(),
+            |b: usize| _mm256_mul_ps(
+                _mm256_loadu_ps(ws.as_ptr().add(b)),
+                _mm256_loadu_ps(xd.as_ptr().add(b))
+            ),
+            |b: usize| ws[b] * xd[b],
+            block
+        )
     }
 }
 

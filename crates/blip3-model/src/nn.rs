@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use blip3_kernels::q4::{self, Q4Matrix};
 use blip3_kernels::q8::{self, Q8Matrix};
 use candle_core::{DType, Tensor, D};
 
@@ -20,6 +21,8 @@ enum Weight {
     Dense(Tensor),
     /// Q8_0 blocks (see `blip3_kernels::q8`).
     Q8(Arc<Q8Matrix>),
+    /// Q4_0 blocks (see `blip3_kernels::q4`).
+    Q4(Arc<Q4Matrix>),
 }
 
 /// `y = x·Wᵀ + b` over the last dimension of `x`.
@@ -58,6 +61,13 @@ impl Linear {
                     None => Weight::Dense(weight),
                 }
             }
+            Some(Quantization::Q4_0) if in_dim % q8::BLOCK == 0 => {
+                let values: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                match Q4Matrix::quantize(&values, out_dim, in_dim) {
+                    Some(q) => Weight::Q4(Arc::new(q)),
+                    None => Weight::Dense(weight),
+                }
+            }
             _ => Weight::Dense(weight),
         };
         Ok(Self { weight, bias })
@@ -76,14 +86,16 @@ impl Linear {
         match &self.weight {
             Weight::Dense(w) => w.dims()[0],
             Weight::Q8(q) => q.rows,
+            Weight::Q4(q) => q.rows,
         }
     }
 
-    /// Storage format of the weight: `f32`, `bf16`, `f16` or `q8_0`.
+    /// Storage format of the weight: `f32`, `bf16`, `f16`, `q8_0` or `q4_0`.
     pub fn weight_format(&self) -> String {
         match &self.weight {
             Weight::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
             Weight::Q8(_) => "q8_0".into(),
+            Weight::Q4(_) => "q4_0".into(),
         }
     }
 
@@ -102,6 +114,16 @@ impl Linear {
                 Tensor::from_vec(y, (rows, q.rows), x.device())?
             }
             Weight::Q8(q) => {
+                let w = Tensor::from_vec(q.dequantize(), (q.rows, q.cols), x.device())?;
+                x2.matmul(&w.t()?)?
+            }
+            Weight::Q4(q) if few => {
+                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+                let mut y = vec![0f32; rows * q.rows];
+                q4::gemv_q4(q, &xs, &mut y, rows);
+                Tensor::from_vec(y, (rows, q.rows), x.device())?
+            }
+            Weight::Q4(q) => {
                 let w = Tensor::from_vec(q.dequantize(), (q.rows, q.cols), x.device())?;
                 x2.matmul(&w.t()?)?
             }

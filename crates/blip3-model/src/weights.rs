@@ -32,6 +32,8 @@ pub enum WeightDtype {
 pub enum Quantization {
     /// GGML Q8_0: blocks of 32 int8 values with an F16 scale.
     Q8_0,
+    /// GGML Q4_0: blocks of 32 4-bit codes with an F16 scale.
+    Q4_0,
 }
 
 struct Entry {

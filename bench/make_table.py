@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Comparison table (Markdown) from one `bench/run_peers.sh` results folder.
+
+Ratios are blip3-rs ÷ peer for rates (tokens/s) and peer ÷ blip3-rs for times,
+so > 1 always means blip3-rs is faster. The decode roofline fraction is
+tokens/s × weight bytes streamed per token ÷ the 2-thread read bandwidth
+measured in the same run.
+"""
+
+import json
+import os
+import sys
+
+# Decoder (qkv, o, gate_up, down for 32 layers) + the 32012 head rows blip3 keeps.
+DECODER_WEIGHTS = 32 * (9216 + 3072 + 16384 + 8192) * 3072
+HEAD_WEIGHTS = 32012 * 3072
+# Bytes per weight as blip3-rs holds them in memory.
+BLIP3_BPW = {"bf16": 2.0, "q8_0": 36 / 32, "q4_0": 18 / 32}
+
+
+def load(folder, name):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    return json.loads(text) if text else None
+
+
+def llama_rates(entries):
+    """(pp tokens/s, tg tokens/s, prompt length, generated) from llama-bench -o json."""
+    pp = tg = None
+    n_p = n_g = 0
+    for e in entries or []:
+        if e.get("n_prompt", 0) > 0 and e.get("n_gen", 0) == 0:
+            pp, n_p = e["avg_ts"], e["n_prompt"]
+        elif e.get("n_gen", 0) > 0 and e.get("n_prompt", 0) == 0:
+            tg, n_g = e["avg_ts"], e["n_gen"]
+    return pp, tg, n_p, n_g
+
+
+def streamed_gguf_bytes(folder, fmt):
+    """Bytes llama.cpp reads per token: every tensor but the embedding table."""
+    path = os.path.join(os.environ.get("WORK", "/tmp/blip3-peers"), f"phi3-{fmt}.gguf")
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(path)
+        return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+    except Exception:  # the GGUF may have been removed: no roofline then
+        return None
+
+
+def fmt_ratio(r):
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def main():
+    folder = sys.argv[1]
+    bw = load(folder, "bandwidth.json")
+    bandwidth = bw["read_bytes_per_s_all_threads"] if bw else None
+    ours = {f: load(folder, f"blip3-{f}.json") for f in ["bf16", "q8_0", "q4_0"]}
+    torch = {d: load(folder, f"pytorch-{d}.json") for d in ["f32", "bf16"]}
+    llama = {q: llama_rates(load(folder, f"llama-{q}.json")) for q in ["f16", "Q8_0", "Q4_0"]}
+    base = ours["bf16"] or {}
+    out = []
+    p = out.append
+
+    p(f"Machine: {os.uname().nodename}, {os.cpu_count()} logical CPUs; 2 threads everywhere.")
+    if bandwidth:
+        p(f"Read bandwidth (`blip3 bandwidth`, all threads): {bandwidth / 1e9:.1f} GB/s; "
+          f"1 thread {bw['read_bytes_per_s_1_thread'] / 1e9:.1f} GB/s.")
+    p("")
+    crops = base.get("image", {}).get("num_crops", "?")
+    p(f"### Image encoding: 640×480 image, {crops} crops (ViT-H/14-378 + perceiver)")
+    p("")
+    p("| engine | ViT | perceiver | ViT + perceiver | blip3 bf16 faster by |")
+    p("|---|---|---|---|---|")
+    ours_vis = (base.get("vision_encode_s", 0) + base.get("resampler_s", 0)) or None
+    for name, r in [(f"blip3-rs {f}", ours[f]) for f in ours] + [(f"PyTorch {d}", torch[d]) for d in torch]:
+        if not r or "vision_encode_s" not in r:
+            p(f"| {name} | not run | | | |")
+            continue
+        total = r["vision_encode_s"] + r["resampler_s"]
+        ratio = total / ours_vis if (ours_vis and name.startswith("PyTorch")) else None
+        p(f"| {name} | {r['vision_encode_s']:.1f} s | {r['resampler_s']:.1f} s | {total:.1f} s | {fmt_ratio(ratio)} |")
+    p("")
+
+    n_prefill = base.get("prefill_tokens", "?")
+    p(f"### Prefill ({n_prefill} positions; llama.cpp: pp512, text only)")
+    p("")
+    p("| engine | format | prefill tokens/s | blip3 ratio (same format class) |")
+    p("|---|---|---|---|")
+    rows = []
+    for f, r in ours.items():
+        rows.append(("blip3-rs", f, r and r.get("prefill_tokens_per_s")))
+    for d, r in torch.items():
+        rows.append(("PyTorch", d, r and r.get("prefill_tokens_per_s")))
+    for q, (pp, _, n_p, _) in llama.items():
+        rows.append((f"llama.cpp pp{n_p}", q.lower(), pp))
+    pairs = {"PyTorch f32": "bf16", "PyTorch bf16": "bf16", "llama.cpp f16": "bf16",
+             "llama.cpp q8_0": "q8_0", "llama.cpp q4_0": "q4_0"}
+    for eng, f, rate in rows:
+        key = f"{eng.split(' pp')[0]} {f}"
+        mine = ours.get(pairs.get(key, ""), None)
+        ratio = (mine["prefill_tokens_per_s"] / rate) if (mine and rate and eng != "blip3-rs") else None
+        p(f"| {eng} | {f} | {'not run' if rate is None else f'{rate:.1f}'} | {fmt_ratio(ratio)} |")
+    p("")
+
+    p("### Decode (tokens/s; blip3 and PyTorch after the image prompt, llama.cpp tg64)")
+    p("")
+    p("| engine | format | decode tokens/s | bytes/token | % of bandwidth roofline | blip3 ratio (same format) |")
+    p("|---|---|---|---|---|---|")
+    for f, r in ours.items():
+        rate = r and r.get("decode_tokens_per_s")
+        bpt = (DECODER_WEIGHTS + HEAD_WEIGHTS) * BLIP3_BPW[f]
+        roof = f"{100 * rate * bpt / bandwidth:.0f} %" if (rate and bandwidth) else "–"
+        p(f"| blip3-rs | {f} | {'not run' if rate is None else f'{rate:.2f}'} | {bpt / 1e9:.2f} GB | {roof} | |")
+    for d, r in torch.items():
+        rate = r and r.get("decode_tokens_per_s")
+        bpt = (DECODER_WEIGHTS + 32064 * 3072) * (4 if d == "f32" else 2)
+        roof = f"{100 * rate * bpt / bandwidth:.0f} %" if (rate and bandwidth) else "–"
+        mine = ours["bf16"] and ours["bf16"].get("decode_tokens_per_s")
+        ratio = mine / rate if (mine and rate) else None
+        p(f"| PyTorch | {d} | {'not run' if rate is None else f'{rate:.2f}'} | {bpt / 1e9:.2f} GB | {roof} | {fmt_ratio(ratio)} (vs blip3 bf16) |")
+    for q, (_, tg, _, _) in llama.items():
+        bpt = streamed_gguf_bytes(folder, q)
+        roof = f"{100 * tg * bpt / bandwidth:.0f} %" if (tg and bpt and bandwidth) else "–"
+        mine_fmt = {"f16": "bf16", "Q8_0": "q8_0", "Q4_0": "q4_0"}[q]
+        mine = ours[mine_fmt] and ours[mine_fmt].get("decode_tokens_per_s")
+        ratio = mine / tg if (mine and tg) else None
+        bpt_s = f"{bpt / 1e9:.2f} GB" if bpt else "–"
+        p(f"| llama.cpp | {q.lower()} | {'not run' if tg is None else f'{tg:.2f}'} | {bpt_s} | {roof} | {fmt_ratio(ratio)} (vs blip3 {mine_fmt}) |")
+    p("")
+
+    p("### Time to first token and memory")
+    p("")
+    p("| engine | format | TTFT | peak RSS |")
+    p("|---|---|---|---|")
+    for f, r in ours.items():
+        if r:
+            p(f"| blip3-rs | {f} | {r['ttft_s']:.1f} s | {r['peak_rss_bytes'] / 1e9:.1f} GB |")
+    for d, r in torch.items():
+        if r and "ttft_s" in r:
+            p(f"| PyTorch | {d} | {r['ttft_s']:.1f} s (ViT + perceiver + prefill) | {r['peak_rss_bytes'] / 1e9:.1f} GB |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

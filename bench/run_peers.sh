@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark of blip3-rs, PyTorch and llama.cpp on the same
+# full-size random weights, on this machine, in one run. Writes
+# bench/results/<stamp>/ (every raw JSON/log) and prints the comparison table
+# (bench/results/<stamp>/table.md) that BENCHMARKS.md quotes.
+#
+#   bench/run_peers.sh [MODEL_DIR]          # default: /tmp/blip3-full
+#
+# Set-up (first run only, needs the package registries, nothing at run time):
+#   * bench/.venv: torch 2.15.0, transformers 5.24.0, open_clip_torch 3.3.0,
+#     gguf 0.19.0, safetensors, cmake, ninja from PyPI (~6 GB, ~3 min);
+#   * llama.cpp built from the sources vendored in the llama-cpp-python 0.3.36
+#     sdist (PyPI) with GGML_NATIVE=OFF and explicit AVX2/FMA/F16C flags
+#     (~13 min on 2 cores), into bench/.llama-build;
+#   * the model (if MODEL_DIR is missing): `blip3 init-random --preset full
+#     --dtype bf16` (~3 min, 9.2 GB).
+# Measurement, on a quiet 2-vCPU machine: about 45 minutes (blip3 3 formats
+# ~12 min, PyTorch fp32 ~4 min and bf16 ~15 min, GGUF conversion ~2 min,
+# llama-bench 3 formats ~8 min). Nothing else should run meanwhile: the
+# script checks the load average before each measurement and records it.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+MODEL="${1:-/tmp/blip3-full}"
+THREADS="${THREADS:-2}"
+VENV="$HERE/.venv"
+LLAMA_BUILD="$HERE/.llama-build"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$HERE/results/$STAMP"
+WORK="${WORK:-/tmp/blip3-peers}"
+mkdir -p "$OUT" "$WORK"
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
+quiet_check() {
+    # The 1-minute load average should be near zero before a measurement.
+    local load
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    log "load average before $1: $load"
+    echo "$1 $load" >> "$OUT/loadavg.txt"
+}
+
+# --- set-up -----------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q torch==2.15.0 transformers==5.24.0 open_clip_torch==3.3.0 \
+        gguf==0.19.0 safetensors numpy pillow cmake ninja
+fi
+if [ ! -x "$LLAMA_BUILD/bin/llama-bench" ]; then
+    log "building llama.cpp from the llama-cpp-python 0.3.36 sdist"
+    SRC="$WORK/llama-src"
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    "$VENV/bin/pip" download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$SRC"
+    tar -xzf "$SRC"/llama_cpp_python-0.3.36.tar.gz -C "$SRC"
+    PATH="$VENV/bin:$PATH" cmake -S "$SRC/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$LLAMA_BUILD" \
+        -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+        -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF > "$OUT/llama-cmake.log"
+    PATH="$VENV/bin:$PATH" ninja -C "$LLAMA_BUILD" llama-bench llama-quantize > "$OUT/llama-build.log"
+fi
+log "building blip3 (release)"
+cargo build --release -q -p blip3-cli --manifest-path "$ROOT/Cargo.toml"
+BLIP3="$ROOT/target/release/blip3"
+if [ ! -f "$MODEL/config.json" ]; then
+    log "writing the full-size random model to $MODEL"
+    "$BLIP3" init-random --preset full --seed 0 --dtype bf16 --out "$MODEL"
+fi
+IMAGE="$WORK/640x480.png"
+"$VENV/bin/python" - "$IMAGE" <<'EOF'
+import sys
+import numpy as np
+from PIL import Image
+y, x = np.mgrid[0:480, 0:640]
+rgb = np.stack([x * 255 // 639, y * 255 // 479, (x + y) * 255 // 1118], -1).astype(np.uint8)
+Image.fromarray(rgb).save(sys.argv[1])
+EOF
+PROMPT="What is shown in this image?"
+lscpu > "$OUT/lscpu.txt"
+free -b > "$OUT/free.txt"
+
+# --- measurements -------------------------------------------------------------
+quiet_check bandwidth
+"$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
+
+for fmt in bf16 q8_0 q4_0; do
+    quant=()
+    [ "$fmt" != bf16 ] && quant=(--quantize "$fmt")
+    quiet_check "blip3-$fmt"
+    log "blip3 bench $fmt (anyres: 5 crops, 685 positions)"
+    RAYON_NUM_THREADS="$THREADS" "$BLIP3" bench --model "$MODEL" --image "$IMAGE" --prompt "$PROMPT" \
+        --max-new-tokens 32 --repeat 1 --warmup 0 --threads "$THREADS" "${quant[@]}" --json \
+        > "$OUT/blip3-$fmt.json" 2> "$OUT/blip3-$fmt.log"
+done
+
+PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16.json")
+CROPS=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['image']['num_crops'])" "$OUT/blip3-bf16.json")
+for dt in f32 bf16; do
+    quiet_check "pytorch-$dt"
+    log "PyTorch $dt ($CROPS crops, $PREFILL positions)"
+    "$VENV/bin/python" "$HERE/pytorch_peer.py" --model "$MODEL" --dtype "$dt" --threads "$THREADS" \
+        --crops "$CROPS" --prefill-tokens "$PREFILL" --decode-tokens 32 \
+        --json "$OUT/pytorch-$dt.json" > "$OUT/pytorch-$dt.log" 2>&1
+done
+
+GGUF_F16="$WORK/phi3-f16.gguf"
+if [ ! -f "$GGUF_F16" ]; then
+    log "writing the Phi-3 GGUF (F16) from $MODEL"
+    "$VENV/bin/python" "$HERE/gguf_phi3.py" --model "$MODEL" --out "$GGUF_F16" > "$OUT/gguf.log"
+fi
+for q in Q8_0 Q4_0; do
+    [ -f "$WORK/phi3-$q.gguf" ] || "$LLAMA_BUILD/bin/llama-quantize" "$GGUF_F16" "$WORK/phi3-$q.gguf" "$q" \
+        > "$OUT/quantize-$q.log" 2>&1
+done
+for q in f16 Q8_0 Q4_0; do
+    quiet_check "llama-$q"
+    log "llama-bench $q"
+    "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \
+        > "$OUT/llama-$q.json" 2> "$OUT/llama-$q.log"
+done
+
+"$VENV/bin/python" "$HERE/make_table.py" "$OUT" | tee "$OUT/table.md"
+log "done: $OUT"
