@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use blip3_engine::parity::{write_dump, DumpInfo};
 use blip3_engine::prompt::instruct_prompt;
-use blip3_engine::{Pipeline, PipelineOptions, RunOutput};
+use blip3_engine::{GenerationParams, Pipeline, PipelineOptions, RunOutput, SamplingParams};
 use blip3_model::checkpoint::{tensor_specs, write_random_checkpoint, StoreDtype, HF_SHARD_BYTES};
 use blip3_model::weights::WeightDtype;
 use blip3_model::Blip3Config;
@@ -15,8 +15,25 @@ use blip3_preprocess::AspectMode;
 
 use crate::{
     AspectArg, BandwidthArgs, BenchArgs, CompareArgs, DtypeArg, DumpArgs, GenerateArgs,
-    InitRandomArgs, ModelArgs, StoreArg,
+    InitRandomArgs, LoadArgs, ModelArgs, SamplingArgs, StoreArg,
 };
+
+impl SamplingArgs {
+    /// The engine's parameters for these flags.
+    pub(crate) fn params(&self, max_new_tokens: usize) -> GenerationParams {
+        GenerationParams {
+            max_new_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            },
+            top_logprobs: 0,
+        }
+    }
+}
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.
 fn peak_rss_bytes() -> Option<u64> {
@@ -26,7 +43,8 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn load(args: &ModelArgs) -> Result<Pipeline> {
+/// Loads a model folder as the flags ask.
+pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
     if let Some(n) = args.threads {
         if n == 0 {
             bail!("--threads must be at least 1");
@@ -58,46 +76,51 @@ fn load(args: &ModelArgs) -> Result<Pipeline> {
 fn run(
     pipeline: &Pipeline,
     args: &ModelArgs,
-    max_new_tokens: usize,
+    params: &GenerationParams,
     capture: bool,
 ) -> Result<(RunOutput, String)> {
     let image = pipeline
         .load_image(&args.image)
         .with_context(|| format!("reading image {}", args.image.display()))?;
     let prompt = instruct_prompt(&args.prompt, args.system.as_deref());
-    let output = pipeline.run(&image, &prompt, max_new_tokens, capture, &mut |_| {})?;
+    let output = pipeline.generate(&image, &prompt, params, capture, &mut |_| {})?;
     Ok((output, prompt))
+}
+
+/// The `generate --json` object: text, ids, stop reason, timings, image, memory.
+pub(crate) fn output_json(output: &RunOutput, load_s: f64) -> serde_json::Value {
+    let t = &output.timings;
+    serde_json::json!({
+        "text": output.text,
+        "ids": output.generated_ids,
+        "stop_reason": output.stop_reason.label(),
+        "input_tokens": output.input_ids.len(),
+        "timings": {
+            "load_s": load_s,
+            "preprocess_s": t.preprocess_s,
+            "vision_encode_s": t.vision_encode_s,
+            "resampler_s": t.resampler_s,
+            "prefill_s": t.prefill_s,
+            "ttft_s": t.ttft_s,
+            "decode_s": t.decode_s,
+            "prefill_tokens": t.prefill_tokens,
+            "generated_tokens": t.generated_tokens,
+            "prefill_tokens_per_s": t.prefill_tokens as f64 / t.prefill_s.max(1e-9),
+            "decode_tokens_per_s": (t.generated_tokens.saturating_sub(1)) as f64 / t.decode_s.max(1e-9),
+        },
+        "image": output.image,
+        "peak_rss_bytes": peak_rss_bytes(),
+    })
 }
 
 pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let load_start = std::time::Instant::now();
-    let pipeline = load(&args.model)?;
+    let pipeline = load(&args.model.load)?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let (output, _) = run(&pipeline, &args.model, args.max_new_tokens, false)?;
+    let params = args.sampling.params(args.max_new_tokens);
+    let (output, _) = run(&pipeline, &args.model, &params, false)?;
     if args.json {
-        let t = &output.timings;
-        let value = serde_json::json!({
-            "text": output.text,
-            "ids": output.generated_ids,
-            "stop_reason": output.stop_reason.label(),
-            "input_tokens": output.input_ids.len(),
-            "timings": {
-                "load_s": load_s,
-                "preprocess_s": t.preprocess_s,
-                "vision_encode_s": t.vision_encode_s,
-                "resampler_s": t.resampler_s,
-                "prefill_s": t.prefill_s,
-                "ttft_s": t.ttft_s,
-                "decode_s": t.decode_s,
-                "prefill_tokens": t.prefill_tokens,
-                "generated_tokens": t.generated_tokens,
-                "prefill_tokens_per_s": t.prefill_tokens as f64 / t.prefill_s.max(1e-9),
-                "decode_tokens_per_s": (t.generated_tokens.saturating_sub(1)) as f64 / t.decode_s.max(1e-9),
-            },
-            "image": output.image,
-            "peak_rss_bytes": peak_rss_bytes(),
-        });
-        println!("{value}");
+        println!("{}", output_json(&output, load_s));
     } else {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", output.text)?;
@@ -106,8 +129,9 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 pub fn dump(args: DumpArgs) -> Result<ExitCode> {
-    let pipeline = load(&args.model)?;
-    let (output, prompt) = run(&pipeline, &args.model, args.max_new_tokens, true)?;
+    let pipeline = load(&args.model.load)?;
+    let params = GenerationParams::greedy(args.max_new_tokens);
+    let (output, prompt) = run(&pipeline, &args.model, &params, true)?;
     let info = DumpInfo {
         question: args.model.prompt.clone(),
         prompt,
@@ -276,7 +300,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         bail!("--repeat must be at least 1");
     }
     let load_start = std::time::Instant::now();
-    let pipeline = load(&args.model)?;
+    let pipeline = load(&args.model.load)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let image = pipeline
         .load_image(&args.model.image)

@@ -2,6 +2,8 @@
 
 mod commands;
 mod presets;
+mod run;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -32,14 +34,83 @@ enum Command {
     Bench(BenchArgs),
     /// Measure memory read bandwidth on one thread and on all cores.
     Bandwidth(BandwidthArgs),
+    /// Ask about an image and stream the answer (or caption a JSONL batch).
+    Run(RunArgs),
+    /// Serve the OpenAI chat-completions API over HTTP.
+    Serve(ServeArgs),
 }
 
-/// Options shared by commands that run the model.
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Image file (not with --batch).
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    image: Option<PathBuf>,
+    /// The question (default: "Describe this image.").
+    #[arg(conflicts_with = "batch")]
+    question: Option<String>,
+    /// Replace the default system prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most new tokens to generate.
+    #[arg(long, default_value_t = 768)]
+    max_new_tokens: usize,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// JSONL input, one {"image": PATH, "question"?: TEXT, "id"?: ANY} per line.
+    #[arg(long, requires = "out")]
+    batch: Option<PathBuf>,
+    /// JSONL output for --batch (appended; lines already answered are skipped,
+    /// so an interrupted batch resumes where it stopped).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 = any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Model name reported by /v1/models (default: the folder's name).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Requests that may wait for the engine before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    queue_size: usize,
+    /// Most sequences decoded together (continuous batching).
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    max_request_bytes: usize,
+    /// Largest image file, in bytes.
+    #[arg(long, default_value_t = 20 << 20)]
+    max_image_bytes: usize,
+    /// Folder that file:// image URLs may read from (otherwise refused).
+    #[arg(long)]
+    media_root: Option<PathBuf>,
+    /// RAM budget of the image-embedding cache, in MiB.
+    #[arg(long, default_value_t = 512)]
+    vision_cache_mib: usize,
+    /// Disk tier of the image-embedding cache.
+    #[arg(long)]
+    vision_cache_dir: Option<PathBuf>,
+}
+
+/// Options shared by commands that run the model on one image and question.
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Model folder (config.json, safetensors, tokenizer, preprocessor config).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Image file (PNG, JPEG, WebP, GIF, BMP).
     #[arg(long)]
     image: PathBuf,
@@ -49,6 +120,14 @@ struct ModelArgs {
     /// Replace the default system prompt.
     #[arg(long)]
     system: Option<String>,
+}
+
+/// How to load a model folder.
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Model folder (config.json, safetensors, tokenizer, preprocessor config).
+    #[arg(long)]
+    model: PathBuf,
     /// In-memory weight dtype: as stored, f32 (reference precision) or bf16 (half memory).
     #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
     dtype: DtypeArg,
@@ -66,10 +145,32 @@ struct ModelArgs {
     threads: Option<usize>,
 }
 
+/// Token selection (greedy unless --temperature > 0).
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy (the reference's decoding).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: smallest set of tokens reaching this probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Penalty on tokens already present (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed of the sampling stream (same seed → same answer).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Args)]
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Most new tokens to generate.
     #[arg(long, default_value_t = 768)]
     max_new_tokens: usize,
@@ -212,6 +313,8 @@ fn main() -> std::process::ExitCode {
         Command::Compare(a) => commands::compare(a),
         Command::Bench(a) => commands::bench(a),
         Command::Bandwidth(a) => commands::bandwidth(a),
+        Command::Run(a) => run::run(a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(code) => code,

@@ -51,13 +51,7 @@ impl StopRule {
 /// Index of the largest logit; the first one on ties, as `torch.argmax`.
 pub fn argmax(logits: &Tensor) -> Result<u32, EngineError> {
     let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    let mut best = 0usize;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] || (values[best].is_nan() && !v.is_nan()) {
-            best = i;
-        }
-    }
-    Ok(best as u32)
+    Ok(crate::sampling::argmax_first(&values))
 }
 
 #[cfg(test)]

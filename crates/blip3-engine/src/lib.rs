@@ -1,13 +1,18 @@
 //! The BLIP-3 pipeline on top of the model crate: prompt building, image
-//! preprocessing, vision encoding, splicing, greedy generation with the
-//! reference's stop rules, and the stage-tensor parity dump.
+//! preprocessing, vision encoding, splicing, generation (greedy as the
+//! reference, or sampled) with the reference's stop rules, step-wise sessions
+//! for batching, and the stage-tensor parity dump.
 
 mod error;
 pub mod generation;
 pub mod parity;
 pub mod pipeline;
 pub mod prompt;
+pub mod sampling;
+pub mod session;
 
 pub use error::EngineError;
 pub use generation::StopReason;
-pub use pipeline::{Pipeline, PipelineOptions, RunOutput, StageTensors, StageTimings};
+pub use pipeline::{ImageInfo, Pipeline, PipelineOptions, RunOutput, StageTensors, StageTimings};
+pub use sampling::{Choice, SamplingParams};
+pub use session::{EncodedImage, GenerationParams, Sequence};

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use blip3_model::anyres::regroup_features;
 use blip3_model::weights::{Quantization, WeightDtype};
 use blip3_model::Blip3Model;
 use blip3_preprocess::decode::DEFAULT_MAX_PIXELS;
@@ -12,8 +11,10 @@ use blip3_tokenizer::Tokenizer;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::generation::{argmax, StopReason, StopRule};
+use crate::generation::{StopReason, StopRule};
 use crate::prompt::IMAGE_TOKEN;
+use crate::sampling::Choice;
+use crate::session::GenerationParams;
 use crate::EngineError;
 
 /// How to load a model folder.
@@ -103,7 +104,7 @@ pub struct RunOutput {
 }
 
 /// What preprocessing decided for the image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImageInfo {
     /// Original (W, H).
     pub image_size: (usize, usize),
@@ -113,6 +114,18 @@ pub struct ImageInfo {
     pub grid: (usize, usize),
     /// Crops N.
     pub num_crops: usize,
+}
+
+impl ImageInfo {
+    /// The decisions recorded in a preprocessed image.
+    pub fn of(prepared: &PreprocessedImage) -> Self {
+        Self {
+            image_size: prepared.image_size,
+            best_resolution: prepared.best_resolution,
+            grid: prepared.grid,
+            num_crops: prepared.num_crops,
+        }
+    }
 }
 
 /// A loaded model folder ready to answer questions about images.
@@ -238,105 +251,107 @@ impl Pipeline {
         capture: bool,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<RunOutput, EngineError> {
+        self.generate(
+            image,
+            prompt,
+            &GenerationParams::greedy(max_new_tokens),
+            capture,
+            &mut |c: &Choice| on_token(c.id),
+        )
+    }
+
+    /// [`run`](Self::run) with any [`GenerationParams`]; `on_choice` sees each
+    /// chosen token with its log-probabilities.
+    pub fn generate(
+        &self,
+        image: &RgbImage,
+        prompt: &str,
+        params: &GenerationParams,
+        capture: bool,
+        on_choice: &mut dyn FnMut(&Choice),
+    ) -> Result<RunOutput, EngineError> {
         let start = Instant::now();
         let device = self.model.device();
         let input_ids = self.tokenizer.encode(prompt, true);
-        let mut prepared = self.preprocess(image);
-        let s = prepared.crop_size;
-        let pixel_values = Tensor::from_vec(
-            std::mem::take(&mut prepared.pixel_values),
-            (prepared.num_crops, 3, s, s),
-            device,
-        )?;
-        self.model.check_pixels(&pixel_values)?;
+        let prepared = self.preprocess(image);
         let mut timings = StageTimings {
             preprocess_s: start.elapsed().as_secs_f64(),
             ..Default::default()
         };
 
         let t = Instant::now();
-        let vit_tokens = self.model.vision().forward(&pixel_values)?;
+        let (encoded, pixel_values, vit_tokens) = self.encode_image_stages(&prepared)?;
         timings.vision_encode_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let g = self.model.vision().config().grid();
-        let vision_features = regroup_features(&vit_tokens, prepared.grid, g)?;
         let text_embeds = self.model.text_queries(&input_ids)?;
         let resampled = self
             .model
             .resampler()
-            .forward(&vision_features, text_embeds.as_ref())?;
+            .forward(&encoded.features, text_embeds.as_ref())?;
         let (n, q, d) = resampled.dims3()?;
         let vision_tokens = resampled.reshape((n * q, d))?;
         timings.resampler_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let lm = self.model.lm();
         let inputs_embeds = self
             .model
             .splice(&input_ids, &vision_tokens, self.image_token_id)?;
-        let len = inputs_embeds.dim(0)?;
-        let context = lm.config().max_position_embeddings;
-        if len >= context {
-            return Err(EngineError::Request(format!(
-                "prompt of {len} positions (text + {} visual tokens) does not fit the {context}-token context",
-                n * q
-            )));
-        }
-        let max_new_tokens = max_new_tokens.min(context - len);
-        let mut cache = lm.new_cache();
-        let hidden = lm.forward(&inputs_embeds, &mut cache)?;
-        let mut logits = lm.logits(&hidden.narrow(0, len - 1, 1)?)?.squeeze(0)?;
-        let last_logits = logits.clone();
+        let mut seq = self.start(&inputs_embeds, &input_ids, params)?;
+        let last_logits = Tensor::from_slice(seq.logits(), seq.logits().len(), device)?;
         timings.prefill_s = t.elapsed().as_secs_f64();
-        timings.prefill_tokens = len;
+        timings.prefill_tokens = seq.prompt_positions;
 
         let t = Instant::now();
-        let mut generated = Vec::new();
-        let mut stop_reason = StopReason::MaxNewTokens;
-        while generated.len() < max_new_tokens {
-            let id = argmax(&logits)?;
-            if generated.is_empty() {
+        while seq.finished.is_none() {
+            let choice = self.choose(&mut seq)?;
+            if seq.generated.len() == 1 {
                 timings.ttft_s = start.elapsed().as_secs_f64();
             }
-            generated.push(id);
-            on_token(id);
-            if let Some(reason) = self.stop.check(id) {
-                stop_reason = reason;
-                break;
-            }
-            if generated.len() == max_new_tokens {
-                break;
-            }
-            let embed = lm.embed(&[id])?;
-            let hidden = lm.forward(&embed, &mut cache)?;
-            logits = lm.logits(&hidden)?.squeeze(0)?;
+            on_choice(&choice);
+            self.step(&mut [&mut seq])?;
         }
         timings.decode_s = t.elapsed().as_secs_f64();
-        timings.generated_tokens = generated.len();
+        timings.generated_tokens = seq.generated.len();
 
         let stages = capture.then(|| StageTensors {
             pixel_values,
             vit_tokens,
-            vision_features,
+            vision_features: encoded.features,
             text_embeds,
             vision_tokens,
             inputs_embeds,
             last_logits,
         });
         Ok(RunOutput {
-            text: self.tokenizer.decode_answer(&generated),
+            text: self.tokenizer.decode_answer(&seq.generated),
             input_ids,
-            generated_ids: generated,
-            stop_reason,
+            stop_reason: seq.finished.unwrap_or(StopReason::MaxNewTokens),
+            generated_ids: seq.generated,
             timings,
-            image: ImageInfo {
-                image_size: prepared.image_size,
-                best_resolution: prepared.best_resolution,
-                grid: prepared.grid,
-                num_crops: prepared.num_crops,
-            },
+            image: encoded.info,
             stages,
         })
+    }
+
+    /// The `<image>` token id.
+    pub fn image_token_id(&self) -> u32 {
+        self.image_token_id
+    }
+
+    /// The ids that end generation.
+    pub fn stop_rule(&self) -> &StopRule {
+        &self.stop
+    }
+
+    /// The aspect mode images are preprocessed with by default.
+    pub fn aspect(&self) -> AspectMode {
+        self.aspect
+    }
+
+    /// Preprocesses an image with an explicit aspect mode (`Pad` = the
+    /// global view only, 128 visual tokens).
+    pub fn preprocess_with(&self, image: &RgbImage, aspect: AspectMode) -> PreprocessedImage {
+        self.processor.process(image, aspect)
     }
 }

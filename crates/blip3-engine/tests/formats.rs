@@ -93,7 +93,9 @@ fn weight_formats_stay_within_their_documented_deviation() {
                 quantization: Some(Quantization::Q4_0),
                 ..Default::default()
             },
-            2e-1,
+            // 4-bit codes: ~17x the Q8_0 step; the tiny model's 64-wide rows
+            // average over few blocks.
+            3e-1,
         ),
     ];
     println!(

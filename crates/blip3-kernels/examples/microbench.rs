@@ -55,7 +55,10 @@ fn main() {
     let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| data(k, 99)).collect();
     let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(n, _)| vec![0f32; n]).collect();
     let params: usize = shapes.iter().map(|&(n, k)| n * k).sum();
-    println!("{layers} layers, {:.2} G weights per pass", params as f64 / 1e9);
+    println!(
+        "{layers} layers, {:.2} G weights per pass",
+        params as f64 / 1e9
+    );
 
     let bw = bandwidth::read_bandwidth(1 << 30, rayon::current_num_threads(), 3);
     println!("read bandwidth: {:.1} GB/s", bw / 1e9);

@@ -197,6 +197,91 @@ impl Phi3 {
         self.norm.forward(&x)
     }
 
+    /// One decode step for several independent sequences: row `b` of `embeds`
+    /// [B, d] is the next token of the sequence whose cache is `caches[b]`
+    /// (each at its own position). The matrix products run on all rows at
+    /// once, so the weights are streamed once per step instead of once per
+    /// sequence; RoPE and attention stay per sequence. Returns the final
+    /// hidden states [B, d]. Row `b` equals `forward` on that sequence alone.
+    pub fn forward_batch(&self, embeds: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let (rows, d) = embeds.dims2()?;
+        if rows != caches.len() {
+            return Err(ModelError::Input(format!(
+                "{rows} embedding rows for {} sequences",
+                caches.len()
+            )));
+        }
+        if rows == 1 {
+            return self.forward(embeds, caches[0]);
+        }
+        let context = self.cfg.max_position_embeddings;
+        if let Some(full) = caches.iter().find(|c| c.len + 1 > context) {
+            return Err(ModelError::Input(format!(
+                "sequence of {} tokens exceeds the context of {context} tokens",
+                full.len + 1
+            )));
+        }
+        let (heads, kv_heads, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = embeds.clone();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?;
+            let qkv = layer.qkv_proj.forward(&h)?;
+            let mut outs = Vec::with_capacity(rows);
+            for (b, cache) in caches.iter_mut().enumerate() {
+                let start = cache.len;
+                let row = qkv.narrow(0, b, 1)?;
+                let split = |offset: usize, n: usize| -> Result<Tensor> {
+                    Ok(row
+                        .narrow(D::Minus1, offset * hd, n * hd)?
+                        .reshape((1, 1, n, hd))?
+                        .transpose(1, 2)?
+                        .contiguous()?)
+                };
+                let q = self.rope.apply(&split(0, heads)?, start)?;
+                let k = self.rope.apply(&split(heads, kv_heads)?, start)?;
+                let v = split(heads + kv_heads, kv_heads)?;
+                let (k, v) = cache.layers[li].append(&k, &v)?;
+                let out = match self.decode_attention(&q, &k, &v, start, scale)? {
+                    Some(out) => out,
+                    None => {
+                        let mask = self.mask(start, 1, x.device())?;
+                        let rep = heads / kv_heads;
+                        let expand = |t: &Tensor| -> Result<Tensor> {
+                            let (b, n, l, e) = t.dims4()?;
+                            Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((
+                                b,
+                                n * rep,
+                                l,
+                                e,
+                            ))?)
+                        };
+                        let out = attention(&q, &expand(&k)?, &expand(&v)?, scale, mask.as_ref())?;
+                        out.transpose(1, 2)?.reshape((1, d))?
+                    }
+                };
+                outs.push(out);
+            }
+            let out = Tensor::cat(&outs, 0)?;
+            x = (x + layer.o_proj.forward(&out)?)?;
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            let gu = layer.gate_up_proj.forward(&h)?;
+            let inter = self.cfg.intermediate_size;
+            let gate = gu.narrow(D::Minus1, 0, inter)?;
+            let up = gu.narrow(D::Minus1, inter, inter)?;
+            let act = (up * candle_nn::ops::silu(&gate)?)?;
+            x = (x + layer.down_proj.forward(&act)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.norm.forward(&x)
+    }
+
     /// Final hidden states [M, d] → logits [M, initial_tokenizer_len + 3].
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.head.forward(hidden)

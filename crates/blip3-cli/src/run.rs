@@ -1,0 +1,169 @@
+//! `blip3 run`: one question answered as it is generated, or a JSONL batch.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use blip3_engine::prompt::instruct_prompt;
+use blip3_engine::Pipeline;
+
+use crate::commands::{load, output_json};
+use crate::RunArgs;
+
+const DEFAULT_QUESTION: &str = "Describe this image.";
+
+/// Loads the model behind a spinner (stderr only, so stdout stays clean).
+fn load_with_progress(args: &RunArgs) -> Result<(Pipeline, f64)> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    spinner.set_message(format!("loading {}", args.load.model.display()));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let start = Instant::now();
+    let pipeline = load(&args.load);
+    spinner.finish_and_clear();
+    Ok((pipeline?, start.elapsed().as_secs_f64()))
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let (pipeline, load_s) = load_with_progress(&args)?;
+    if let Some(batch) = &args.batch {
+        let out = args.out.as_deref().context("--batch needs --out")?;
+        return run_batch(&pipeline, &args, batch, out);
+    }
+    let image_path = args.image.as_deref().context("an image path is required")?;
+    let question = args.question.as_deref().unwrap_or(DEFAULT_QUESTION);
+    let image = pipeline
+        .load_image(image_path)
+        .with_context(|| format!("reading image {}", image_path.display()))?;
+    let prompt = instruct_prompt(question, args.system.as_deref());
+    let params = args.sampling.params(args.max_new_tokens);
+    let tokenizer = pipeline.tokenizer();
+    let mut ids = Vec::new();
+    let mut shown = 0usize;
+    let mut stdout = std::io::stdout().lock();
+    let stream = !args.json;
+    let output = pipeline.generate(&image, &prompt, &params, false, &mut |choice| {
+        if !stream {
+            return;
+        }
+        ids.push(choice.id);
+        let text = tokenizer.decode_answer(&ids);
+        // Print what is new, keeping back a trailing partial character.
+        let mut end = text.len();
+        if text.ends_with('\u{FFFD}') {
+            end -= '\u{FFFD}'.len_utf8();
+        }
+        if end > shown && text.is_char_boundary(shown) {
+            let _ = write!(stdout, "{}", &text[shown..end]);
+            let _ = stdout.flush();
+            shown = end;
+        }
+    })?;
+    if args.json {
+        writeln!(stdout, "{}", output_json(&output, load_s))?;
+    } else {
+        if output.text.len() > shown && output.text.is_char_boundary(shown) {
+            write!(stdout, "{}", &output.text[shown..])?;
+        }
+        writeln!(stdout)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Answers every line of `input` into `out`, skipping lines whose `line`
+/// number is already in `out` (so an interrupted batch resumes). A bad line
+/// or image is recorded as an error line and the batch goes on.
+fn run_batch(pipeline: &Pipeline, args: &RunArgs, input: &Path, out: &Path) -> Result<ExitCode> {
+    let done: HashSet<u64> = match std::fs::File::open(out) {
+        Ok(f) => std::io::BufReader::new(f)
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .filter_map(|v| v.get("line").and_then(|n| n.as_u64()))
+            .collect(),
+        Err(_) => HashSet::new(),
+    };
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
+    );
+    let lines: Vec<String> = reader
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", input.display()))?;
+    let mut writer = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    let todo: Vec<(u64, &String)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l))
+        .filter(|(n, l)| !l.trim().is_empty() && !done.contains(n))
+        .collect();
+    let bar = indicatif::ProgressBar::new(todo.len() as u64);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let base = input.parent().unwrap_or(Path::new("."));
+    let (mut failures, mut answered) = (0, 0);
+    for (line_no, line) in todo {
+        let record = match answer_line(pipeline, args, base, line) {
+            Ok(mut v) => {
+                answered += 1;
+                v["line"] = line_no.into();
+                v
+            }
+            Err(e) => {
+                failures += 1;
+                serde_json::json!({"line": line_no, "error": format!("{e:#}")})
+            }
+        };
+        writeln!(writer, "{record}")?;
+        writer.flush()?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{answered} answered, {} already in {}, {failures} failed",
+        done.len(),
+        out.display()
+    );
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn answer_line(
+    pipeline: &Pipeline,
+    args: &RunArgs,
+    base: &Path,
+    line: &str,
+) -> Result<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(line).context("line is not JSON")?;
+    let image = v
+        .get("image")
+        .and_then(|i| i.as_str())
+        .context("line has no \"image\" string")?;
+    let question = v
+        .get("question")
+        .and_then(|q| q.as_str())
+        .unwrap_or(DEFAULT_QUESTION);
+    let path = base.join(image);
+    let img = pipeline
+        .load_image(&path)
+        .with_context(|| format!("reading image {}", path.display()))?;
+    let prompt = instruct_prompt(question, args.system.as_deref());
+    let params = args.sampling.params(args.max_new_tokens);
+    let output = pipeline.generate(&img, &prompt, &params, false, &mut |_| {})?;
+    let mut record = output_json(&output, 0.0);
+    record["image_file"] = image.into();
+    record["question"] = question.into();
+    if let Some(id) = v.get("id") {
+        record["id"] = id.clone();
+    }
+    Ok(record)
+}

@@ -1,0 +1,101 @@
+//! `blip3 serve`: the OpenAI-compatible server on a loaded model.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use blip3_server::media::MediaPolicy;
+use blip3_server::{Server, ServerConfig};
+
+use crate::commands::load;
+use crate::ServeArgs;
+
+/// A short fingerprint of the model's configuration files, so cached image
+/// embeddings are never reused across models.
+fn revision(dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors.index.json",
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            bytes.hash(&mut h);
+        }
+    }
+    if let Ok(meta) = std::fs::metadata(dir.join("model.safetensors")) {
+        meta.len().hash(&mut h);
+        meta.modified().ok().hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
+        args.load
+            .model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "blip3".into())
+    });
+    eprintln!("loading {} ...", args.load.model.display());
+    let pipeline = load(&args.load)?;
+    let config = ServerConfig {
+        model_name: model_name.clone(),
+        model_revision: revision(&args.load.model),
+        queue_size: args.queue_size,
+        max_batch: args.max_batch,
+        max_request_bytes: args.max_request_bytes,
+        media: MediaPolicy {
+            media_root: args.media_root.clone(),
+            max_image_bytes: args.max_image_bytes,
+        },
+        max_pixels: args.load.max_pixels,
+        vision_cache_bytes: args.vision_cache_mib << 20,
+        vision_cache_dir: args.vision_cache_dir.clone(),
+    };
+    let server = Server::start(pipeline, config).context("starting the engine")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("serving {model_name} on http://{local}/v1 (Ctrl-C to stop)");
+        server
+            .serve(listener, shutdown_signal())
+            .await
+            .context("serving")?;
+        eprintln!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

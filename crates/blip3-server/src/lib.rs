@@ -1,0 +1,531 @@
+//! `blip3 serve`: an OpenAI-compatible HTTP server over the BLIP-3 engine.
+//!
+//! Layering (as in mistral.rs): this crate speaks HTTP and the OpenAI wire
+//! format ([`api`], [`media`], [`error`]); [`scheduler`] is the engine loop
+//! (continuous batching, per-request KV caches, cancellation); the model
+//! pipeline lives in `blip3-engine`.
+//!
+//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`,
+//! `GET /metrics`.
+
+pub mod api;
+pub mod error;
+pub mod media;
+pub mod metrics;
+pub mod scheduler;
+pub mod vision_cache;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use blip3_engine::{GenerationParams, Pipeline};
+use blip3_preprocess::AspectMode;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::api::{logprob_entry, ChatRequest, Detail};
+use crate::error::ApiError;
+use crate::media::MediaPolicy;
+use crate::metrics::Metrics;
+use crate::scheduler::{Event, Job, JobImage, SchedulerConfig};
+use crate::vision_cache::VisionCache;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Name reported by `/v1/models` and echoed in answers.
+    pub model_name: String,
+    /// Identifies the weights for the image cache (e.g. a hash of config files).
+    pub model_revision: String,
+    /// Requests waiting beyond the running ones before 429.
+    pub queue_size: usize,
+    /// Most sequences decoded together.
+    pub max_batch: usize,
+    /// Largest request body.
+    pub max_request_bytes: usize,
+    /// Media permissions and image size cap.
+    pub media: MediaPolicy,
+    /// Largest decoded image, in pixels (decompression-bomb guard).
+    pub max_pixels: u64,
+    /// RAM budget of the image cache.
+    pub vision_cache_bytes: usize,
+    /// Disk tier of the image cache.
+    pub vision_cache_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            model_name: "blip3".into(),
+            model_revision: String::new(),
+            queue_size: 64,
+            max_batch: 8,
+            max_request_bytes: 32 << 20,
+            media: MediaPolicy {
+                media_root: None,
+                max_image_bytes: 20 << 20,
+            },
+            max_pixels: blip3_preprocess::decode::DEFAULT_MAX_PIXELS,
+            vision_cache_bytes: 512 << 20,
+            vision_cache_dir: None,
+        }
+    }
+}
+
+/// Shared by the handlers.
+pub struct AppState {
+    pipeline: Arc<Pipeline>,
+    config: ServerConfig,
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    cache: Arc<Mutex<VisionCache>>,
+    metrics: Arc<Metrics>,
+    started: u64,
+}
+
+/// A running engine: the HTTP router plus the engine thread behind it.
+pub struct Server {
+    state: Arc<AppState>,
+    engine: std::thread::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts the engine thread for `pipeline`.
+    pub fn start(pipeline: Pipeline, config: ServerConfig) -> std::io::Result<Self> {
+        let pipeline = Arc::new(pipeline);
+        let cache = Arc::new(Mutex::new(VisionCache::new(
+            config.vision_cache_bytes,
+            config.vision_cache_dir.clone(),
+        )?));
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = sync_channel(config.queue_size.max(1));
+        let engine = {
+            let (pipeline, cache, metrics) = (pipeline.clone(), cache.clone(), metrics.clone());
+            let sched = SchedulerConfig {
+                max_batch: config.max_batch,
+            };
+            std::thread::Builder::new()
+                .name("blip3-engine".into())
+                .spawn(move || scheduler::run(pipeline, rx, cache, metrics, sched))?
+        };
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Self {
+            state: Arc::new(AppState {
+                pipeline,
+                config,
+                jobs: Mutex::new(Some(tx)),
+                cache,
+                metrics,
+                started,
+            }),
+            engine,
+        })
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> Router {
+        let limit = self.state.config.max_request_bytes;
+        Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics_text))
+            .fallback(not_found)
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets running
+    /// requests finish and stops the engine thread.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.stop();
+        Ok(())
+    }
+
+    /// Refuses new requests and waits for the engine thread to drain.
+    pub fn stop(self) {
+        if let Ok(mut jobs) = self.state.jobs.lock() {
+            jobs.take();
+        }
+        let _ = self.engine.join();
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such route".into(),
+        kind: "invalid_request_error",
+        param: None,
+        code: Some("not_found"),
+    }
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let m = &state.metrics;
+    Json(json!({
+        "status": "ok",
+        "model": state.config.model_name,
+        "queue_depth": m.queue_depth.load(Ordering::Relaxed),
+        "active_sequences": m.active_sequences.load(Ordering::Relaxed),
+    }))
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": state.config.model_name,
+            "object": "model",
+            "created": state.started,
+            "owned_by": "blip3-rs",
+        }]
+    }))
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    Metrics::add(&state.metrics.requests, 1);
+    match accept(&state, &body).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                Metrics::add(&state.metrics.rejected, 1);
+            } else {
+                Metrics::add(&state.metrics.errors, 1);
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// Validates the request, prepares its image and queues it.
+async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
+    let request = api::parse_chat(body)?;
+    if let Some(name) = &request.model {
+        if !name.is_empty() && name != &state.config.model_name {
+            return Err(ApiError::not_found(
+                format!(
+                    "model '{name}' is not served here (this server serves '{}')",
+                    state.config.model_name
+                ),
+                Some("model"),
+            ));
+        }
+    }
+    let pipeline = state.pipeline.clone();
+    let input_ids = pipeline.tokenizer().encode(&request.prompt, true);
+    let image = prepare_image(state, &request).await?;
+    // Context check: prompt positions are known once the crop count is.
+    let crops = match &image {
+        JobImage::None => 0,
+        JobImage::Cached(e) => e.info.num_crops,
+        JobImage::Prepared { image, .. } => image.num_crops,
+    };
+    let latents = pipeline
+        .model()
+        .config()
+        .vision_tokenizer_config
+        .num_vis_tokens;
+    let positions = input_ids.len() + crops * latents - usize::from(crops > 0);
+    let context = pipeline.model().lm().config().max_position_embeddings;
+    if positions >= context {
+        return Err(ApiError::invalid(
+            format!("the prompt takes {positions} positions (text + visual tokens); the context is {context}"),
+            Some("messages"),
+        )
+        .with_code("context_length_exceeded"));
+    }
+    let room = context - positions;
+    if let Some(max) = request.max_tokens {
+        if max > room {
+            return Err(ApiError::invalid(
+                format!("max_tokens {max} + the prompt's {positions} positions exceed the {context}-token context"),
+                Some("max_tokens"),
+            )
+            .with_code("context_length_exceeded"));
+        }
+    }
+    let mut sampling = request.sampling.clone();
+    if !request.seeded {
+        sampling.seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    let params = GenerationParams {
+        max_new_tokens: request.max_tokens.unwrap_or(room),
+        sampling,
+        top_logprobs: request.top_logprobs,
+    };
+    let (tx, rx) = unbounded_channel();
+    let job = Job {
+        input_ids,
+        image,
+        params,
+        n: request.n,
+        stop: request.stop.clone(),
+        logprobs: request.logprobs,
+        events: tx,
+        accepted: Instant::now(),
+    };
+    {
+        let guard = state
+            .jobs
+            .lock()
+            .map_err(|_| ApiError::internal("job queue poisoned"))?;
+        let Some(jobs) = guard.as_ref() else {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        };
+        state.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(ApiError::busy(format!(
+                    "the request queue is full ({} waiting); retry later",
+                    state.config.queue_size
+                )));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(ApiError::unavailable("the engine has stopped"));
+            }
+        }
+    }
+    let id = format!("chatcmpl-{:x}", fastrand_id());
+    let model = state.config.model_name.clone();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if request.stream {
+        Ok(stream_response(rx, request, id, model, created))
+    } else {
+        collect_response(rx, &request, id, model, created).await
+    }
+}
+
+/// Reads the image bytes, checks the cache, else decodes and preprocesses
+/// (off the async threads).
+async fn prepare_image(state: &Arc<AppState>, request: &ChatRequest) -> Result<JobImage, ApiError> {
+    let Some(image_ref) = &request.image else {
+        return Ok(JobImage::None);
+    };
+    let policy = state.config.media.clone();
+    let url = image_ref.url.clone();
+    let bytes = tokio::task::spawn_blocking(move || media::fetch(&url, &policy))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let detail = image_ref.detail;
+    let key = vision_cache::key(&bytes, detail.label(), &state.config.model_revision);
+    let cached = state.cache.lock().ok().and_then(|mut c| c.get(&key));
+    if let Some((encoded, tier)) = cached {
+        Metrics::add(&state.metrics.cache_hits, 1);
+        if tier == vision_cache::Tier::Disk {
+            Metrics::add(&state.metrics.cache_disk_hits, 1);
+        }
+        return Ok(JobImage::Cached(encoded));
+    }
+    let pipeline = state.pipeline.clone();
+    let max_pixels = state.config.max_pixels;
+    let prepared = tokio::task::spawn_blocking(move || {
+        let image = blip3_preprocess::decode::decode_bytes(&bytes, max_pixels)?;
+        let aspect = match detail {
+            Detail::Low => AspectMode::Pad,
+            Detail::High => pipeline.aspect(),
+        };
+        Ok::<_, blip3_preprocess::PreprocessError>(pipeline.preprocess_with(&image, aspect))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| {
+        ApiError::invalid(
+            format!("cannot use the image: {e}"),
+            Some("messages.content.image_url"),
+        )
+        .with_code("invalid_image")
+    })?;
+    Ok(JobImage::Prepared {
+        image: Box::new(prepared),
+        key,
+    })
+}
+
+fn fastrand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    u128::from(h.finish()) << 64 | u128::from(h.finish().rotate_left(17))
+}
+
+#[derive(Default)]
+struct ChoiceAcc {
+    text: String,
+    ids: Vec<u32>,
+    logprobs: Vec<Value>,
+    finish: Option<&'static str>,
+}
+
+fn usage_json(usage: &scheduler::Usage, timings: &scheduler::Timings) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "image_tokens": usage.image_tokens},
+        "timings": timings,
+    })
+}
+
+async fn collect_response(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    request: &ChatRequest,
+    id: String,
+    model: String,
+    created: u64,
+) -> Result<Response, ApiError> {
+    let mut choices: Vec<ChoiceAcc> = (0..request.n).map(|_| ChoiceAcc::default()).collect();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Token {
+                index,
+                id,
+                text,
+                logprob,
+            } => {
+                if let Some(c) = choices.get_mut(index) {
+                    c.text.push_str(&text);
+                    c.ids.push(id);
+                    if let Some(lp) = logprob {
+                        c.logprobs
+                            .push(logprob_entry(&lp.token, lp.logprob, &lp.top));
+                    }
+                }
+            }
+            Event::Finish { index, reason } => {
+                if let Some(c) = choices.get_mut(index) {
+                    c.finish = Some(reason);
+                }
+            }
+            Event::Error(e) => return Err(e),
+            Event::Done { usage, timings } => {
+                let body = json!({
+                    "id": id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": null,
+                    "choices": choices.iter().enumerate().map(|(i, c)| json!({
+                        "index": i,
+                        "message": {"role": "assistant", "content": c.text},
+                        "logprobs": if request.logprobs { json!({"content": c.logprobs}) } else { Value::Null },
+                        "finish_reason": c.finish.unwrap_or("length"),
+                        "token_ids": c.ids,
+                    })).collect::<Vec<_>>(),
+                    "usage": usage_json(&usage, &timings),
+                });
+                return Ok(Json(body).into_response());
+            }
+        }
+    }
+    Err(ApiError::internal("the engine stopped before answering"))
+}
+
+fn stream_response(
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    request: ChatRequest,
+    id: String,
+    model: String,
+    created: u64,
+) -> Response {
+    let n = request.n;
+    let logprobs = request.logprobs;
+    let include_usage = request.include_usage;
+    let chunk = move |choices: Value, usage: Option<Value>| {
+        let mut v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        SseEvent::default().data(v.to_string())
+    };
+    let mut role_sent = vec![false; n];
+    let events = UnboundedReceiverStream::new(rx).map(move |event| {
+        let ev = match event {
+            Event::Token {
+                index,
+                id,
+                text,
+                logprob,
+            } => {
+                let mut delta = json!({"content": text});
+                if !role_sent.get(index).copied().unwrap_or(true) {
+                    delta["role"] = json!("assistant");
+                    role_sent[index] = true;
+                }
+                let lp = match (logprobs, logprob) {
+                    (true, Some(lp)) => json!({"content": [logprob_entry(&lp.token, lp.logprob, &lp.top)]}),
+                    _ => Value::Null,
+                };
+                chunk(
+                    json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null, "token_ids": [id]}]),
+                    None,
+                )
+            }
+            Event::Finish { index, reason } => chunk(
+                json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}]),
+                None,
+            ),
+            Event::Done { usage, timings } => {
+                if include_usage {
+                    chunk(json!([]), Some(usage_json(&usage, &timings)))
+                } else {
+                    SseEvent::default().comment("done")
+                }
+            }
+            Event::Error(e) => SseEvent::default().data(e.body().to_string()),
+        };
+        Ok::<_, Infallible>(ev)
+    });
+    let done = tokio_stream::once(Ok::<_, Infallible>(SseEvent::default().data("[DONE]")));
+    Sse::new(events.chain(done))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

@@ -1,0 +1,313 @@
+//! The server on the bundled tiny model, driven through its router: answers
+//! match the engine's own greedy run, batching does not change any answer,
+//! every bad input gets a 4xx in OpenAI's shape and the next request works.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use blip3_engine::prompt::instruct_prompt;
+use blip3_engine::{Pipeline, PipelineOptions};
+use blip3_server::{Server, ServerConfig};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/blip3-tiny")
+}
+
+const IMAGE: &str = "images/v2_grid2x2_100x90.png";
+const QUESTION: &str = "What is shown in this image?";
+
+fn data_url(path: &str) -> String {
+    let bytes = std::fs::read(fixture().join(path)).unwrap();
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::load(&fixture().join("model"), &PipelineOptions::default()).unwrap()
+}
+
+fn chat(extra: Value, detail: &str) -> Value {
+    let mut body = json!({
+        "model": "tiny",
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": QUESTION},
+            {"type": "image_url", "image_url": {"url": data_url(IMAGE), "detail": detail}}
+        ]}],
+        "max_tokens": 8,
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    body
+}
+
+async fn post(router: &axum::Router, body: Vec<u8>) -> (StatusCode, Value, String) {
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json, text)
+}
+
+fn ids(choice: &Value) -> Vec<u32> {
+    choice["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_completions_match_the_engine_and_reject_bad_input() {
+    let reference = pipeline();
+    let image = reference.load_image(&fixture().join(IMAGE)).unwrap();
+    let prompt = instruct_prompt(QUESTION, None);
+    let expected = reference
+        .run(&image, &prompt, 8, false, &mut |_| {})
+        .unwrap();
+    // detail: low is the global view alone (the processor's pad mode).
+    let low = {
+        let p = &reference;
+        let prepared = p.preprocess_with(&image, blip3_preprocess::AspectMode::Pad);
+        let encoded = p.encode_image(&prepared).unwrap();
+        let ids = p.tokenizer().encode(&prompt, true);
+        let embeds = p.prompt_embeds(&ids, Some(&encoded)).unwrap();
+        let mut seq = p
+            .start(&embeds, &ids, &blip3_engine::GenerationParams::greedy(8))
+            .unwrap();
+        while seq.finished.is_none() {
+            p.choose(&mut seq).unwrap();
+            p.step(&mut [&mut seq]).unwrap();
+        }
+        seq.generated
+    };
+
+    let server = Server::start(
+        pipeline(),
+        ServerConfig {
+            model_name: "tiny".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = server.router();
+
+    // Non-streaming, greedy: same ids and text as the engine.
+    let (status, body, _) = post(&router, chat(json!({}), "high").to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(ids(choice), expected.generated_ids);
+    assert_eq!(choice["message"]["content"], expected.text);
+    assert_eq!(
+        body["usage"]["completion_tokens"],
+        expected.generated_ids.len()
+    );
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        expected.timings.prefill_tokens
+    );
+
+    // detail: low = the global view only.
+    let (status, body, _) = post(&router, chat(json!({}), "low").to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body["choices"][0]), low);
+
+    // n, logprobs, seeds.
+    let (status, body, _) = post(
+        &router,
+        chat(json!({"n": 3, "logprobs": true, "top_logprobs": 2}), "high")
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for c in choices {
+        assert_eq!(ids(c), expected.generated_ids, "greedy choices agree");
+        let lp = c["logprobs"]["content"].as_array().unwrap();
+        assert_eq!(lp.len(), expected.generated_ids.len());
+        assert_eq!(lp[0]["top_logprobs"].as_array().unwrap().len(), 2);
+        assert!(lp[0]["logprob"].as_f64().unwrap() <= 0.0);
+    }
+
+    // Sampling is reproducible from the seed.
+    let sampled = json!({"temperature": 1.0, "seed": 11, "max_tokens": 6});
+    let (_, a, _) = post(
+        &router,
+        chat(sampled.clone(), "high").to_string().into_bytes(),
+    )
+    .await;
+    let (_, b, _) = post(&router, chat(sampled, "high").to_string().into_bytes()).await;
+    assert_eq!(ids(&a["choices"][0]), ids(&b["choices"][0]));
+
+    // Stop strings cut the text.
+    let full = expected.text.clone();
+    if full.chars().count() > 3 {
+        let cut: String = full.chars().skip(2).take(2).collect();
+        let (status, body, _) = post(
+            &router,
+            chat(json!({"stop": [cut.clone()]}), "high")
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(text, &full[..full.find(&cut).unwrap()]);
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    }
+
+    // Streaming: the deltas add up to the same text and ids.
+    let (status, _, text) = post(
+        &router,
+        chat(
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+            "high",
+        )
+        .to_string()
+        .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut streamed = String::new();
+    let mut streamed_ids = Vec::new();
+    let mut saw_usage = false;
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(line).unwrap();
+        if let Some(c) = chunk["choices"].get(0) {
+            streamed.push_str(c["delta"]["content"].as_str().unwrap_or(""));
+            if let Some(a) = c["token_ids"].as_array() {
+                streamed_ids.extend(a.iter().map(|v| v.as_u64().unwrap() as u32));
+            }
+        }
+        saw_usage |= chunk.get("usage").is_some();
+    }
+    assert_eq!(streamed, expected.text);
+    assert_eq!(streamed_ids, expected.generated_ids);
+    assert!(saw_usage);
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    // Bad inputs: 4xx in OpenAI's shape, and the server keeps serving.
+    let bad: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "JSON"),
+        (json!({"messages": "hi"}).to_string().into_bytes(), 400, "messages"),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "input_audio",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "base64",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8gd29ybGQ="}}]}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "image",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "image_url",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "media-root",
+        ),
+        (chat(json!({"max_tokens": 100000}), "high").to_string().into_bytes(), 400, "context"),
+        (chat(json!({"model": "gpt-4o"}), "high").to_string().into_bytes(), 404, "gpt-4o"),
+    ];
+    for (body, status, needle) in bad {
+        let (got, json, text) = post(&router, body).await;
+        assert_eq!(got.as_u16(), status, "{text}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle}: {message}");
+        assert!(json["error"]["type"].is_string());
+    }
+    let (status, body, _) = post(&router, chat(json!({}), "high").to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body["choices"][0]), expected.generated_ids);
+
+    // Concurrent requests (continuous batching) give the same answers.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let r = router.clone();
+        handles.push(tokio::spawn(async move {
+            post(&r, chat(json!({}), "high").to_string().into_bytes()).await
+        }));
+    }
+    for h in handles {
+        let (status, body, _) = h.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ids(&body["choices"][0]), expected.generated_ids);
+    }
+
+    // Models, health, metrics (the repeated image hit the cache).
+    let get = |path: &'static str| {
+        let r = router.clone();
+        async move {
+            let resp = r
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (status, models) = get("/v1/models").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(models.contains("\"tiny\""));
+    assert_eq!(get("/health").await.0, StatusCode::OK);
+    let (_, metrics) = get("/metrics").await;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    assert!(value("blip3_vision_cache_hits_total") >= 5);
+    assert_eq!(value("blip3_vision_cache_misses_total"), 2, "high and low");
+    assert!(value("blip3_request_errors_total") >= 9);
+    assert_eq!(get("/nope").await.0, StatusCode::NOT_FOUND);
+    drop(router);
+    server.stop();
+}
