@@ -39,6 +39,15 @@ def llama_rates(entries):
     return pp, tg, n_p, n_g
 
 
+def llama_depth_rate(folder, q, depth):
+    """tg tokens/s of llama-bench -d DEPTH (decode after DEPTH positions), if run."""
+    entries = load(folder, f"llama-{q}-d{depth}.json") or []
+    for e in entries:
+        if e.get("n_gen", 0) > 0:
+            return e["avg_ts"]
+    return None
+
+
 def streamed_gguf_bytes(folder, fmt):
     """Bytes llama.cpp reads per token: every tensor but the embedding table."""
     path = os.path.join(os.environ.get("WORK", "/tmp/blip3-peers"), f"phi3-{fmt}.gguf")
@@ -107,9 +116,10 @@ def main():
         p(f"| {eng} | {f} | {'not run' if rate is None else f'{rate:.1f}'} | {fmt_ratio(ratio)} |")
     p("")
 
-    p("### Decode (tokens/s; blip3 and PyTorch after the image prompt, llama.cpp tg64)")
+    p(f"### Decode (tokens/s; blip3 and PyTorch after the {n_prefill}-position image prompt; "
+      f"llama.cpp tg64 from an empty context and tg32 after {n_prefill} positions)")
     p("")
-    p("| engine | format | decode tokens/s | bytes/token | % of bandwidth roofline | blip3 ratio (same format) |")
+    p("| engine | format | decode tokens/s | bytes/token (weights) | % of bandwidth roofline | blip3 ratio (same format) |")
     p("|---|---|---|---|---|---|")
     for f, r in ours.items():
         rate = r and r.get("decode_tokens_per_s")
@@ -130,7 +140,12 @@ def main():
         mine = ours[mine_fmt] and ours[mine_fmt].get("decode_tokens_per_s")
         ratio = mine / tg if (mine and tg) else None
         bpt_s = f"{bpt / 1e9:.2f} GB" if bpt else "–"
-        p(f"| llama.cpp | {q.lower()} | {'not run' if tg is None else f'{tg:.2f}'} | {bpt_s} | {roof} | {fmt_ratio(ratio)} (vs blip3 {mine_fmt}) |")
+        p(f"| llama.cpp tg64, empty context | {q.lower()} | {'not run' if tg is None else f'{tg:.2f}'} | {bpt_s} | {roof} | {fmt_ratio(ratio)} (vs blip3 {mine_fmt}) |")
+        deep = llama_depth_rate(folder, q, n_prefill)
+        if deep:
+            roof = f"{100 * deep * bpt / bandwidth:.0f} %" if (bpt and bandwidth) else "–"
+            ratio = mine / deep if mine else None
+            p(f"| llama.cpp tg32 after {n_prefill} positions | {q.lower()} | {deep:.2f} | {bpt_s} | {roof} | **{fmt_ratio(ratio)}** (vs blip3 {mine_fmt}) |")
     p("")
 
     p("### Time to first token and memory")

@@ -117,6 +117,9 @@ for q in f16 Q8_0 Q4_0; do
     log "llama-bench $q"
     "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \
         > "$OUT/llama-$q.json" 2> "$OUT/llama-$q.log"
+    # Decode at the same context as blip3's (after the image prompt's $PREFILL positions).
+    "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$PREFILL" -t "$THREADS" -r 1 -o json \
+        > "$OUT/llama-$q-d$PREFILL.json" 2> "$OUT/llama-$q-d$PREFILL.log"
 done
 
 "$VENV/bin/python" "$HERE/make_table.py" "$OUT" | tee "$OUT/table.md"

@@ -43,8 +43,46 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Download progress drawn with indicatif on stderr.
+struct Bars(Option<indicatif::ProgressBar>);
+
+impl blip3_hub::Progress for Bars {
+    fn start(&mut self, file: &str, size: u64, done: u64) {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:40} {bytes:>10}/{total_bytes:10} {bar:30} {bytes_per_sec:>12} {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message(file.to_string());
+        bar.set_position(done);
+        self.0 = Some(bar);
+    }
+    fn advance(&mut self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish();
+        }
+    }
+}
+
+/// `--model` as a local folder: a folder as is, or a Hugging Face id fetched
+/// into (or found in) the standard HF cache.
+pub(crate) fn model_dir(model: &Path) -> Result<std::path::PathBuf> {
+    let spec = model.to_string_lossy();
+    let config = blip3_hub::HubConfig::from_env();
+    blip3_hub::resolve(&spec, &config, &mut Bars(None))
+        .with_context(|| format!("resolving --model {spec}"))
+}
+
 /// Loads a model folder as the flags ask.
 pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
+    let dir = model_dir(&args.model)?;
     if let Some(n) = args.threads {
         if n == 0 {
             bail!("--threads must be at least 1");
@@ -69,8 +107,8 @@ pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
         max_pixels: args.max_pixels,
         ..Default::default()
     };
-    Pipeline::load(&args.model, &options)
-        .with_context(|| format!("loading model folder {}", args.model.display()))
+    Pipeline::load(&dir, &options)
+        .with_context(|| format!("loading model folder {}", dir.display()))
 }
 
 fn run(

@@ -125,7 +125,9 @@ struct ModelArgs {
 /// How to load a model folder.
 #[derive(Args, Clone)]
 struct LoadArgs {
-    /// Model folder (config.json, safetensors, tokenizer, preprocessor config).
+    /// Model folder (config.json, safetensors, tokenizer, preprocessor config), or a
+    /// Hugging Face id such as Salesforce/xgen-mm-phi3-mini-instruct-r-v1[@revision]
+    /// (downloaded into the HF cache; HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN apply).
     #[arg(long)]
     model: PathBuf,
     /// In-memory weight dtype: as stored, f32 (reference precision) or bf16 (half memory).

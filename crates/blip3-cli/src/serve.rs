@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use blip3_server::media::MediaPolicy;
 use blip3_server::{Server, ServerConfig};
 
-use crate::commands::load;
+use crate::commands::{load, model_dir};
 use crate::ServeArgs;
 
 /// A short fingerprint of the model's configuration files, so cached image
@@ -30,16 +30,21 @@ fn revision(dir: &std::path::Path) -> String {
     format!("{:016x}", h.finish())
 }
 
-pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
+    let spec = args.load.model.clone();
+    let dir = model_dir(&spec)?;
     let model_name = args.served_model_name.clone().unwrap_or_else(|| {
-        args.load
-            .model
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "blip3".into())
+        if dir == spec {
+            dir.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "blip3".into())
+        } else {
+            spec.to_string_lossy().into_owned()
+        }
     });
-    eprintln!("loading {} ...", args.load.model.display());
+    eprintln!("loading {} ...", dir.display());
+    args.load.model = dir;
     let pipeline = load(&args.load)?;
     let config = ServerConfig {
         model_name: model_name.clone(),

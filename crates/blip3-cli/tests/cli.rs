@@ -102,9 +102,25 @@ fn bad_inputs_fail_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("/nonexistent-model-dir") && err.contains("config.json"),
+        err.contains("/nonexistent-model-dir") && err.contains("neither a model folder"),
         "{err}"
     );
+
+    // An existing folder that is not a model names the missing file.
+    let empty = std::env::temp_dir().join(format!("blip3-empty-model-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = blip3()
+        .args(["generate", "--model"])
+        .arg(&empty)
+        .arg("--image")
+        .arg(f.join("images/v1_small_30x20.png"))
+        .args(["--prompt", "hi"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&empty).ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("config.json"), "{err}");
 }
 
 #[test]
