@@ -98,6 +98,12 @@ struct ServeArgs {
     /// Folder that file:// image URLs may read from (otherwise refused).
     #[arg(long)]
     media_root: Option<PathBuf>,
+    /// Fetch http(s):// image URLs (size-capped, at most 3 redirects).
+    #[arg(long)]
+    allow_remote_media: bool,
+    /// Time limit for fetching one remote image, in seconds.
+    #[arg(long, default_value_t = 10)]
+    remote_media_timeout_s: u64,
     /// RAM budget of the image-embedding cache, in MiB.
     #[arg(long, default_value_t = 512)]
     vision_cache_mib: usize,

@@ -55,6 +55,8 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
         media: MediaPolicy {
             media_root: args.media_root.clone(),
             max_image_bytes: args.max_image_bytes,
+            allow_remote: args.allow_remote_media,
+            remote_timeout: std::time::Duration::from_secs(args.remote_media_timeout_s.max(1)),
         },
         max_pixels: args.load.max_pixels,
         vision_cache_bytes: args.vision_cache_mib << 20,

@@ -77,6 +77,8 @@ impl Default for ServerConfig {
             media: MediaPolicy {
                 media_root: None,
                 max_image_bytes: 20 << 20,
+                allow_remote: false,
+                remote_timeout: std::time::Duration::from_secs(10),
             },
             max_pixels: blip3_preprocess::decode::DEFAULT_MAX_PIXELS,
             vision_cache_bytes: 512 << 20,

@@ -3,10 +3,13 @@
 //! * `data:image/...;base64,...`: always accepted (size-capped);
 //! * `file:///path`: only with `--media-root`, and only for files inside it
 //!   after resolving `..` and symlinks;
-//! * `http(s)://`: refused; fetching remote media is not implemented in this
-//!   build (documented in the README's field table).
+//! * `http(s)://`: only with `--allow-remote-media`, capped in size
+//!   (`max_image_bytes`, checked while reading), time (connect 5 s, whole
+//!   transfer `remote_timeout`) and redirects (3).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -19,7 +22,14 @@ pub struct MediaPolicy {
     pub media_root: Option<PathBuf>,
     /// Largest image file, in bytes.
     pub max_image_bytes: usize,
+    /// Whether `http(s)://` image URLs are fetched.
+    pub allow_remote: bool,
+    /// Time limit for one remote fetch.
+    pub remote_timeout: Duration,
 }
+
+/// Most redirects followed for a remote image.
+const MAX_REDIRECTS: u32 = 3;
 
 const PARAM: &str = "messages.content.image_url.url";
 
@@ -33,11 +43,14 @@ pub fn fetch(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>, ApiError> {
     }
     let scheme = url.split(':').next().unwrap_or("");
     if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
-        return Err(ApiError::invalid(
-            "remote image URLs are not fetched by this server; send the image as a data: URL",
-            Some(PARAM),
-        )
-        .with_code("remote_media_disabled"));
+        if !policy.allow_remote {
+            return Err(ApiError::invalid(
+                "remote image URLs are disabled (start the server with --allow-remote-media, or send a data: URL)",
+                Some(PARAM),
+            )
+            .with_code("remote_media_disabled"));
+        }
+        return fetch_remote(url, policy);
     }
     Err(ApiError::invalid(
         format!(
@@ -102,6 +115,52 @@ fn decode_data_url(rest: &str, policy: &MediaPolicy) -> Result<Vec<u8>, ApiError
     Ok(bytes)
 }
 
+fn fetch_remote(url: &str, policy: &MediaPolicy) -> Result<Vec<u8>, ApiError> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(policy.remote_timeout)
+        .redirects(MAX_REDIRECTS)
+        .build();
+    let failed = |reason: String| {
+        ApiError::invalid(format!("cannot fetch the image URL: {reason}"), Some(PARAM))
+            .with_code("remote_media_failed")
+    };
+    let response = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::Status(code, _) => failed(format!("HTTP {code}")),
+        ureq::Error::Transport(t) => failed(t.to_string()),
+    })?;
+    if let Some(len) = response
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > policy.max_image_bytes {
+            return Err(ApiError::too_large(
+                format!(
+                    "remote image of {len} bytes exceeds the limit of {} bytes",
+                    policy.max_image_bytes
+                ),
+                Some(PARAM),
+            ));
+        }
+    }
+    let mut bytes = Vec::new();
+    response
+        .into_reader()
+        .take(policy.max_image_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(e.to_string()))?;
+    if bytes.len() > policy.max_image_bytes {
+        return Err(ApiError::too_large(
+            format!(
+                "remote image exceeds the limit of {} bytes",
+                policy.max_image_bytes
+            ),
+            Some(PARAM),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn read_file(path: &str, policy: &MediaPolicy) -> Result<Vec<u8>, ApiError> {
     let Some(root) = &policy.media_root else {
         return Err(ApiError::invalid(
@@ -149,7 +208,74 @@ mod tests {
         MediaPolicy {
             media_root: root,
             max_image_bytes: 64,
+            allow_remote: false,
+            remote_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// A loopback HTTP server answering each path from `routes` (status, extra header, body).
+    fn serve(routes: Vec<(&'static str, &'static str, &'static str, Vec<u8>)>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let (status, header, body) = routes
+                    .iter()
+                    .find(|r| r.0 == path)
+                    .map(|r| (r.1, r.2, r.3.clone()))
+                    .unwrap_or(("404 Not Found", "", Vec::new()));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn remote_urls_need_the_flag_and_are_capped() {
+        let base = serve(vec![
+            ("/ok.png", "200 OK", "", b"small".to_vec()),
+            ("/big.png", "200 OK", "", vec![0u8; 100]),
+            ("/moved", "302 Found", "Location: /ok.png\r\n", Vec::new()),
+            ("/loop", "302 Found", "Location: /loop\r\n", Vec::new()),
+        ]);
+        let url = |p: &str| format!("{base}{p}");
+        let off = fetch(&url("/ok.png"), &policy(None)).unwrap_err();
+        assert_eq!(off.code, Some("remote_media_disabled"));
+        let on = MediaPolicy {
+            allow_remote: true,
+            ..policy(None)
+        };
+        assert_eq!(fetch(&url("/ok.png"), &on).unwrap(), b"small");
+        assert_eq!(fetch(&url("/moved"), &on).unwrap(), b"small");
+        assert_eq!(
+            fetch(&url("/big.png"), &on).unwrap_err().status.as_u16(),
+            413
+        );
+        assert!(fetch(&url("/loop"), &on)
+            .unwrap_err()
+            .message
+            .contains("cannot fetch"));
+        assert!(fetch(&url("/missing"), &on)
+            .unwrap_err()
+            .message
+            .contains("404"));
     }
 
     #[test]
@@ -180,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn remote_and_unknown_schemes_are_refused() {
+    fn remote_by_default_and_unknown_schemes_are_refused() {
         let e = fetch("https://example.com/a.png", &policy(None)).unwrap_err();
         assert_eq!(e.code, Some("remote_media_disabled"));
         assert!(fetch("ftp://x/y", &policy(None)).is_err());
