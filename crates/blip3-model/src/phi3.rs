@@ -204,7 +204,7 @@ impl Phi3 {
     /// sequence; RoPE and attention stay per sequence. Returns the final
     /// hidden states [B, d]. Row `b` equals `forward` on that sequence alone.
     pub fn forward_batch(&self, embeds: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
-        let (rows, d) = embeds.dims2()?;
+        let (rows, _) = embeds.dims2()?;
         if rows != caches.len() {
             return Err(ModelError::Input(format!(
                 "{rows} embedding rows for {} sequences",
@@ -221,60 +221,21 @@ impl Phi3 {
                 full.len + 1
             )));
         }
-        let (heads, kv_heads, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
-        let scale = 1.0 / (hd as f64).sqrt();
+        let masks = caches
+            .iter()
+            .map(|c| self.mask(c.len, 1, embeds.device()))
+            .collect::<Result<Vec<_>>>()?;
         let mut x = embeds.clone();
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
             let qkv = layer.qkv_proj.forward(&h)?;
             let mut outs = Vec::with_capacity(rows);
-            for (b, cache) in caches.iter_mut().enumerate() {
-                let start = cache.len;
+            for (b, (cache, mask)) in caches.iter_mut().zip(&masks).enumerate() {
                 let row = qkv.narrow(0, b, 1)?;
-                let split = |offset: usize, n: usize| -> Result<Tensor> {
-                    Ok(row
-                        .narrow(D::Minus1, offset * hd, n * hd)?
-                        .reshape((1, 1, n, hd))?
-                        .transpose(1, 2)?
-                        .contiguous()?)
-                };
-                let q = self.rope.apply(&split(0, heads)?, start)?;
-                let k = self.rope.apply(&split(heads, kv_heads)?, start)?;
-                let v = split(heads + kv_heads, kv_heads)?;
-                let (k, v) = cache.layers[li].append(&k, &v)?;
-                let out = match self.decode_attention(&q, &k, &v, start, scale)? {
-                    Some(out) => out,
-                    None => {
-                        let mask = self.mask(start, 1, x.device())?;
-                        let rep = heads / kv_heads;
-                        let expand = |t: &Tensor| -> Result<Tensor> {
-                            let (b, n, l, e) = t.dims4()?;
-                            Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((
-                                b,
-                                n * rep,
-                                l,
-                                e,
-                            ))?)
-                        };
-                        let out = attention(&q, &expand(&k)?, &expand(&v)?, scale, mask.as_ref())?;
-                        out.transpose(1, 2)?.reshape((1, d))?
-                    }
-                };
-                outs.push(out);
+                outs.push(self.attend(&row, cache.len, &mut cache.layers[li], mask.as_ref())?);
             }
             let out = Tensor::cat(&outs, 0)?;
-            x = (x + layer.o_proj.forward(&out)?)?;
-            let h = layer.post_attention_layernorm.forward(&x)?;
-            let gu = layer.gate_up_proj.forward(&h)?;
-            let inter = self.cfg.intermediate_size;
-            let gate = gu.narrow(D::Minus1, 0, inter)?;
-            let up = gu.narrow(D::Minus1, inter, inter)?;
-            let act = (up * candle_nn::ops::silu(&gate)?)?;
-            x = (x + layer.down_proj.forward(&act)?)?;
+            x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
         }
         for cache in caches.iter_mut() {
             cache.len += 1;
@@ -378,14 +339,29 @@ impl Phi3 {
         kv: &mut candle_nn::kv_cache::KvCache,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (len, d) = x.dims2()?;
+        let h = layer.input_layernorm.forward(x)?;
+        let qkv = layer.qkv_proj.forward(&h)?;
+        let out = self.attend(&qkv, start, kv, mask)?;
+        self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)
+    }
+
+    /// Self-attention of one sequence: `qkv` [L, (H + 2·KV)·hd] at positions
+    /// `start..start+L` → RoPE, append to the cache, attend → [L, d]
+    /// (heads merged, before `o_proj`). One position uses the in-place cache
+    /// kernel; several positions (prefill) the masked attention.
+    fn attend(
+        &self,
+        qkv: &Tensor,
+        start: usize,
+        kv: &mut candle_nn::kv_cache::KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let len = qkv.dim(0)?;
         let (heads, kv_heads, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
             self.cfg.head_dim(),
         );
-        let h = layer.input_layernorm.forward(x)?;
-        let qkv = layer.qkv_proj.forward(&h)?;
         let split = |offset: usize, n: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(D::Minus1, offset * hd, n * hd)?
@@ -398,35 +374,30 @@ impl Phi3 {
         let v = split(heads + kv_heads, kv_heads)?;
         let (k, v) = kv.append(&k, &v)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let decoded = if len == 1 {
-            self.decode_attention(&q, &k, &v, start, scale)?
-        } else {
-            None
-        };
-        let out = match decoded {
-            Some(out) => out,
-            None => {
-                let (k, v) = if kv_heads != heads {
-                    let rep = heads / kv_heads;
-                    let expand = |t: &Tensor| -> Result<Tensor> {
-                        let (b, n, l, e) = t.dims4()?;
-                        Ok(t.unsqueeze(2)?.broadcast_as((b, n, rep, l, e))?.reshape((
-                            b,
-                            n * rep,
-                            l,
-                            e,
-                        ))?)
-                    };
-                    (expand(&k)?, expand(&v)?)
-                } else {
-                    (k, v)
-                };
-                let out = attention(&q, &k, &v, scale, mask)?;
-                out.transpose(1, 2)?.reshape((len, d))?
+        if len == 1 {
+            if let Some(out) = self.decode_attention(&q, &k, &v, start, scale)? {
+                return Ok(out);
             }
+        }
+        let (k, v) = if kv_heads != heads {
+            let rep = heads / kv_heads;
+            let expand = |t: &Tensor| -> Result<Tensor> {
+                let (b, n, l, e) = t.dims4()?;
+                Ok(t.unsqueeze(2)?
+                    .broadcast_as((b, n, rep, l, e))?
+                    .reshape((b, n * rep, l, e))?)
+            };
+            (expand(&k)?, expand(&v)?)
+        } else {
+            (k, v)
         };
-        let x = (x + layer.o_proj.forward(&out)?)?;
-        let h = layer.post_attention_layernorm.forward(&x)?;
+        let out = attention(&q, &k, &v, scale, mask)?;
+        Ok(out.transpose(1, 2)?.reshape((len, heads * hd))?)
+    }
+
+    /// `x + down(silu(gate) · up)` on `post_attention_layernorm(x)`.
+    fn mlp_block(&self, layer: &DecoderLayer, x: &Tensor) -> Result<Tensor> {
+        let h = layer.post_attention_layernorm.forward(x)?;
         let gu = layer.gate_up_proj.forward(&h)?;
         let inter = self.cfg.intermediate_size;
         let gate = gu.narrow(D::Minus1, 0, inter)?;
