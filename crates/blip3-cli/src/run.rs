@@ -73,15 +73,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Answers every line of `input` into `out`, skipping lines whose `line`
-/// number is already in `out` (so an interrupted batch resumes). A bad line
-/// or image is recorded as an error line and the batch goes on.
+/// Answers every line of `input` into `out`, skipping lines already answered
+/// in `out` (so an interrupted batch resumes; failed lines are retried). A
+/// bad line or image is recorded as an error line and the batch goes on.
 fn run_batch(pipeline: &Pipeline, args: &RunArgs, input: &Path, out: &Path) -> Result<ExitCode> {
     let done: HashSet<u64> = match std::fs::File::open(out) {
         Ok(f) => std::io::BufReader::new(f)
             .lines()
             .map_while(|l| l.ok())
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .filter(|v| v.get("error").is_none())
             .filter_map(|v| v.get("line").and_then(|n| n.as_u64()))
             .collect(),
         Err(_) => HashSet::new(),

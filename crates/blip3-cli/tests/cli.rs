@@ -161,3 +161,109 @@ fn init_random_like_writes_a_loadable_deterministic_model() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["image"]["num_crops"], 4);
 }
+
+#[test]
+fn run_answers_like_generate_and_batches_resume() {
+    let f = fixture();
+    let model = f.join("model");
+    let image = f.join("images/v2_grid2x2_100x90.png");
+    let generate = blip3()
+        .args(["generate", "--model"])
+        .arg(&model)
+        .arg("--image")
+        .arg(&image)
+        .args([
+            "--prompt",
+            "What is shown in this image?",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(generate.status.success());
+    let expected: serde_json::Value = serde_json::from_slice(&generate.stdout).unwrap();
+
+    // Streamed text equals the answer; --json gives the same object fields.
+    let run = blip3()
+        .args(["run", "--model"])
+        .arg(&model)
+        .arg(&image)
+        .args(["What is shown in this image?", "--max-new-tokens", "8"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim_end_matches('\n'),
+        expected["text"].as_str().unwrap()
+    );
+    let run_json = blip3()
+        .args(["run", "--model"])
+        .arg(&model)
+        .arg(&image)
+        .args([
+            "What is shown in this image?",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&run_json.stdout).unwrap();
+    assert_eq!(v["ids"], expected["ids"]);
+    assert_eq!(v["stop_reason"], expected["stop_reason"]);
+
+    // Batch: 3 lines (one bad); rerunning skips the answered ones.
+    let dir = std::env::temp_dir().join(format!("blip3-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let out = dir.join("out.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"image\": \"{}\", \"question\": \"What is shown in this image?\", \"id\": \"a\"}}\n\
+             {{\"image\": \"missing.png\"}}\n\
+             {{\"image\": \"{}\"}}\n",
+            image.display(),
+            f.join("images/v1_small_30x20.png").display()
+        ),
+    )
+    .unwrap();
+    let batch = |expect_ok: bool| {
+        let o = blip3()
+            .args(["run", "--model"])
+            .arg(&model)
+            .args(["--max-new-tokens", "8", "--batch"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.success(),
+            expect_ok,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    batch(false); // the missing image fails its line, the others are answered
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["ids"], expected["ids"]);
+    assert_eq!(lines[0]["id"], "a");
+    assert!(lines[1]["error"].as_str().unwrap().contains("missing.png"));
+    // Resume: answered lines are skipped; only the failed line is retried.
+    let log = batch(false);
+    assert!(log.contains("0 answered, 2 already"), "{log}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -311,3 +311,91 @@ async fn chat_completions_match_the_engine_and_reject_bad_input() {
     drop(router);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
+    let server = Server::start(
+        pipeline(),
+        ServerConfig {
+            model_name: "tiny".into(),
+            queue_size: 1,
+            max_batch: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = server.router();
+
+    // A long streaming answer whose client goes away after the first chunk.
+    let body = chat(
+        json!({"stream": true, "max_tokens": 3000, "temperature": 1.0, "seed": 1}),
+        "high",
+    );
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+
+    // While it runs, one request may wait; the rest are refused with 429.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let r = router.clone();
+        handles.push(tokio::spawn(async move {
+            post(
+                &r,
+                chat(json!({"max_tokens": 4}), "high")
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+        }));
+    }
+    // Let the burst reach the queue, then the streaming client goes away.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    drop(stream);
+    let mut statuses = Vec::new();
+    for h in handles {
+        let (status, json, _) = h.await.unwrap();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(json["error"]["type"], "rate_limit_error");
+        }
+        statuses.push(status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+
+    // The abandoned stream is cancelled rather than generated to the end.
+    let mut cancelled = 0;
+    for _ in 0..100 {
+        let resp = router
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        cancelled = text
+            .lines()
+            .find(|l| l.starts_with("blip3_requests_cancelled_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if cancelled >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cancelled >= 1, "no cancellation recorded");
+    drop(router);
+    server.stop();
+}
