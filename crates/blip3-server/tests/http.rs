@@ -327,8 +327,12 @@ async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
     let router = server.router();
 
     // A long streaming answer whose client goes away after the first chunk.
+    // The tiny random model favours <|end|>; the repetition penalty on the
+    // prompt's own <|end|> tokens keeps this seeded answer running to max_tokens
+    // (3000 tokens, seconds of work), so the engine is busy throughout.
     let body = chat(
-        json!({"stream": true, "max_tokens": 3000, "temperature": 1.0, "seed": 1}),
+        json!({"stream": true, "max_tokens": 3000, "temperature": 1.0, "top_k": 40,
+               "repetition_penalty": 100.0, "seed": 1}),
         "high",
     );
     let response = router
@@ -376,13 +380,14 @@ async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
 
     // The abandoned stream is cancelled rather than generated to the end.
     let mut cancelled = 0;
+    let mut text = String::new();
     for _ in 0..100 {
         let resp = router
             .clone()
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
             .await
             .unwrap();
-        let text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+        text = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
             .into_owned();
         cancelled = text
             .lines()
@@ -395,7 +400,10 @@ async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(cancelled >= 1, "no cancellation recorded");
+    assert!(
+        cancelled >= 1,
+        "no cancellation recorded; statuses {statuses:?}\n{text}"
+    );
     drop(router);
     server.stop();
 }
