@@ -1,8 +1,4 @@
-//! Greedy decoding with the reference's stop rules (spec §12).
-
-use candle_core::Tensor;
-
-use crate::EngineError;
+//! The reference's stop rules (spec §12); token choice is in `sampling`.
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,21 +44,9 @@ impl StopRule {
     }
 }
 
-/// Index of the largest logit; the first one on ties, as `torch.argmax`.
-pub fn argmax(logits: &Tensor) -> Result<u32, EngineError> {
-    let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-    Ok(crate::sampling::argmax_first(&values))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argmax_takes_first_of_ties() {
-        let t = Tensor::new(&[1.0f32, 3.0, 3.0, 2.0], &candle_core::Device::Cpu).unwrap();
-        assert_eq!(argmax(&t).unwrap(), 1);
-    }
 
     #[test]
     fn stop_rule_labels() {

@@ -283,20 +283,13 @@ impl Pipeline {
         let (encoded, pixel_values, vit_tokens) = self.encode_image_stages(&prepared)?;
         timings.vision_encode_s = t.elapsed().as_secs_f64();
 
+        // Perceiver, then the splice (a copy, negligible, timed with it).
         let t = Instant::now();
-        let text_embeds = self.model.text_queries(&input_ids)?;
-        let resampled = self
-            .model
-            .resampler()
-            .forward(&encoded.features, text_embeds.as_ref())?;
-        let (n, q, d) = resampled.dims3()?;
-        let vision_tokens = resampled.reshape((n * q, d))?;
+        let (inputs_embeds, text_embeds, vision_tokens) =
+            self.prompt_embeds_stages(&input_ids, &encoded)?;
         timings.resampler_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let inputs_embeds = self
-            .model
-            .splice(&input_ids, &vision_tokens, self.image_token_id)?;
         let mut seq = self.start(&inputs_embeds, &input_ids, params)?;
         let last_logits = Tensor::from_slice(seq.logits(), seq.logits().len(), device)?;
         timings.prefill_s = t.elapsed().as_secs_f64();

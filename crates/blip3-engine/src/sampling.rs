@@ -239,6 +239,11 @@ mod tests {
     }
 
     #[test]
+    fn argmax_skips_nan() {
+        assert_eq!(argmax_first(&[f32::NAN, 1.0, 2.0, 2.0]), 2);
+    }
+
+    #[test]
     fn same_seed_same_tokens_and_different_seed_differs() {
         let params = SamplingParams {
             temperature: 1.5,

@@ -126,18 +126,7 @@ impl Pipeline {
         image: Option<&EncodedImage>,
     ) -> Result<Tensor, EngineError> {
         match image {
-            Some(image) => {
-                let text_embeds = self.model().text_queries(input_ids)?;
-                let resampled = self
-                    .model()
-                    .resampler()
-                    .forward(&image.features, text_embeds.as_ref())?;
-                let (n, q, d) = resampled.dims3()?;
-                let vision_tokens = resampled.reshape((n * q, d))?;
-                Ok(self
-                    .model()
-                    .splice(input_ids, &vision_tokens, self.image_token_id())?)
-            }
+            Some(image) => Ok(self.prompt_embeds_stages(input_ids, image)?.0),
             None => {
                 if input_ids.contains(&self.image_token_id()) {
                     return Err(EngineError::Request(
@@ -147,6 +136,27 @@ impl Pipeline {
                 Ok(self.model().lm().embed(input_ids)?)
             }
         }
+    }
+
+    /// [`prompt_embeds`](Self::prompt_embeds) with an image, also returning the
+    /// perceiver's text-query input and its output tokens `[N·Q, D]` (parity
+    /// dumps).
+    pub(crate) fn prompt_embeds_stages(
+        &self,
+        input_ids: &[u32],
+        image: &EncodedImage,
+    ) -> Result<(Tensor, Option<Tensor>, Tensor), EngineError> {
+        let text_embeds = self.model().text_queries(input_ids)?;
+        let resampled = self
+            .model()
+            .resampler()
+            .forward(&image.features, text_embeds.as_ref())?;
+        let (n, q, d) = resampled.dims3()?;
+        let vision_tokens = resampled.reshape((n * q, d))?;
+        let embeds = self
+            .model()
+            .splice(input_ids, &vision_tokens, self.image_token_id())?;
+        Ok((embeds, text_embeds, vision_tokens))
     }
 
     /// Prefills `inputs_embeds` `[L, D]` and returns a sequence whose next

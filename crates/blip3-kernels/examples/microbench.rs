@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use blip3_kernels::quantized::QuantizedMatrix;
 use blip3_kernels::{bandwidth, gemv, q4::Q4Matrix, q8::Q8Matrix};
 use half::bf16;
 
@@ -76,32 +77,25 @@ fn main() {
     report("bf16 gemv", rate, bw);
     drop(bf);
 
-    let q8: Vec<Q8Matrix> = weights
-        .iter()
-        .zip(&shapes)
-        .map(|(w, &(n, k))| Q8Matrix::quantize(w, n, k).expect("k is a multiple of 32"))
-        .collect();
-    let bytes = q8.iter().map(Q8Matrix::size_bytes).sum();
-    let rate = measure(bytes, 5, || {
-        for ((w, x), y) in q8.iter().zip(&xs).zip(ys.iter_mut()) {
-            blip3_kernels::q8::gemv_q8(w, x, y, 1);
-        }
-    });
-    report("q8_0 gemv", rate, bw);
-    drop(q8);
-
-    let q4: Vec<Q4Matrix> = weights
-        .iter()
-        .zip(&shapes)
-        .map(|(w, &(n, k))| Q4Matrix::quantize(w, n, k).expect("k is a multiple of 32"))
-        .collect();
-    let bytes = q4.iter().map(Q4Matrix::size_bytes).sum();
-    let rate = measure(bytes, 5, || {
-        for ((w, x), y) in q4.iter().zip(&xs).zip(ys.iter_mut()) {
-            blip3_kernels::q4::gemv_q4(w, x, y, 1);
-        }
-    });
-    report("q4_0 gemv", rate, bw);
+    type Quantize = fn(&[f32], usize, usize) -> Box<dyn QuantizedMatrix>;
+    let formats: [Quantize; 2] = [
+        |w, n, k| Box::new(Q8Matrix::quantize(w, n, k).expect("k is a multiple of 32")),
+        |w, n, k| Box::new(Q4Matrix::quantize(w, n, k).expect("k is a multiple of 32")),
+    ];
+    for quantize in formats {
+        let mats: Vec<Box<dyn QuantizedMatrix>> = weights
+            .iter()
+            .zip(&shapes)
+            .map(|(w, &(n, k))| quantize(w, n, k))
+            .collect();
+        let bytes = mats.iter().map(|m| m.size_bytes()).sum();
+        let rate = measure(bytes, 5, || {
+            for ((w, x), y) in mats.iter().zip(&xs).zip(ys.iter_mut()) {
+                w.gemv(x, y, 1);
+            }
+        });
+        report(&format!("{} gemv", mats[0].format()), rate, bw);
+    }
 
     // In-cache throughput (a 512 × 3072 matrix read 200 times): the kernel's
     // own speed limit, which must stay well above the memory bandwidth.
@@ -116,20 +110,15 @@ fn main() {
         }
     });
     report("bf16 hot", rate, bw);
-    let w8 = Q8Matrix::quantize(&w, n, k).expect("k is a multiple of 32");
-    let rate = measure(200 * w8.size_bytes(), 3, || {
-        for _ in 0..200 {
-            blip3_kernels::q8::gemv_q8(&w8, &x, &mut y, 1);
-        }
-    });
-    report("q8_0 hot", rate, bw);
-    let w4 = Q4Matrix::quantize(&w, n, k).expect("k is a multiple of 32");
-    let rate = measure(200 * w4.size_bytes(), 3, || {
-        for _ in 0..200 {
-            blip3_kernels::q4::gemv_q4(&w4, &x, &mut y, 1);
-        }
-    });
-    report("q4_0 hot", rate, bw);
+    for quantize in formats {
+        let wq = quantize(&w, n, k);
+        let rate = measure(200 * wq.size_bytes(), 3, || {
+            for _ in 0..200 {
+                wq.gemv(&x, &mut y, 1);
+            }
+        });
+        report(&format!("{} hot", wq.format()), rate, bw);
+    }
 }
 
 fn report(name: &str, rate: f64, bw: f64) {

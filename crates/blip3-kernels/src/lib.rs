@@ -10,6 +10,7 @@
 //! * [`widen`]: parallel BF16 → F32 widening for many-row products.
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
+//! * [`quantized`]: the one interface layers use for either format.
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
@@ -21,5 +22,6 @@ pub mod cpu;
 pub mod gemv;
 pub mod q4;
 pub mod q8;
+pub mod quantized;
 mod shared;
 pub mod widen;

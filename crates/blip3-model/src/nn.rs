@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use blip3_kernels::q4::{self, Q4Matrix};
+use blip3_kernels::q4::Q4Matrix;
 use blip3_kernels::q8::{self, Q8Matrix};
+use blip3_kernels::quantized::QuantizedMatrix;
 use candle_core::{DType, Tensor, D};
 
 use crate::weights::{Quantization, WeightStore};
@@ -19,10 +20,8 @@ use crate::Result;
 enum Weight {
     /// A candle tensor [out, in] in F32, BF16 or F16.
     Dense(Tensor),
-    /// Q8_0 blocks (see `blip3_kernels::q8`).
-    Q8(Arc<Q8Matrix>),
-    /// Q4_0 blocks (see `blip3_kernels::q4`).
-    Q4(Arc<Q4Matrix>),
+    /// Q8_0 or Q4_0 blocks (see `blip3_kernels::quantized`).
+    Quantized(Arc<dyn QuantizedMatrix>),
 }
 
 /// `y = x·Wᵀ + b` over the last dimension of `x`.
@@ -54,19 +53,15 @@ impl Linear {
     pub fn with_policy(store: &WeightStore, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         let weight = match store.quantization() {
-            Some(Quantization::Q8_0) if in_dim % q8::BLOCK == 0 => {
+            Some(format) if in_dim % q8::BLOCK == 0 => {
                 let values: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                match Q8Matrix::quantize(&values, out_dim, in_dim) {
-                    Some(q) => Weight::Q8(Arc::new(q)),
-                    None => Weight::Dense(weight),
-                }
-            }
-            Some(Quantization::Q4_0) if in_dim % q8::BLOCK == 0 => {
-                let values: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                match Q4Matrix::quantize(&values, out_dim, in_dim) {
-                    Some(q) => Weight::Q4(Arc::new(q)),
-                    None => Weight::Dense(weight),
-                }
+                let quantized: Option<Arc<dyn QuantizedMatrix>> = match format {
+                    Quantization::Q8_0 => Q8Matrix::quantize(&values, out_dim, in_dim)
+                        .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>),
+                    Quantization::Q4_0 => Q4Matrix::quantize(&values, out_dim, in_dim)
+                        .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>),
+                };
+                quantized.map_or(Weight::Dense(weight), Weight::Quantized)
             }
             _ => Weight::Dense(weight),
         };
@@ -85,8 +80,7 @@ impl Linear {
     pub fn out_dim(&self) -> usize {
         match &self.weight {
             Weight::Dense(w) => w.dims()[0],
-            Weight::Q8(q) => q.rows,
-            Weight::Q4(q) => q.rows,
+            Weight::Quantized(q) => q.rows(),
         }
     }
 
@@ -94,8 +88,7 @@ impl Linear {
     pub fn weight_format(&self) -> String {
         match &self.weight {
             Weight::Dense(w) => format!("{:?}", w.dtype()).to_lowercase(),
-            Weight::Q8(_) => "q8_0".into(),
-            Weight::Q4(_) => "q4_0".into(),
+            Weight::Quantized(q) => q.format().into(),
         }
     }
 
@@ -107,24 +100,14 @@ impl Linear {
         let x2 = x.reshape((rows, in_dim))?;
         let few = rows <= blip3_kernels::gemv::MAX_ROWS;
         let mut y = match &self.weight {
-            Weight::Q8(q) if few => {
+            Weight::Quantized(q) if few => {
                 let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-                let mut y = vec![0f32; rows * q.rows];
-                q8::gemv_q8(q, &xs, &mut y, rows);
-                Tensor::from_vec(y, (rows, q.rows), x.device())?
+                let mut y = vec![0f32; rows * q.rows()];
+                q.gemv(&xs, &mut y, rows);
+                Tensor::from_vec(y, (rows, q.rows()), x.device())?
             }
-            Weight::Q8(q) => {
-                let w = Tensor::from_vec(q.dequantize(), (q.rows, q.cols), x.device())?;
-                x2.matmul(&w.t()?)?
-            }
-            Weight::Q4(q) if few => {
-                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-                let mut y = vec![0f32; rows * q.rows];
-                q4::gemv_q4(q, &xs, &mut y, rows);
-                Tensor::from_vec(y, (rows, q.rows), x.device())?
-            }
-            Weight::Q4(q) => {
-                let w = Tensor::from_vec(q.dequantize(), (q.rows, q.cols), x.device())?;
+            Weight::Quantized(q) => {
+                let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
                 x2.matmul(&w.t()?)?
             }
             Weight::Dense(w) if few && w.dtype() == DType::BF16 => match gemv_bf16(w, &x2)? {
