@@ -105,6 +105,11 @@ pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
             AspectArg::Pad => AspectMode::Pad,
         }),
         max_pixels: args.max_pixels,
+        kv_cache: match args.kv_cache {
+            crate::KvArg::Auto => None,
+            crate::KvArg::F32 => Some(blip3_model::phi3::KvPrecision::F32),
+            crate::KvArg::F16 => Some(blip3_model::phi3::KvPrecision::F16),
+        },
         ..Default::default()
     };
     Pipeline::load(&dir, &options)
@@ -369,6 +374,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         "peak_rss_bytes": peak_rss_bytes(),
         "threads": candle_core_threads(),
         "weights_format": lm.weight_dtype(),
+        "kv_cache": lm.kv_precision().name(),
         "kernels": {
             "matmul": "candle-gemm (f32; half-precision weights widened per product)",
             "decode_gemv": decode_kernel_name(&lm.weight_dtype()),

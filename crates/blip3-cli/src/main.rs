@@ -151,6 +151,9 @@ struct LoadArgs {
     /// Worker threads for tensor kernels (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Key/value-cache precision: auto (f32 with f32 weights, else f16), f32 or f16.
+    #[arg(long, value_enum, default_value_t = KvArg::Auto)]
+    kv_cache: KvArg,
 }
 
 /// Token selection (greedy unless --temperature > 0).
@@ -277,6 +280,16 @@ enum QuantArg {
     /// GGML Q4_0 (4-bit blocks of 32 with an F16 scale).
     #[value(name = "q4_0")]
     Q4_0,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KvArg {
+    /// F32 with F32 weights (exact), F16 otherwise.
+    Auto,
+    /// 4 bytes per element.
+    F32,
+    /// 2 bytes per element (half the decode-time cache reads).
+    F16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

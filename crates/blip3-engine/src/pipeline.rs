@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use blip3_model::phi3::KvPrecision;
 use blip3_model::weights::{Quantization, WeightDtype};
 use blip3_model::Blip3Model;
 use blip3_preprocess::decode::DEFAULT_MAX_PIXELS;
@@ -30,6 +31,8 @@ pub struct PipelineOptions {
     pub aspect: Option<AspectMode>,
     /// Largest accepted image, in pixels.
     pub max_pixels: u64,
+    /// Key/value-cache element type; `None`: F32 with F32 weights, else F16.
+    pub kv_cache: Option<KvPrecision>,
 }
 
 impl Default for PipelineOptions {
@@ -40,6 +43,7 @@ impl Default for PipelineOptions {
             quantization: None,
             aspect: None,
             max_pixels: DEFAULT_MAX_PIXELS,
+            kv_cache: None,
         }
     }
 }
@@ -167,12 +171,15 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
 impl Pipeline {
     /// Loads config, weights, tokenizer and preprocessor of a model folder.
     pub fn load(dir: &Path, options: &PipelineOptions) -> Result<Self, EngineError> {
-        let model = Blip3Model::load(
+        let mut model = Blip3Model::load(
             dir,
             &options.device,
             options.weight_dtype,
             options.quantization,
         )?;
+        if let Some(precision) = options.kv_cache {
+            model.lm_mut().set_kv_precision(precision);
+        }
         let tokenizer = Tokenizer::from_dir(dir)?;
         let pp_config = ProcessorConfig::from_file(&dir.join("preprocessor_config.json"))?;
         let processor = ImageProcessor::new(&pp_config)?;

@@ -23,9 +23,8 @@ pub struct Q8Matrix {
     pub rows: usize,
     /// Columns K.
     pub cols: usize,
-    /// One scale per block, row-major (F16 values, held widened to F32 so the
-    /// kernel does not convert one per block).
-    pub scales: Vec<f32>,
+    /// One F16 scale per block, row-major (34 bytes per 32 weights, as GGML).
+    pub scales: Vec<f16>,
     /// 32 quantised values per block.
     pub quants: Vec<i8>,
 }
@@ -50,13 +49,13 @@ impl Q8Matrix {
             return None;
         }
         let blocks = rows * cols / BLOCK;
-        let mut scales = vec![0f32; blocks];
+        let mut scales = vec![f16::ZERO; blocks];
         let mut quants = vec![0i8; rows * cols];
         scales
             .par_iter_mut()
             .zip(quants.par_chunks_mut(BLOCK))
             .zip(values.par_chunks(BLOCK))
-            .for_each(|((s, q), x)| *s = quantize_block(x, q).to_f32());
+            .for_each(|((s, q), x)| *s = quantize_block(x, q));
         Some(Self {
             rows,
             cols,
@@ -67,14 +66,14 @@ impl Q8Matrix {
 
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
-        self.quants.len() + 4 * self.scales.len()
+        self.quants.len() + 2 * self.scales.len()
     }
 
     /// Row `r` back to F32 (d·q).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
         for b in 0..nb {
-            let d = self.scales[r * nb + b];
+            let d = self.scales[r * nb + b].to_f32();
             let q = &self.quants[(r * nb + b) * BLOCK..][..BLOCK];
             for (o, &v) in out[b * BLOCK..][..BLOCK].iter_mut().zip(q) {
                 *o = d * f32::from(v);
@@ -134,10 +133,10 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     });
 }
 
-fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if features.avx2_fma {
-        // SAFETY: AVX2 and FMA were detected on this CPU.
+    if features.avx2_fma && features.f16c {
+        // SAFETY: AVX2, FMA and F16C were detected on this CPU.
         return unsafe { avx2::dot_q8(wq, ws, xq, xd) };
     }
     let _ = features;
@@ -145,7 +144,7 @@ fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -
 }
 
 /// Reference block dot product.
-pub fn dot_q8_scalar(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+pub fn dot_q8_scalar(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
     let mut sum = 0f32;
     for (b, (wb, xb)) in wq.chunks(BLOCK).zip(xq.chunks(BLOCK)).enumerate() {
         let dot: i32 = wb
@@ -153,7 +152,7 @@ pub fn dot_q8_scalar(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
             .zip(xb)
             .map(|(&a, &c)| i32::from(a) * i32::from(c))
             .sum();
-        sum += ws[b] * xd[b] * dot as f32;
+        sum += ws[b].to_f32() * xd[b] * dot as f32;
     }
     sum
 }
@@ -162,13 +161,15 @@ pub fn dot_q8_scalar(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use half::f16;
+
     use super::BLOCK;
     use crate::shared::scaled_block_sum;
 
     /// # Safety
-    /// AVX2 and FMA must be available; slices hold whole blocks.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+    /// AVX2, FMA and F16C must be available; slices hold whole blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
         let ones = _mm256_set1_epi16(1);
         let block = |b: usize| {
             let w = _mm256_loadu_si256(wq.as_ptr().add(b * BLOCK) as *const __m256i);
@@ -181,10 +182,10 @@ mod avx2 {
         scaled_block_sum!(
             ws.len(),
             |b: usize| _mm256_mul_ps(
-                _mm256_loadu_ps(ws.as_ptr().add(b)),
+                _mm256_cvtph_ps(_mm_loadu_si128(ws.as_ptr().add(b) as *const __m128i)),
                 _mm256_loadu_ps(xd.as_ptr().add(b))
             ),
-            |b: usize| ws[b] * xd[b],
+            |b: usize| ws[b].to_f32() * xd[b],
             block
         )
     }
@@ -202,7 +203,7 @@ mod tests {
         let q = Q8Matrix::quantize(&v, n, k).unwrap();
         let back = q.dequantize();
         for (blk, (a, b)) in v.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
-            let step = q.scales[blk];
+            let step = q.scales[blk].to_f32();
             for (x, y) in a.iter().zip(b) {
                 // Half a step, plus the clamp when the F16 scale rounded down.
                 assert!((x - y).abs() <= 0.5 * step + 127.0 * step / 1024.0 + 1e-6);

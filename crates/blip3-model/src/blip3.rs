@@ -78,6 +78,11 @@ impl Blip3Model {
         &self.lm
     }
 
+    /// The language model, to change its settings (e.g. the KV-cache precision).
+    pub fn lm_mut(&mut self) -> &mut Phi3 {
+        &mut self.lm
+    }
+
     /// The perceiver's text queries: embeddings of the first ≤ 256 prompt ids
     /// (BOS and `<image>` included), or `None` for a base (unconditioned) model.
     pub fn text_queries(&self, input_ids: &[u32]) -> Result<Option<Tensor>> {

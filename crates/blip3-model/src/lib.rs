@@ -7,7 +7,8 @@
 //! * [`vision`]: open_clip ViT-H/14 visual tower (spec §4).
 //! * [`anyres`]: the raster-view regrouping of grid crops (spec §5).
 //! * [`resampler`]: the (text-conditioned) perceiver resampler (spec §6).
-//! * [`phi3`] and [`decoupled`]: Phi-3 with the decoupled embedding/head (spec §8).
+//! * [`phi3`] and [`decoupled`]: Phi-3 with the decoupled embedding/head (spec §8),
+//!   with its key/value cache (F32 or F16, grown on demand).
 //! * [`checkpoint`]: the full key/shape list and a random-weight checkpoint writer.
 
 pub mod anyres;
@@ -16,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decoupled;
 mod error;
+mod kv_cache;
 pub mod nn;
 pub mod phi3;
 pub mod resampler;

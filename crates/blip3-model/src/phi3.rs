@@ -7,10 +7,9 @@
 
 use candle_core::{Device, Tensor, D};
 
-use blip3_kernels::attention::CacheLayout;
-
 use crate::config::Phi3Config;
 use crate::decoupled::{DecoupledEmbedding, DecoupledHead};
+pub use crate::kv_cache::{KvCache, KvPrecision};
 use crate::nn::{attention, Linear, RmsNorm};
 use crate::weights::WeightStore;
 use crate::{ModelError, Result};
@@ -63,24 +62,6 @@ struct DecoderLayer {
     down_proj: Linear,
 }
 
-/// Per-layer key/value cache of one sequence.
-pub struct KvCache {
-    layers: Vec<candle_nn::kv_cache::KvCache>,
-    len: usize,
-}
-
-impl KvCache {
-    /// Tokens already in the cache (the next token's position).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True before the first forward pass.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 /// Phi-3 with BLIP-3's decoupled embedding and head.
 pub struct Phi3 {
     cfg: Phi3Config,
@@ -89,6 +70,7 @@ pub struct Phi3 {
     norm: RmsNorm,
     head: DecoupledHead,
     rope: Rope,
+    kv_precision: KvPrecision,
 }
 
 impl Phi3 {
@@ -133,7 +115,7 @@ impl Phi3 {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut lm = Self {
             cfg: cfg.clone(),
             embed: DecoupledEmbedding::load(
                 store,
@@ -146,7 +128,24 @@ impl Phi3 {
             norm: RmsNorm::load(store, &format!("{prefix}.model.norm"), d, eps)?,
             head: DecoupledHead::load(store, &format!("{prefix}.lm_head"), v, d, il)?,
             rope: Rope::new(cfg, store.device())?,
-        })
+            kv_precision: KvPrecision::F32,
+        };
+        // Exact cache for F32 weights (parity), half-size cache otherwise.
+        if lm.weight_dtype() != "f32" {
+            lm.kv_precision = KvPrecision::F16;
+        }
+        Ok(lm)
+    }
+
+    /// Element type of the caches `new_cache` creates (F32 with F32 weights,
+    /// F16 otherwise, unless set here).
+    pub fn set_kv_precision(&mut self, precision: KvPrecision) {
+        self.kv_precision = precision;
+    }
+
+    /// Element type of new caches.
+    pub fn kv_precision(&self) -> KvPrecision {
+        self.kv_precision
     }
 
     /// The text configuration.
@@ -163,12 +162,13 @@ impl Phi3 {
 
     /// An empty cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            layers: (0..self.layers.len())
-                .map(|_| candle_nn::kv_cache::KvCache::new(2, self.cfg.max_position_embeddings))
-                .collect(),
-            len: 0,
-        }
+        KvCache::new(
+            self.kv_precision,
+            self.layers.len(),
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+            self.cfg.max_position_embeddings,
+        )
     }
 
     /// Token ids → embeddings [len, d] through the decoupled embedding.
@@ -180,7 +180,7 @@ impl Phi3 {
     /// hidden states [L, d] (after the last RMSNorm).
     pub fn forward(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (len, _) = embeds.dims2()?;
-        let start = cache.len;
+        let start = cache.len();
         if start + len > self.cfg.max_position_embeddings {
             return Err(ModelError::Input(format!(
                 "sequence of {} tokens exceeds the context of {} tokens",
@@ -189,11 +189,15 @@ impl Phi3 {
             )));
         }
         let mask = self.mask(start, len, embeds.device())?;
+        cache.reserve(start + len);
         let mut x = embeds.clone();
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = self.layer_forward(layer, &x, start, kv, mask.as_ref())?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?;
+            let qkv = layer.qkv_proj.forward(&h)?;
+            let out = self.attend(&qkv, cache, li, mask.as_ref())?;
+            x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
         }
-        cache.len += len;
+        cache.advance(len);
         self.norm.forward(&x)
     }
 
@@ -215,16 +219,19 @@ impl Phi3 {
             return self.forward(embeds, caches[0]);
         }
         let context = self.cfg.max_position_embeddings;
-        if let Some(full) = caches.iter().find(|c| c.len + 1 > context) {
+        if let Some(full) = caches.iter().find(|c| c.len() + 1 > context) {
             return Err(ModelError::Input(format!(
                 "sequence of {} tokens exceeds the context of {context} tokens",
-                full.len + 1
+                full.len() + 1
             )));
         }
         let masks = caches
             .iter()
-            .map(|c| self.mask(c.len, 1, embeds.device()))
+            .map(|c| self.mask(c.len(), 1, embeds.device()))
             .collect::<Result<Vec<_>>>()?;
+        for cache in caches.iter_mut() {
+            cache.reserve(cache.len() + 1);
+        }
         let mut x = embeds.clone();
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
@@ -232,13 +239,13 @@ impl Phi3 {
             let mut outs = Vec::with_capacity(rows);
             for (b, (cache, mask)) in caches.iter_mut().zip(&masks).enumerate() {
                 let row = qkv.narrow(0, b, 1)?;
-                outs.push(self.attend(&row, cache.len, &mut cache.layers[li], mask.as_ref())?);
+                outs.push(self.attend(&row, cache, li, mask.as_ref())?);
             }
             let out = Tensor::cat(&outs, 0)?;
             x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
         }
         for cache in caches.iter_mut() {
-            cache.len += 1;
+            cache.advance(1);
         }
         self.norm.forward(&x)
     }
@@ -270,93 +277,20 @@ impl Phi3 {
         Ok(Some(Tensor::from_vec(m, (len, total), device)?))
     }
 
-    /// One decode step's attention with the in-place cache kernel: `q`
-    /// [1, H, 1, hd] against the cached `k`, `v` views [1, KV, T, hd] (keys
-    /// `i − W … i` with a sliding window). `None` when `q` holds more than one
-    /// position or the cache is not a CPU F32 buffer with contiguous rows.
-    fn decode_attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        position: usize,
-        scale: f64,
-    ) -> Result<Option<Tensor>> {
-        if q.dim(2)? != 1 || k.dtype() != candle_core::DType::F32 {
-            return Ok(None);
-        }
-        let (heads, kv_heads, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
-        let total = k.dim(2)?;
-        let first = self
-            .cfg
-            .sliding_window
-            .map_or(0, |w| position.saturating_sub(w));
-        let qs: Vec<f32> = q.flatten_all()?.to_vec1()?;
-        let mut out = vec![0f32; heads * hd];
-        {
-            let (ks, kl) = k.storage_and_layout();
-            let (vs, vl) = v.storage_and_layout();
-            let (candle_core::Storage::Cpu(kc), candle_core::Storage::Cpu(vc)) = (&*ks, &*vs)
-            else {
-                return Ok(None);
-            };
-            let layout = |l: &candle_core::Layout| {
-                let st = l.stride();
-                (st.len() == 4 && st[3] == 1).then(|| CacheLayout {
-                    offset: l.start_offset(),
-                    head_stride: st[1],
-                    row_stride: st[2],
-                })
-            };
-            let (Some(klay), Some(vlay)) = (layout(kl), layout(vl)) else {
-                return Ok(None);
-            };
-            blip3_kernels::attention::decode_attention(
-                &qs,
-                kc.as_slice::<f32>()?,
-                klay,
-                vc.as_slice::<f32>()?,
-                vlay,
-                hd,
-                heads / kv_heads,
-                first..total,
-                scale as f32,
-                &mut out,
-            );
-        }
-        Ok(Some(Tensor::from_vec(out, (1, heads * hd), q.device())?))
-    }
-
-    fn layer_forward(
-        &self,
-        layer: &DecoderLayer,
-        x: &Tensor,
-        start: usize,
-        kv: &mut candle_nn::kv_cache::KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let h = layer.input_layernorm.forward(x)?;
-        let qkv = layer.qkv_proj.forward(&h)?;
-        let out = self.attend(&qkv, start, kv, mask)?;
-        self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)
-    }
-
     /// Self-attention of one sequence: `qkv` [L, (H + 2·KV)·hd] at positions
-    /// `start..start+L` → RoPE, append to the cache, attend → [L, d]
-    /// (heads merged, before `o_proj`). One position uses the in-place cache
-    /// kernel; several positions (prefill) the masked attention.
+    /// `cache.len()..+L` → RoPE, store keys/values in layer `li` of the cache,
+    /// attend → [L, d] (heads merged, before `o_proj`). One position reads the
+    /// cache in place with the decode kernel; several positions (prefill) use
+    /// the masked attention on the cached keys/values widened to F32.
     fn attend(
         &self,
         qkv: &Tensor,
-        start: usize,
-        kv: &mut candle_nn::kv_cache::KvCache,
+        cache: &mut KvCache,
+        li: usize,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let len = qkv.dim(0)?;
+        let start = cache.len();
         let (heads, kv_heads, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
@@ -372,13 +306,29 @@ impl Phi3 {
         let q = self.rope.apply(&split(0, heads)?, start)?;
         let k = self.rope.apply(&split(heads, kv_heads)?, start)?;
         let v = split(heads + kv_heads, kv_heads)?;
-        let (k, v) = kv.append(&k, &v)?;
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
+        cache.write(li, &flat(&k)?, &flat(&v)?, len);
+        let total = start + len;
         let scale = 1.0 / (hd as f64).sqrt();
         if len == 1 {
-            if let Some(out) = self.decode_attention(&q, &k, &v, start, scale)? {
-                return Ok(out);
-            }
+            let first = self
+                .cfg
+                .sliding_window
+                .map_or(0, |w| start.saturating_sub(w));
+            let mut out = vec![0f32; heads * hd];
+            cache.attend_one(
+                li,
+                &flat(&q)?,
+                heads / kv_heads,
+                first..total,
+                scale as f32,
+                &mut out,
+            );
+            return Ok(Tensor::from_vec(out, (1, heads * hd), q.device())?);
         }
+        let (keys, values) = cache.read(li, total);
+        let k = Tensor::from_vec(keys, (1, kv_heads, total, hd), q.device())?;
+        let v = Tensor::from_vec(values, (1, kv_heads, total, hd), q.device())?;
         let (k, v) = if kv_heads != heads {
             let rep = heads / kv_heads;
             let expand = |t: &Tensor| -> Result<Tensor> {
