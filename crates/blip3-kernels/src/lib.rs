@@ -7,7 +7,10 @@
 //!   the whole weight to F32 first (what a generic matmul needs) costs 3× the
 //!   traffic.
 //!
-//! * [`widen`]: parallel BF16 → F32 widening for many-row products.
+//! * [`gemm`]: `C = A·Wᵀ` for many rows (prefill, ViT, perceiver): a blocked
+//!   F32 GEMM with a register-tiled AVX2 micro-kernel that reads W in its
+//!   storage format (F32, BF16, F16, Q8_0, Q4_0) while packing.
+//! * [`widen`]: parallel BF16 → F32 widening (candle fallbacks).
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
 //! * [`quantized`]: the one interface layers use for either format.
@@ -19,6 +22,7 @@
 pub mod attention;
 pub mod bandwidth;
 pub mod cpu;
+pub mod gemm;
 pub mod gemv;
 pub mod q4;
 pub mod q8;

@@ -76,11 +76,17 @@ impl Q4Matrix {
 
     /// Row `r` back to F32.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        self.dequantize_range(r, 0, out);
+    }
+
+    /// `W[r, k0 .. k0 + out.len()]` back to F32 (`k0` and the length whole blocks).
+    pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
-        for b in 0..nb {
+        let first = k0 / BLOCK;
+        for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
             let d = self.scales[r * nb + b].to_f32();
             let c = &self.codes[(r * nb + b) * CODE_BYTES..][..CODE_BYTES];
-            let o = &mut out[b * BLOCK..][..BLOCK];
+            let o = &mut out[i * BLOCK..][..BLOCK];
             for (j, &byte) in c.iter().enumerate() {
                 o[j] = d * (i32::from(byte & 0x0f) - 8) as f32;
                 o[j + CODE_BYTES] = d * (i32::from(byte >> 4) - 8) as f32;

@@ -71,11 +71,17 @@ impl Q8Matrix {
 
     /// Row `r` back to F32 (d·q).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        self.dequantize_range(r, 0, out);
+    }
+
+    /// `W[r, k0 .. k0 + out.len()]` back to F32 (`k0` and the length whole blocks).
+    pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
-        for b in 0..nb {
+        let first = k0 / BLOCK;
+        for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
             let d = self.scales[r * nb + b].to_f32();
             let q = &self.quants[(r * nb + b) * BLOCK..][..BLOCK];
-            for (o, &v) in out[b * BLOCK..][..BLOCK].iter_mut().zip(q) {
+            for (o, &v) in out[i * BLOCK..][..BLOCK].iter_mut().zip(q) {
                 *o = d * f32::from(v);
             }
         }

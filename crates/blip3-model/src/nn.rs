@@ -1,12 +1,13 @@
 //! Small layers shared by the model parts: linear, LayerNorm, RMSNorm, activations.
 //!
 //! Activations are always F32 (the reference precision). Matrix weights may be
-//! held in BF16/F16 (half the memory) or Q8_0 (a quarter); few-row products
-//! (decode) run streaming kernels on them directly, many-row products widen
-//! the weight to F32 for candle's matmul.
+//! held in BF16/F16 (half the memory) or Q8_0/Q4_0; few-row products (decode)
+//! run streaming GEMV kernels on them directly, many-row products the packing
+//! GEMM of `blip3-kernels`, which widens the weight block by block as it packs.
 
 use std::sync::Arc;
 
+use blip3_kernels::gemm;
 use blip3_kernels::q4::Q4Matrix;
 use blip3_kernels::q8::{self, Q8Matrix};
 use blip3_kernels::quantized::QuantizedMatrix;
@@ -107,15 +108,20 @@ impl Linear {
                 Tensor::from_vec(y, (rows, q.rows()), x.device())?
             }
             Weight::Quantized(q) => {
-                let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
-                x2.matmul(&w.t()?)?
+                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+                let mut y = vec![0f32; rows * q.rows()];
+                gemm::gemm(&xs, rows, q.as_ref(), &mut y);
+                Tensor::from_vec(y, (rows, q.rows()), x.device())?
             }
             Weight::Dense(w) if few && w.dtype() == DType::BF16 => match gemv_bf16(w, &x2)? {
                 Some(y) => y,
                 None => x2.matmul(&widen(w)?.t()?)?,
             },
-            Weight::Dense(w) if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
-            Weight::Dense(w) => x2.matmul(&widen(w)?.t()?)?,
+            Weight::Dense(w) => match dense_gemm(w, &x2)? {
+                Some(y) => y,
+                None if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
+                None => x2.matmul(&widen(w)?.t()?)?,
+            },
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -125,6 +131,61 @@ impl Linear {
         out_dims[last] = self.out_dim();
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// Many-row product `x2 · Wᵀ` with the packing GEMM of `blip3-kernels`,
+/// reading an F32/BF16/F16 CPU weight in place. `None` for other devices or
+/// layouts (the caller falls back to candle's matmul).
+fn dense_gemm(weight: &Tensor, x2: &Tensor) -> Result<Option<Tensor>> {
+    let (rows, k) = x2.dims2()?;
+    let n = weight.dims()[0];
+    let (storage, layout) = weight.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(None);
+    };
+    let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+    let mut y = vec![0f32; rows * n];
+    fn run<T: gemm::DenseElement>(
+        data: &[T],
+        xs: &[f32],
+        rows: usize,
+        n: usize,
+        k: usize,
+        y: &mut [f32],
+    ) -> bool {
+        match gemm::DenseRows::new(data, n, k) {
+            Some(w) => {
+                gemm::gemm(xs, rows, &w, y);
+                true
+            }
+            None => false,
+        }
+    }
+    let done = match weight.dtype() {
+        DType::F32 => run(&cpu.as_slice::<f32>()?[start..end], &xs, rows, n, k, &mut y),
+        DType::BF16 => run(
+            &cpu.as_slice::<half::bf16>()?[start..end],
+            &xs,
+            rows,
+            n,
+            k,
+            &mut y,
+        ),
+        DType::F16 => run(
+            &cpu.as_slice::<half::f16>()?[start..end],
+            &xs,
+            rows,
+            n,
+            k,
+            &mut y,
+        ),
+        _ => false,
+    };
+    Ok(done
+        .then(|| Tensor::from_vec(y, (rows, n), x2.device()))
+        .transpose()?)
 }
 
 /// A half-precision weight widened to F32 for candle's matmul; BF16 CPU

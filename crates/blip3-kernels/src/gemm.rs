@@ -1,0 +1,385 @@
+//! `C = A·Wᵀ` for many activation rows (prefill, the ViT, the perceiver): a
+//! blocked F32 GEMM whose right-hand side is read from the weight in its
+//! storage format (F32, BF16, F16, Q8_0, Q4_0) while packing, so a
+//! half-precision or quantised weight is never widened as a whole (widening
+//! first costs a full extra write and read of the matrix per product).
+//!
+//! Layout: A [M, K] and C [M, N] row-major, W [N, K] row-major (the
+//! checkpoint's `[out, in]`). The classic three-level blocking: A is packed
+//! once per task into panels of [`MR`] rows, W in blocks of [`NC`] rows ×
+//! [`KC`] columns into panels of [`NR`] rows; a register-tiled micro-kernel
+//! computes an `MR × NR` tile of C from one A panel and one W panel. Tasks are
+//! contiguous row ranges of C, spread over the thread pool.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::cpu::CpuFeatures;
+
+/// Rows of A (and C) per micro-tile.
+pub const MR: usize = 6;
+/// Columns of C (rows of W) per micro-tile.
+pub const NR: usize = 16;
+/// Depth of one packed block.
+pub const KC: usize = 256;
+/// Rows of A per cache block (a multiple of [`MR`]; `MC × KC` F32 stays in L2).
+const MC: usize = 144;
+/// Rows of W per packed block (a multiple of [`NR`]; `NC × KC` F32 stays in L2).
+const NC: usize = 256;
+/// Rows of A per parallel task, at most (a multiple of [`MR`]).
+const ROWS_PER_TASK: usize = 768;
+
+/// A weight matrix W [N, K] whose rows the GEMM reads as F32 while packing.
+pub trait WeightRows: Sync {
+    /// Rows N (outputs).
+    fn rows(&self) -> usize;
+    /// Columns K (inputs).
+    fn cols(&self) -> usize;
+    /// Writes `W[row, k0 .. k0 + out.len()]` as F32. The GEMM asks for
+    /// `k0` a multiple of [`KC`] and `out.len()` a multiple of [`KC`] or
+    /// reaching K, so block formats can decode whole blocks.
+    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]);
+}
+
+/// Element types a dense weight may be stored in.
+pub trait DenseElement: Copy + Send + Sync {
+    /// Widens `src` into `dst` (same length).
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+impl DenseElement for f32 {
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl DenseElement for bf16 {
+    fn widen(src: &[bf16], dst: &mut [f32]) {
+        // BF16 is the high half of an F32: a shift, which vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
+    }
+}
+
+impl DenseElement for f16 {
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// A dense row-major weight [rows, cols] in F32, BF16 or F16.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseRows<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a, T: DenseElement> DenseRows<'a, T> {
+    /// Views `data` as [rows, cols]; `None` when the length does not match.
+    pub fn new(data: &'a [T], rows: usize, cols: usize) -> Option<Self> {
+        (data.len() == rows * cols).then_some(Self { data, rows, cols })
+    }
+}
+
+impl<T: DenseElement> WeightRows for DenseRows<'_, T> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
+        let start = row * self.cols + k0;
+        T::widen(&self.data[start..start + out.len()], out);
+    }
+}
+
+/// `c[i·N + j] = Σ_k a[i·K + k] · W[j, k]` for `i < m`.
+///
+/// Panics if the slice lengths do not match (a programming error: callers
+/// derive them from the same shapes).
+pub fn gemm(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(a.len(), m * k, "left operand size");
+    assert_eq!(c.len(), m * n, "output size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let features = CpuFeatures::detect();
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = threads * m.div_ceil(threads * ROWS_PER_TASK);
+    let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
+    c.par_chunks_mut(rows_per_task * n)
+        .zip(a.par_chunks(rows_per_task * k))
+        .for_each(|(c_rows, a_rows)| {
+            gemm_rows(features, a_rows, a_rows.len() / k, w, c_rows);
+        });
+}
+
+/// One task: all of C's columns for a range of rows.
+fn gemm_rows(features: CpuFeatures, a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    let packed_a = pack_a(a, m, k);
+    let a_panels = m.div_ceil(MR);
+    let mut packed_b = vec![0f32; NC * KC];
+    let mut row = vec![0f32; KC];
+    let mut tile = [0f32; MR * NR];
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            pack_b(w, j0, nc, k0, kc, &mut packed_b, &mut row);
+            // This depth block of A: panels of kc × MR after the earlier blocks.
+            let a_block = &packed_a[k0 * a_panels * MR..][..a_panels * kc * MR];
+            for ic in (0..a_panels).step_by(MC / MR) {
+                let ic_end = a_panels.min(ic + MC / MR);
+                for jp in 0..nc.div_ceil(NR) {
+                    let b_panel = &packed_b[jp * kc * NR..][..kc * NR];
+                    let j = j0 + jp * NR;
+                    let cols = NR.min(n - j);
+                    for ip in ic..ic_end {
+                        let a_panel = &a_block[ip * kc * MR..][..kc * MR];
+                        let i = ip * MR;
+                        let rows = MR.min(m - i);
+                        let accumulate = k0 > 0;
+                        if rows == MR && cols == NR {
+                            micro_kernel(
+                                features,
+                                kc,
+                                a_panel,
+                                b_panel,
+                                &mut c[i * n + j..],
+                                n,
+                                accumulate,
+                            );
+                        } else {
+                            micro_kernel(features, kc, a_panel, b_panel, &mut tile, NR, false);
+                            for r in 0..rows {
+                                let dst = &mut c[(i + r) * n + j..][..cols];
+                                let src = &tile[r * NR..][..cols];
+                                if accumulate {
+                                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                                } else {
+                                    dst.copy_from_slice(src);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs A [m, k] for all depth blocks: block `k0` holds `ceil(m/MR)` panels
+/// of `kc × MR` (element `(kk, r)` at `kk·MR + r`), rows past `m` zero.
+fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let panels = m.div_ceil(MR);
+    let mut out = vec![0f32; panels * MR * k];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let block = &mut out[k0 * panels * MR..][..panels * kc * MR];
+        for i in 0..m {
+            let (p, r) = (i / MR, i % MR);
+            let panel = &mut block[p * kc * MR..][..kc * MR];
+            for (kk, &v) in a[i * k + k0..][..kc].iter().enumerate() {
+                panel[kk * MR + r] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Packs W rows `j0 .. j0 + nc`, columns `k0 .. k0 + kc` into panels of
+/// `kc × NR` (element `(kk, c)` at `kk·NR + c`). Columns of a last partial
+/// panel keep stale values: the tiles they feed are discarded.
+fn pack_b(
+    w: &dyn WeightRows,
+    j0: usize,
+    nc: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+    row: &mut [f32],
+) {
+    for jj in 0..nc {
+        let (p, col) = (jj / NR, jj % NR);
+        w.read_row(j0 + jj, k0, &mut row[..kc]);
+        let panel = &mut out[p * kc * NR..][..kc * NR];
+        for (kk, &v) in row[..kc].iter().enumerate() {
+            panel[kk * NR + col] = v;
+        }
+    }
+}
+
+/// `C[MR, NR] (+)= A_panel · B_panel` with row stride `ldc`.
+fn micro_kernel(
+    features: CpuFeatures,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    assert!(c.len() >= (MR - 1) * ldc + NR);
+    #[cfg(target_arch = "x86_64")]
+    if features.avx2_fma {
+        // SAFETY: AVX2 and FMA were detected; the asserts above bound every access.
+        unsafe { avx2::micro_kernel(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) };
+        return;
+    }
+    let _ = features;
+    let mut acc = [[0f32; NR]; MR];
+    for kk in 0..kc {
+        let bk = &b[kk * NR..][..NR];
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let av = a[kk * MR + r];
+            for (x, &bv) in acc_row.iter_mut().zip(bk) {
+                *x += av * bv;
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        let dst = &mut c[r * ldc..][..NR];
+        for (d, &v) in dst.iter_mut().zip(acc_row) {
+            *d = if accumulate { *d + v } else { v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// 6 × 16 tile in 12 accumulators; per depth step two W loads, six A
+    /// broadcasts and twelve FMAs.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` holds `kc·MR`, `b` `kc·NR` values
+    /// and `c` an `MR × NR` tile with row stride `ldc`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn micro_kernel(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for kk in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(kk * NR));
+            let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+            let ak = a.add(kk * MR);
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ak.add(r));
+                acc_row[0] = _mm256_fmadd_ps(av, b0, acc_row[0]);
+                acc_row[1] = _mm256_fmadd_ps(av, b1, acc_row[1]);
+            }
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            let p = c.add(r * ldc);
+            let (mut lo, mut hi) = (acc_row[0], acc_row[1]);
+            if accumulate {
+                lo = _mm256_add_ps(lo, _mm256_loadu_ps(p));
+                hi = _mm256_add_ps(hi, _mm256_loadu_ps(p.add(8)));
+            }
+            _mm256_storeu_ps(p, lo);
+            _mm256_storeu_ps(p.add(8), hi);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::test_data;
+
+    fn reference(a: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|t| f64::from(a[i * k + t]) * f64::from(w[j * k + t]))
+                    .sum();
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn check(got: &[f32], want: &[f32], k: usize, what: &str) {
+        let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
+        for (idx, (g, r)) in got.iter().zip(want).enumerate() {
+            assert!((g - r).abs() <= tol, "{what}: element {idx}: {g} vs {r}");
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_odd_sizes_and_formats() {
+        // Sizes straddling every block edge: MR, NR, KC, MC, NC and the task split.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (5, 17, 3),
+            (7, 33, 257),
+            (13, 300, 64),
+            (150, 20, 520),
+            (800, 40, 96),
+            (1600, 35, 40),
+        ] {
+            let a = test_data(m * k, 1);
+            let w = test_data(n * k, 2);
+            let want = reference(&a, m, &w, n, k);
+            let mut c = vec![f32::NAN; m * n];
+            gemm(&a, m, &DenseRows::new(&w, n, k).unwrap(), &mut c);
+            check(&c, &want, k, &format!("f32 {m}x{n}x{k}"));
+
+            let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wb32: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+            gemm(&a, m, &DenseRows::new(&wb, n, k).unwrap(), &mut c);
+            check(
+                &c,
+                &reference(&a, m, &wb32, n, k),
+                k,
+                &format!("bf16 {m}x{n}x{k}"),
+            );
+
+            let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let wh32: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+            gemm(&a, m, &DenseRows::new(&wh, n, k).unwrap(), &mut c);
+            check(
+                &c,
+                &reference(&a, m, &wh32, n, k),
+                k,
+                &format!("f16 {m}x{n}x{k}"),
+            );
+        }
+    }
+
+    #[test]
+    fn scalar_micro_kernel_matches_the_vector_one() {
+        let kc = 37;
+        let a = test_data(kc * MR, 3);
+        let b = test_data(kc * NR, 4);
+        let none = CpuFeatures {
+            avx2_fma: false,
+            f16c: false,
+        };
+        let mut scalar = test_data(MR * 20, 5);
+        let mut vector = scalar.clone();
+        micro_kernel(none, kc, &a, &b, &mut scalar, 20, true);
+        micro_kernel(CpuFeatures::detect(), kc, &a, &b, &mut vector, 20, true);
+        check(&vector, &scalar, kc, "micro-kernel");
+    }
+}
