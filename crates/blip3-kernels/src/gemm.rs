@@ -14,6 +14,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::activation::Activation;
 use crate::cpu::CpuFeatures;
 
 /// Rows of A (and C) per micro-tile.
@@ -97,77 +98,172 @@ impl<T: DenseElement> WeightRows for DenseRows<'_, T> {
     }
 }
 
+/// What is applied to each finished output tile while it is still in cache:
+/// `c = act(A·Wᵀ + bias)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// One value per output column (weight row), added to every row.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub activation: Activation,
+}
+
+impl Epilogue<'_> {
+    fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.activation == Activation::Identity
+    }
+
+    /// Finishes `out`, the outputs of columns `j .. j + out.len()` of one row.
+    fn apply(&self, features: CpuFeatures, out: &mut [f32], j: usize) {
+        if let Some(bias) = self.bias {
+            for (o, b) in out.iter_mut().zip(&bias[j..]) {
+                *o += b;
+            }
+        }
+        self.activation.apply(features, out);
+    }
+}
+
 /// `c[i·N + j] = Σ_k a[i·K + k] · W[j, k]` for `i < m`.
 ///
 /// Panics if the slice lengths do not match (a programming error: callers
 /// derive them from the same shapes).
 pub fn gemm(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
+    gemm_with(a, m, w, c, Epilogue::default());
+}
+
+/// [`gemm`] followed by a bias and an activation, fused into the tile stores.
+pub fn gemm_with(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32], epilogue: Epilogue) {
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(a.len(), m * k, "left operand size");
     assert_eq!(c.len(), m * n, "output size");
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(bias.len(), n, "bias size");
+    }
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         c.fill(0.0);
+        for row in c.chunks_mut(n) {
+            epilogue.apply(CpuFeatures::detect(), row, 0);
+        }
         return;
     }
     let features = CpuFeatures::detect();
+    // Rectangles of C: few row ranges (each packs W once more), each split
+    // into enough column ranges to keep every thread busy.
     let threads = rayon::current_num_threads().max(1);
-    let tasks = threads * m.div_ceil(threads * ROWS_PER_TASK);
-    let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
-    c.par_chunks_mut(rows_per_task * n)
-        .zip(a.par_chunks(rows_per_task * k))
-        .for_each(|(c_rows, a_rows)| {
-            gemm_rows(features, a_rows, a_rows.len() / k, w, c_rows);
-        });
+    let row_tasks = m.div_ceil(ROWS_PER_TASK);
+    let rows_per_task = m.div_ceil(row_tasks).div_ceil(MR) * MR;
+    let col_tasks = (TASKS_PER_THREAD * threads).min(n.div_ceil(NR));
+    let cols_per_task = n.div_ceil(col_tasks).div_ceil(NR) * NR;
+    let out = Output(c.as_mut_ptr());
+    for i0 in (0..m).step_by(rows_per_task) {
+        let rows = rows_per_task.min(m - i0);
+        // Packed once per row range, shared by its column tasks.
+        let packed_a = pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
+        (0..n)
+            .into_par_iter()
+            .step_by(cols_per_task)
+            .for_each(|j0| {
+                let task = Task {
+                    features,
+                    packed_a: &packed_a,
+                    rows,
+                    first_row: i0,
+                    w,
+                    cols: j0..(j0 + cols_per_task).min(n),
+                    epilogue: &epilogue,
+                };
+                // SAFETY: `out` points to `c`, [m, n]; the column ranges of
+                // one row range tile it without overlap, each task writes
+                // only its own rectangle, and row ranges run one after another.
+                unsafe { task.run(&out, n) };
+            });
+    }
 }
 
-/// One task: all of C's columns for a range of rows.
-fn gemm_rows(features: CpuFeatures, a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
-    let (n, k) = (w.rows(), w.cols());
-    let packed_a = pack_a(a, m, k);
-    let a_panels = m.div_ceil(MR);
-    let mut packed_b = vec![0f32; NC * KC];
-    let mut row = vec![0f32; KC];
-    let mut tile = [0f32; MR * NR];
-    for j0 in (0..n).step_by(NC) {
-        let nc = NC.min(n - j0);
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            pack_b(w, j0, nc, k0, kc, &mut packed_b, &mut row);
-            // This depth block of A: panels of kc × MR after the earlier blocks.
-            let a_block = &packed_a[k0 * a_panels * MR..][..a_panels * kc * MR];
-            for ic in (0..a_panels).step_by(MC / MR) {
-                let ic_end = a_panels.min(ic + MC / MR);
-                for jp in 0..nc.div_ceil(NR) {
-                    let b_panel = &packed_b[jp * kc * NR..][..kc * NR];
-                    let j = j0 + jp * NR;
-                    let cols = NR.min(n - j);
-                    for ip in ic..ic_end {
-                        let a_panel = &a_block[ip * kc * MR..][..kc * MR];
-                        let i = ip * MR;
-                        let rows = MR.min(m - i);
-                        let accumulate = k0 > 0;
-                        if rows == MR && cols == NR {
-                            micro_kernel(
-                                features,
-                                kc,
-                                a_panel,
-                                b_panel,
-                                &mut c[i * n + j..],
-                                n,
-                                accumulate,
-                            );
-                        } else {
-                            micro_kernel(features, kc, a_panel, b_panel, &mut tile, NR, false);
-                            for r in 0..rows {
-                                let dst = &mut c[(i + r) * n + j..][..cols];
-                                let src = &tile[r * NR..][..cols];
-                                if accumulate {
-                                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                                } else {
-                                    dst.copy_from_slice(src);
+/// Tasks wanted per thread (load balance against uneven rectangles).
+const TASKS_PER_THREAD: usize = 4;
+
+/// The output matrix, written by tasks in disjoint rectangles.
+struct Output(*mut f32);
+// SAFETY: tasks only ever write disjoint rectangles through it.
+unsafe impl Sync for Output {}
+unsafe impl Send for Output {}
+
+/// One rectangle of C: rows `first_row .. first_row + rows`, columns `cols`.
+struct Task<'a> {
+    features: CpuFeatures,
+    /// The task's rows of A, packed by [`pack_a`].
+    packed_a: &'a [f32],
+    rows: usize,
+    first_row: usize,
+    w: &'a dyn WeightRows,
+    cols: std::ops::Range<usize>,
+    epilogue: &'a Epilogue<'a>,
+}
+
+impl Task<'_> {
+    /// # Safety
+    /// `out` must point to a [M, n] row-major matrix containing this task's
+    /// rectangle, and no other thread may access that rectangle meanwhile.
+    unsafe fn run(&self, out: &Output, n: usize) {
+        let (m, k) = (self.rows, self.w.cols());
+        let features = self.features;
+        let packed_a = self.packed_a;
+        let a_panels = m.div_ceil(MR);
+        let mut packed_b = vec![0f32; NC * KC];
+        let mut rows_buf = vec![0f32; NR * KC];
+        let mut tile = [0f32; MR * NR];
+        // Row `r` of this task's output, columns `j .. j + len`.
+        let c_row = |r: usize, j: usize, len: usize| {
+            std::slice::from_raw_parts_mut(out.0.add((self.first_row + r) * n + j), len)
+        };
+        for j0 in self.cols.clone().step_by(NC) {
+            let nc = NC.min(self.cols.end - j0);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                pack_b(self.w, j0, nc, k0, kc, &mut packed_b, &mut rows_buf);
+                // This depth block of A: panels of kc × MR after the earlier blocks.
+                let a_block = &packed_a[k0 * a_panels * MR..][..a_panels * kc * MR];
+                let accumulate = k0 > 0;
+                let last = k0 + kc == k;
+                for ic in (0..a_panels).step_by(MC / MR) {
+                    for jp in 0..nc.div_ceil(NR) {
+                        let b_panel = &packed_b[jp * kc * NR..][..kc * NR];
+                        let j = j0 + jp * NR;
+                        let cols = NR.min(self.cols.end - j);
+                        for ip in ic..a_panels.min(ic + MC / MR) {
+                            let a_panel = &a_block[ip * kc * MR..][..kc * MR];
+                            let i = ip * MR;
+                            let rows = MR.min(m - i);
+                            if rows == MR && cols == NR {
+                                micro_kernel(
+                                    features,
+                                    kc,
+                                    a_panel,
+                                    b_panel,
+                                    c_row(i, j, (MR - 1) * n + NR),
+                                    n,
+                                    accumulate,
+                                );
+                            } else {
+                                micro_kernel(features, kc, a_panel, b_panel, &mut tile, NR, false);
+                                for r in 0..rows {
+                                    let dst = c_row(i + r, j, cols);
+                                    let src = &tile[r * NR..][..cols];
+                                    if accumulate {
+                                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                                    } else {
+                                        dst.copy_from_slice(src);
+                                    }
+                                }
+                            }
+                            if last && !self.epilogue.is_identity() {
+                                for r in 0..rows {
+                                    self.epilogue.apply(features, c_row(i + r, j, cols), j);
                                 }
                             }
                         }
@@ -198,8 +294,9 @@ fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
 }
 
 /// Packs W rows `j0 .. j0 + nc`, columns `k0 .. k0 + kc` into panels of
-/// `kc × NR` (element `(kk, c)` at `kk·NR + c`). Columns of a last partial
-/// panel keep stale values: the tiles they feed are discarded.
+/// `kc × NR` (element `(kk, c)` at `kk·NR + c`): NR rows are decoded into
+/// `rows` first, then interleaved with sequential writes. Columns of a last
+/// partial panel are zero.
 fn pack_b(
     w: &dyn WeightRows,
     j0: usize,
@@ -207,14 +304,36 @@ fn pack_b(
     k0: usize,
     kc: usize,
     out: &mut [f32],
-    row: &mut [f32],
+    rows: &mut [f32],
 ) {
-    for jj in 0..nc {
-        let (p, col) = (jj / NR, jj % NR);
-        w.read_row(j0 + jj, k0, &mut row[..kc]);
+    for p in 0..nc.div_ceil(NR) {
+        let live = NR.min(nc - p * NR);
+        for c in 0..NR {
+            let dst = &mut rows[c * kc..(c + 1) * kc];
+            if c < live {
+                w.read_row(j0 + p * NR + c, k0, dst);
+            } else {
+                dst.fill(0.0);
+            }
+        }
         let panel = &mut out[p * kc * NR..][..kc * NR];
-        for (kk, &v) in row[..kc].iter().enumerate() {
-            panel[kk * NR + col] = v;
+        interleave(rows, kc, panel);
+    }
+}
+
+/// `panel[kk·NR + c] = rows[c·kc + kk]`: NR rows of `kc` values transposed
+/// into the micro-kernel's depth-major order (8 × 8 AVX transposes).
+fn interleave(rows: &[f32], kc: usize, panel: &mut [f32]) {
+    assert!(rows.len() >= NR * kc && panel.len() >= NR * kc);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if CpuFeatures::detect().avx2_fma {
+        // SAFETY: AVX2 was detected; the assert bounds every access.
+        done = unsafe { avx2::interleave(rows.as_ptr(), kc, panel.as_mut_ptr()) };
+    }
+    for kk in done..kc {
+        for c in 0..NR {
+            panel[kk * NR + c] = rows[c * kc + kk];
         }
     }
 }
@@ -261,6 +380,52 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{MR, NR};
+
+    /// Transposes the first `kc / 8 · 8` depth steps of NR rows (row `c` at
+    /// `rows + c·kc`) into `panel` (depth `kk` at `panel + kk·NR`); returns
+    /// how many depth steps it wrote.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `rows` holds `NR·kc` and `panel` `kc·NR` values.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn interleave(rows: *const f32, kc: usize, panel: *mut f32) -> usize {
+        let whole = kc / 8 * 8;
+        for kk in (0..whole).step_by(8) {
+            for half in 0..NR / 8 {
+                let r = |c: usize| _mm256_loadu_ps(rows.add((half * 8 + c) * kc + kk));
+                let t0 = _mm256_unpacklo_ps(r(0), r(1));
+                let t1 = _mm256_unpackhi_ps(r(0), r(1));
+                let t2 = _mm256_unpacklo_ps(r(2), r(3));
+                let t3 = _mm256_unpackhi_ps(r(2), r(3));
+                let t4 = _mm256_unpacklo_ps(r(4), r(5));
+                let t5 = _mm256_unpackhi_ps(r(4), r(5));
+                let t6 = _mm256_unpacklo_ps(r(6), r(7));
+                let t7 = _mm256_unpackhi_ps(r(6), r(7));
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let columns = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (t, col) in columns.iter().enumerate() {
+                    _mm256_storeu_ps(panel.add((kk + t) * NR + half * 8), *col);
+                }
+            }
+        }
+        whole
+    }
 
     /// 6 × 16 tile in 12 accumulators; per depth step two W loads, six A
     /// broadcasts and twelve FMAs.
@@ -364,6 +529,40 @@ mod tests {
                 k,
                 &format!("f16 {m}x{n}x{k}"),
             );
+        }
+    }
+
+    #[test]
+    fn epilogue_adds_bias_then_activation() {
+        for &(m, n, k) in &[(7, 19, 300), (13, 40, 5)] {
+            let a = test_data(m * k, 6);
+            let w = test_data(n * k, 7);
+            let bias = test_data(n, 8);
+            let mut want = reference(&a, m, &w, n, k);
+            for (idx, v) in want.iter_mut().enumerate() {
+                *v = crate::activation::quick_gelu_scalar(*v + bias[idx % n]);
+            }
+            let mut c = vec![f32::NAN; m * n];
+            let epilogue = Epilogue {
+                bias: Some(&bias),
+                activation: Activation::QuickGelu,
+            };
+            gemm_with(&a, m, &DenseRows::new(&w, n, k).unwrap(), &mut c, epilogue);
+            check(&c, &want, k, &format!("epilogue {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn interleave_transposes_rows_into_depth_major_panels() {
+        for kc in [1, 7, 8, 13, 256] {
+            let rows = test_data(NR * kc, 9);
+            let mut panel = vec![0f32; NR * kc];
+            interleave(&rows, kc, &mut panel);
+            for kk in 0..kc {
+                for c in 0..NR {
+                    assert_eq!(panel[kk * NR + c], rows[c * kc + kk], "kc {kc}");
+                }
+            }
         }
     }
 

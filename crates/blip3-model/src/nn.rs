@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use blip3_kernels::activation::Activation;
 use blip3_kernels::gemm;
 use blip3_kernels::q4::Q4Matrix;
 use blip3_kernels::q8::{self, Q8Matrix};
@@ -30,6 +31,8 @@ enum Weight {
 pub struct Linear {
     weight: Weight,
     bias: Option<Tensor>,
+    /// The bias on the host, for the GEMM epilogue.
+    bias_host: Option<Arc<Vec<f32>>>,
 }
 
 impl Linear {
@@ -66,15 +69,24 @@ impl Linear {
             }
             _ => Weight::Dense(weight),
         };
-        Ok(Self { weight, bias })
+        Self::assemble(weight, bias)
     }
 
     /// Wraps existing tensors, kept dense.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            weight: Weight::Dense(weight),
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Self::assemble(Weight::Dense(weight), bias)
+    }
+
+    fn assemble(weight: Weight, bias: Option<Tensor>) -> Result<Self> {
+        let bias_host = match &bias {
+            Some(b) => Some(Arc::new(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)),
+            None => None,
+        };
+        Ok(Self {
+            weight,
             bias,
-        }
+            bias_host,
+        })
     }
 
     /// Output width.
@@ -95,37 +107,59 @@ impl Linear {
 
     /// Applies the layer to `x` [..., in].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, Activation::Identity)
+    }
+
+    /// `activation(x·Wᵀ + b)`; many-row products apply the bias and the
+    /// activation in the GEMM's epilogue, on tiles still in cache.
+    pub fn forward_act(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
         let few = rows <= blip3_kernels::gemv::MAX_ROWS;
-        let mut y = match &self.weight {
-            Weight::Quantized(q) if few => {
-                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-                let mut y = vec![0f32; rows * q.rows()];
-                q.gemv(&xs, &mut y, rows);
-                Tensor::from_vec(y, (rows, q.rows()), x.device())?
-            }
-            Weight::Quantized(q) => {
-                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-                let mut y = vec![0f32; rows * q.rows()];
-                gemm::gemm(&xs, rows, q.as_ref(), &mut y);
-                Tensor::from_vec(y, (rows, q.rows()), x.device())?
-            }
-            Weight::Dense(w) if few && w.dtype() == DType::BF16 => match gemv_bf16(w, &x2)? {
-                Some(y) => y,
-                None => x2.matmul(&widen(w)?.t()?)?,
-            },
-            Weight::Dense(w) => match dense_gemm(w, &x2)? {
-                Some(y) => y,
-                None if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
-                None => x2.matmul(&widen(w)?.t()?)?,
-            },
+        let epilogue = gemm::Epilogue {
+            bias: self.bias_host.as_deref().map(|b| b.as_slice()),
+            activation,
         };
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let fused = match &self.weight {
+            Weight::Quantized(q) if !few => {
+                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+                let mut y = vec![0f32; rows * q.rows()];
+                gemm::gemm_with(&xs, rows, q.as_ref(), &mut y, epilogue);
+                Some(Tensor::from_vec(y, (rows, q.rows()), x.device())?)
+            }
+            Weight::Dense(w) if !few => dense_gemm(w, &x2, epilogue)?,
+            _ => None,
+        };
+        let y = match fused {
+            Some(y) => y,
+            None => {
+                let mut y = match &self.weight {
+                    Weight::Quantized(q) => {
+                        let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
+                        let mut y = vec![0f32; rows * q.rows()];
+                        q.gemv(&xs, &mut y, rows);
+                        Tensor::from_vec(y, (rows, q.rows()), x.device())?
+                    }
+                    Weight::Dense(w) if few && w.dtype() == DType::BF16 => {
+                        match gemv_bf16(w, &x2)? {
+                            Some(y) => y,
+                            None => x2.matmul(&widen(w)?.t()?)?,
+                        }
+                    }
+                    Weight::Dense(w) if w.dtype() == DType::F32 => x2.matmul(&w.t()?)?,
+                    Weight::Dense(w) => x2.matmul(&widen(w)?.t()?)?,
+                };
+                if let Some(b) = &self.bias {
+                    y = y.broadcast_add(b)?;
+                }
+                match activation {
+                    Activation::Identity => y,
+                    Activation::QuickGelu => quick_gelu(&y)?,
+                }
+            }
+        };
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.out_dim();
@@ -136,7 +170,7 @@ impl Linear {
 /// Many-row product `x2 · Wᵀ` with the packing GEMM of `blip3-kernels`,
 /// reading an F32/BF16/F16 CPU weight in place. `None` for other devices or
 /// layouts (the caller falls back to candle's matmul).
-fn dense_gemm(weight: &Tensor, x2: &Tensor) -> Result<Option<Tensor>> {
+fn dense_gemm(weight: &Tensor, x2: &Tensor, epilogue: gemm::Epilogue) -> Result<Option<Tensor>> {
     let (rows, k) = x2.dims2()?;
     let n = weight.dims()[0];
     let (storage, layout) = weight.storage_and_layout();
@@ -147,42 +181,19 @@ fn dense_gemm(weight: &Tensor, x2: &Tensor) -> Result<Option<Tensor>> {
     };
     let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
     let mut y = vec![0f32; rows * n];
-    fn run<T: gemm::DenseElement>(
-        data: &[T],
-        xs: &[f32],
-        rows: usize,
-        n: usize,
-        k: usize,
-        y: &mut [f32],
-    ) -> bool {
-        match gemm::DenseRows::new(data, n, k) {
-            Some(w) => {
-                gemm::gemm(xs, rows, &w, y);
-                true
+    let mut run = |w: &dyn gemm::WeightRows| gemm::gemm_with(&xs, rows, w, &mut y, epilogue);
+    let done =
+        match weight.dtype() {
+            DType::F32 => {
+                gemm::DenseRows::new(&cpu.as_slice::<f32>()?[start..end], n, k).map(|w| run(&w))
             }
-            None => false,
+            DType::BF16 => gemm::DenseRows::new(&cpu.as_slice::<half::bf16>()?[start..end], n, k)
+                .map(|w| run(&w)),
+            DType::F16 => gemm::DenseRows::new(&cpu.as_slice::<half::f16>()?[start..end], n, k)
+                .map(|w| run(&w)),
+            _ => None,
         }
-    }
-    let done = match weight.dtype() {
-        DType::F32 => run(&cpu.as_slice::<f32>()?[start..end], &xs, rows, n, k, &mut y),
-        DType::BF16 => run(
-            &cpu.as_slice::<half::bf16>()?[start..end],
-            &xs,
-            rows,
-            n,
-            k,
-            &mut y,
-        ),
-        DType::F16 => run(
-            &cpu.as_slice::<half::f16>()?[start..end],
-            &xs,
-            rows,
-            n,
-            k,
-            &mut y,
-        ),
-        _ => false,
-    };
+        .is_some();
     Ok(done
         .then(|| Tensor::from_vec(y, (rows, n), x2.device()))
         .transpose()?)

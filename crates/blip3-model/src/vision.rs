@@ -6,7 +6,9 @@
 use candle_core::{Tensor, D};
 
 use crate::config::VisionCfg;
-use crate::nn::{attention, quick_gelu, LayerNorm, Linear};
+use blip3_kernels::activation::Activation;
+
+use crate::nn::{attention, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -66,9 +68,10 @@ impl Block {
         let out = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), None)?;
         let out = out.transpose(1, 2)?.reshape((n, t, w))?;
         let h = (x + self.out_proj.forward(&out)?)?;
-        let mlp = self
-            .c_proj
-            .forward(&quick_gelu(&self.c_fc.forward(&self.ln_2.forward(&h)?)?)?)?;
+        let hidden = self
+            .c_fc
+            .forward_act(&self.ln_2.forward(&h)?, Activation::QuickGelu)?;
+        let mlp = self.c_proj.forward(&hidden)?;
         Ok((h + mlp)?)
     }
 }
@@ -122,7 +125,7 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n * g * g, 3 * p * p))?;
-        let embed = Linear::from_parts(self.patch_embed.clone(), None).forward(&patches)?;
+        let embed = Linear::from_parts(self.patch_embed.clone(), None)?.forward(&patches)?;
         let embed = embed.reshape((n, g * g, w))?;
         let cls = self
             .class_embedding
