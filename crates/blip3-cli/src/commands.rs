@@ -15,7 +15,7 @@ use blip3_preprocess::AspectMode;
 
 use crate::{
     AspectArg, BandwidthArgs, BenchArgs, CompareArgs, DtypeArg, DumpArgs, GenerateArgs,
-    InitRandomArgs, LoadArgs, ModelArgs, SamplingArgs, StoreArg,
+    InitRandomArgs, LoadArgs, ModelArgs, QuantArg, QuantizeArgs, SamplingArgs, StoreArg,
 };
 
 impl SamplingArgs {
@@ -96,10 +96,7 @@ pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
             DtypeArg::F32 => WeightDtype::F32,
             DtypeArg::Bf16 => WeightDtype::Bf16,
         },
-        quantization: args.quantize.map(|q| match q {
-            crate::QuantArg::Q8_0 => blip3_model::weights::Quantization::Q8_0,
-            crate::QuantArg::Q4_0 => blip3_model::weights::Quantization::Q4_0,
-        }),
+        quantization: args.quantize.map(QuantArg::format),
         aspect: args.aspect.map(|a| match a {
             AspectArg::Anyres => AspectMode::Anyres,
             AspectArg::Pad => AspectMode::Pad,
@@ -424,6 +421,35 @@ pub fn bandwidth(args: BandwidthArgs) -> Result<ExitCode> {
         "read_bytes_per_s_1_thread": one,
         "read_bytes_per_s_all_threads": all,
         "threads": cores,
+    });
+    println!("{value}");
+    Ok(ExitCode::SUCCESS)
+}
+
+impl QuantArg {
+    /// The model crate's format.
+    pub(crate) fn format(self) -> blip3_model::weights::Quantization {
+        match self {
+            QuantArg::Q8_0 => blip3_model::weights::Quantization::Q8_0,
+            QuantArg::Q4_0 => blip3_model::weights::Quantization::Q4_0,
+        }
+    }
+}
+
+/// `blip3 quantize`: writes a pre-quantised copy of a model folder.
+pub fn quantize(args: QuantizeArgs) -> Result<ExitCode> {
+    let src = model_dir(&args.model)?;
+    let start = std::time::Instant::now();
+    let written =
+        blip3_model::quantized_folder::write_quantized_folder(&src, &args.out, args.to.format())
+            .with_context(|| format!("quantising {} into {}", src.display(), args.out.display()))?;
+    let value = serde_json::json!({
+        "out": args.out,
+        "format": args.to.format().name(),
+        "quantized_tensors": written.quantized_tensors,
+        "copied_tensors": written.copied_tensors,
+        "weight_bytes": written.weight_bytes,
+        "seconds": start.elapsed().as_secs_f64(),
     });
     println!("{value}");
     Ok(ExitCode::SUCCESS)

@@ -34,6 +34,8 @@ enum Command {
     Bench(BenchArgs),
     /// Measure memory read bandwidth on one thread and on all cores.
     Bandwidth(BandwidthArgs),
+    /// Write a pre-quantised (Q8_0/Q4_0) copy of a model folder that loads without re-quantising.
+    Quantize(QuantizeArgs),
     /// Ask about an image and stream the answer (or caption a JSONL batch).
     Run(RunArgs),
     /// Serve the OpenAI chat-completions API over HTTP.
@@ -243,6 +245,19 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+struct QuantizeArgs {
+    /// Source model folder (or Hugging Face id), F32/BF16/F16 weights.
+    #[arg(long)]
+    model: PathBuf,
+    /// Block format to store the linear-layer weights in.
+    #[arg(long, value_enum)]
+    to: QuantArg,
+    /// Output folder (created; must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct BandwidthArgs {
     /// Buffer size in GiB (well above the caches).
     #[arg(long, default_value_t = 2.0)]
@@ -334,6 +349,7 @@ fn main() -> std::process::ExitCode {
         Command::Compare(a) => commands::compare(a),
         Command::Bench(a) => commands::bench(a),
         Command::Bandwidth(a) => commands::bandwidth(a),
+        Command::Quantize(a) => commands::quantize(a),
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
     };

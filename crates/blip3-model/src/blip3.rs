@@ -31,7 +31,7 @@ impl Blip3Model {
     ) -> Result<Self> {
         let config = Blip3Config::from_file(&dir.join("config.json"))?;
         let mut store = WeightStore::open(dir, device, dtype)?;
-        store.set_quantization(quantization);
+        store.set_quantization(quantization)?;
         Self::from_store(config, &store)
     }
 

@@ -10,6 +10,7 @@
 //! * [`phi3`] and [`decoupled`]: Phi-3 with the decoupled embedding/head (spec §8),
 //!   with its key/value cache (F32 or F16, grown on demand).
 //! * [`checkpoint`]: the full key/shape list and a random-weight checkpoint writer.
+//! * [`quantized_folder`]: writes a pre-quantised (Q8_0/Q4_0) model folder.
 
 pub mod anyres;
 mod blip3;
@@ -20,6 +21,7 @@ mod error;
 mod kv_cache;
 pub mod nn;
 pub mod phi3;
+pub mod quantized_folder;
 pub mod resampler;
 pub mod vision;
 pub mod weights;

@@ -44,13 +44,33 @@ impl Linear {
         out_dim: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = store.matrix(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(store.f32(&format!("{prefix}.bias"), &[out_dim])?)
         } else {
             None
         };
-        Self::with_policy(store, weight, bias)
+        Self::load_weight(store, &format!("{prefix}.weight"), in_dim, out_dim, bias)
+    }
+
+    /// Loads weight `name` [out, in]: the pre-quantised blocks when the
+    /// checkpoint holds them, else the dense tensor, quantised now (and
+    /// recorded in the store for `blip3 quantize`) when the store asks for it.
+    pub fn load_weight(
+        store: &WeightStore,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
+        if let Some(q) = store.prequantized(name, &[out_dim, in_dim])? {
+            return Self::assemble(Weight::Quantized(q), bias);
+        }
+        let weight = store.matrix(name, &[out_dim, in_dim])?;
+        let linear = Self::with_policy(store, weight, bias)?;
+        if let Weight::Quantized(q) = &linear.weight {
+            store.record_quantized(name, q.clone());
+        }
+        Ok(linear)
     }
 
     /// Wraps a loaded weight [out, in], quantising it when the store asks for it.

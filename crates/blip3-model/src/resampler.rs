@@ -92,7 +92,9 @@ impl PerceiverResampler {
     /// is loaded when present (instruct) and skipped when absent (base).
     pub fn load(store: &WeightStore, prefix: &str, cfg: &VisionTokenizerConfig) -> Result<Self> {
         let (dim, lm) = (cfg.vis_feature_dim, cfg.lang_embedding_dim);
-        let text_projection = if store.contains(&format!("{prefix}.text_projection.0.weight")) {
+        let text_projection = if store
+            .contains_weight(&format!("{prefix}.text_projection.0.weight"))
+        {
             Some(TextProjection {
                 first: Linear::load(store, &format!("{prefix}.text_projection.0"), lm, dim, true)?,
                 second: Linear::load(

@@ -29,9 +29,11 @@ impl Block {
         let w = cfg.width;
         let attn = format!("{prefix}.attn");
         // nn.MultiheadAttention stores the fused projection as in_proj_weight/bias.
-        let in_proj = Linear::with_policy(
+        let in_proj = Linear::load_weight(
             store,
-            store.matrix(&format!("{attn}.in_proj_weight"), &[3 * w, w])?,
+            &format!("{attn}.in_proj_weight"),
+            w,
+            3 * w,
             Some(store.f32(&format!("{attn}.in_proj_bias"), &[3 * w])?),
         )?;
         Ok(Self {

@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use blip3_kernels::quantized::{self, QuantizedMatrix};
 
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
@@ -36,6 +39,33 @@ pub enum Quantization {
     Q4_0,
 }
 
+impl Quantization {
+    /// The format's name (`q8_0`, `q4_0`), also its tensor-name suffix in a
+    /// pre-quantised checkpoint.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Parses a format name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
+            _ => None,
+        }
+    }
+}
+
+/// Safetensors header metadata key naming the format of a pre-quantised
+/// checkpoint written by `blip3 quantize`.
+pub const QUANTIZATION_METADATA_KEY: &str = "blip3.quantization";
+
+/// Suffix of the F16 block-scale tensor next to a pre-quantised weight's codes.
+pub const SCALES_SUFFIX: &str = "scales";
+
 struct Entry {
     file: usize,
     dtype: Dtype,
@@ -57,6 +87,10 @@ pub struct WeightStore {
     device: Device,
     policy: WeightDtype,
     quantization: Option<Quantization>,
+    /// Format the checkpoint was pre-quantised to (from its header metadata).
+    stored_quantization: Option<Quantization>,
+    /// Matrices quantised while loading, by weight name (for `blip3 quantize`).
+    quantized_log: Mutex<Vec<(String, Arc<dyn QuantizedMatrix>)>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -103,6 +137,8 @@ impl WeightStore {
             device: device.clone(),
             policy,
             quantization: None,
+            stored_quantization: None,
+            quantized_log: Mutex::new(Vec::new()),
         };
         for path in files {
             store.add_file(&path)?;
@@ -123,6 +159,16 @@ impl WeightStore {
         let (header_len, metadata) =
             SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
         let data_start = 8 + header_len;
+        if let Some(format) = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(QUANTIZATION_METADATA_KEY))
+        {
+            let q = Quantization::from_name(format)
+                .ok_or_else(|| bad(format!("unknown pre-quantised format {format:?}")))?;
+            self.stored_quantization = Some(q);
+            self.quantization = Some(q);
+        }
         let index = self.shards.len();
         for (name, info) in metadata.tensors() {
             let (start, end) = info.data_offsets;
@@ -148,9 +194,134 @@ impl WeightStore {
         Ok(())
     }
 
-    /// Asks linear layers to quantise their weights at load time.
-    pub fn set_quantization(&mut self, quantization: Option<Quantization>) {
-        self.quantization = quantization;
+    /// Asks linear layers to quantise their weights at load time. A
+    /// pre-quantised checkpoint already implies its own format: `None` keeps
+    /// it, another format is an error.
+    pub fn set_quantization(&mut self, quantization: Option<Quantization>) -> Result<()> {
+        match (self.stored_quantization, quantization) {
+            (Some(stored), Some(asked)) if stored != asked => Err(ModelError::Input(format!(
+                "the checkpoint is pre-quantised to {}; it cannot be loaded as {}",
+                stored.name(),
+                asked.name()
+            ))),
+            (Some(_), None) => Ok(()),
+            (_, asked) => {
+                self.quantization = asked;
+                Ok(())
+            }
+        }
+    }
+
+    /// Format the checkpoint was pre-quantised to, if any.
+    pub fn stored_quantization(&self) -> Option<Quantization> {
+        self.stored_quantization
+    }
+
+    /// A pre-quantised weight `name` [rows, cols]: the codes tensor
+    /// `{name}.{format}` and the F16 scales `{name}.scales`. `None` when the
+    /// checkpoint holds `name` unquantised.
+    pub fn prequantized(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<Arc<dyn QuantizedMatrix>>> {
+        let Some(format) = self.stored_quantization else {
+            return Ok(None);
+        };
+        let codes_name = format!("{name}.{}", format.name());
+        if !self.contains(&codes_name) {
+            return Ok(None);
+        }
+        let &[rows, cols] = shape else {
+            return Err(ModelError::Input(format!(
+                "{name}: a quantised weight must be 2-D"
+            )));
+        };
+        let width = quantized::code_width(format.name(), cols).unwrap_or(cols);
+        let (_, codes) = self.bytes(&codes_name, &[rows, width], &[Dtype::U8, Dtype::I8])?;
+        let scales_name = format!("{name}.{SCALES_SUFFIX}");
+        let blocks = cols / blip3_kernels::q8::BLOCK;
+        let (_, scales) = self.bytes(&scales_name, &[rows, blocks], &[Dtype::F16])?;
+        let scales: Vec<half::f16> = scales
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let matrix = quantized::from_parts(format.name(), rows, cols, codes.to_vec(), scales)
+            .ok_or_else(|| ModelError::BadWeights {
+                path: self.shards[0].path.clone(),
+                reason: format!("{name}: codes and scales do not form a {rows}x{cols} matrix"),
+            })?;
+        Ok(Some(matrix))
+    }
+
+    /// Notes a matrix quantised at load time under its weight name.
+    pub fn record_quantized(&self, name: &str, matrix: Arc<dyn QuantizedMatrix>) {
+        if let Ok(mut log) = self.quantized_log.lock() {
+            log.push((name.to_string(), matrix));
+        }
+    }
+
+    /// The matrices quantised while loading, by weight name.
+    pub fn quantized_matrices(&self) -> HashMap<String, Arc<dyn QuantizedMatrix>> {
+        self.quantized_log
+            .lock()
+            .map(|log| log.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The stored bytes of tensor `name` with its dtype and shape, as in the file.
+    pub fn raw_bytes(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
+        let entry = self.entry(name)?;
+        let shard = &self.shards[entry.file];
+        let bytes = &shard.mmap[shard.data_start + entry.start..shard.data_start + entry.end];
+        Ok((entry.dtype, entry.shape.clone(), bytes))
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                searched: self.searched(),
+            })
+    }
+
+    /// Bytes of tensor `name`, checked against `shape` and the allowed dtypes.
+    fn bytes(&self, name: &str, shape: &[usize], dtypes: &[Dtype]) -> Result<(Dtype, &[u8])> {
+        let entry = self.entry(name)?;
+        let shard = &self.shards[entry.file];
+        let file = shard.path.display().to_string();
+        if entry.shape != shape {
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                file,
+                found: entry.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        if !dtypes.contains(&entry.dtype) {
+            return Err(ModelError::UnsupportedDtype {
+                name: name.to_string(),
+                file,
+                dtype: format!("{:?}", entry.dtype),
+            });
+        }
+        let bytes = &shard.mmap[shard.data_start + entry.start..shard.data_start + entry.end];
+        let elem = match entry.dtype {
+            Dtype::U8 | Dtype::I8 => 1,
+            Dtype::F16 | Dtype::BF16 => 2,
+            _ => 4,
+        };
+        if bytes.len() != shape.iter().product::<usize>() * elem {
+            return Err(ModelError::BadWeights {
+                path: shard.path.clone(),
+                reason: format!(
+                    "tensor {name} has {} bytes for shape {shape:?}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok((entry.dtype, bytes))
     }
 
     /// The requested load-time quantisation.
@@ -166,6 +337,14 @@ impl WeightStore {
     /// Whether the checkpoint has a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// Whether the checkpoint has weight `name`, dense or pre-quantised.
+    pub fn contains_weight(&self, name: &str) -> bool {
+        self.contains(name)
+            || self
+                .stored_quantization
+                .is_some_and(|q| self.contains(&format!("{name}.{}", q.name())))
     }
 
     /// All tensor names.
