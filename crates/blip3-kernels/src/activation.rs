@@ -24,6 +24,31 @@ impl Activation {
     }
 }
 
+/// `row ← softmax(row)` in place (max-subtracted, F32); entries equal to
+/// −∞ (masked) become 0. The row must hold at least one finite value.
+pub fn softmax(features: CpuFeatures, row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    #[cfg(target_arch = "x86_64")]
+    let done = if features.avx2_fma {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        unsafe { avx2::exp_shifted(row, max) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = features;
+        0
+    };
+    for v in &mut row[done..] {
+        *v = (*v - max).exp();
+    }
+    let inv = 1.0 / row.iter().sum::<f32>();
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// QuickGELU reference: `x / (1 + e^(−1.702·x))`.
 pub fn quick_gelu_scalar(x: f32) -> f32 {
     x / (1.0 + (-1.702 * x).exp())
@@ -74,6 +99,26 @@ mod avx2 {
         _mm256_mul_ps(p, _mm256_castsi256_ps(pow2))
     }
 
+    /// `v ← e^(v − max)` for the leading multiple of 8 of `row` (−∞ → 0);
+    /// returns how many it did.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_shifted(row: &mut [f32], max: f32) -> usize {
+        let m = _mm256_set1_ps(max);
+        let zero = _mm256_setzero_ps();
+        let floor = _mm256_set1_ps(-87.0);
+        let whole = row.len() / 8 * 8;
+        for c in row[..whole].chunks_exact_mut(8) {
+            let x = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), m);
+            // exp clamps at −87; anything below that (masked −∞ included) is 0.
+            let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(x, floor);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_blendv_ps(zero, exp(x), keep));
+        }
+        whole
+    }
+
     /// # Safety
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
@@ -95,6 +140,31 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_matches_f64_and_zeroes_masked_entries() {
+        for len in [1usize, 7, 8, 37, 730] {
+            let mut row: Vec<f32> = (0..len)
+                .map(|i| ((i * 53) % 17) as f32 * 0.9 - 6.0)
+                .collect();
+            if len > 2 {
+                row[1] = f32::NEG_INFINITY;
+            }
+            let max = row
+                .iter()
+                .cloned()
+                .fold(f64::NEG_INFINITY, |m, v| m.max(f64::from(v)));
+            let e: Vec<f64> = row.iter().map(|&v| (f64::from(v) - max).exp()).collect();
+            let z: f64 = e.iter().sum();
+            softmax(CpuFeatures::detect(), &mut row);
+            for (g, w) in row.iter().zip(&e) {
+                assert!((f64::from(*g) - w / z).abs() < 1e-6, "len {len}");
+            }
+            if len > 2 {
+                assert_eq!(row[1], 0.0);
+            }
+        }
+    }
 
     #[test]
     fn quick_gelu_matches_the_scalar_reference_over_the_range() {

@@ -1,11 +1,17 @@
-//! Decode-step attention: one query per head against the cached keys and
-//! values, read in place from the cache (no transposed copies, no batched
-//! matmul set-up per head), heads in parallel.
+//! Attention kernels.
+//!
+//! * [`decode_attention`]: one query per head against the cached keys and
+//!   values, read in place from the cache (F32 or F16), heads in parallel.
+//! * [`attention`]: many queries (ViT, prefill) over strided Q/K/V, by query
+//!   blocks with the GEMM micro-kernel, causal/sliding-window masks applied
+//!   per block; no full score matrix is materialised.
 
 use half::f16;
 use rayon::prelude::*;
 
+use crate::activation::softmax;
 use crate::cpu::CpuFeatures;
+use crate::gemm::{gemm_serial, DenseRows};
 
 /// Where the cached keys (or values) of one layer live in a flat buffer:
 /// element `(head, position, d)` is at `offset + head·head_stride + position·row_stride + d`.
@@ -119,6 +125,186 @@ pub fn decode_attention<T: CacheElement>(
                 T::axpy(features, p * inv, &v[at..at + head_dim], o);
             }
         });
+}
+
+/// A strided view of a [B, H, T, hd] tensor (Q, K or V) in a flat buffer:
+/// element `(b, h, t, d)` is at `offset + b·batch + h·head + t·token + d`.
+/// Lets attention read heads straight out of a fused QKV projection.
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    /// The buffer.
+    pub data: &'a [f32],
+    /// Offset of (0, 0, 0, 0).
+    pub offset: usize,
+    /// Distance between batch entries.
+    pub batch: usize,
+    /// Distance between heads.
+    pub head: usize,
+    /// Distance between positions.
+    pub token: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A contiguous [B, H, T, hd] buffer.
+    pub fn contiguous(data: &'a [f32], heads: usize, tokens: usize, head_dim: usize) -> Self {
+        Self {
+            data,
+            offset: 0,
+            batch: heads * tokens * head_dim,
+            head: tokens * head_dim,
+            token: head_dim,
+        }
+    }
+
+    /// Rows `t0 .. t0 + out.len() / hd` of head (b, h), contiguous into `out`.
+    fn gather(&self, b: usize, h: usize, t0: usize, hd: usize, out: &mut [f32]) {
+        for (i, row) in out.chunks_exact_mut(hd).enumerate() {
+            let at = self.offset + b * self.batch + h * self.head + (t0 + i) * self.token;
+            row.copy_from_slice(&self.data[at..at + hd]);
+        }
+    }
+}
+
+/// Which keys each query may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every key (ViT, perceiver).
+    All,
+    /// Query `t` sits at absolute position `query_start + t` and sees keys
+    /// `p − window ..= p` of it (`window: None`: all earlier keys).
+    Causal {
+        /// Absolute position of the first query (keys start at position 0).
+        query_start: usize,
+        /// Sliding window W (keys `p − W ..= p`).
+        window: Option<usize>,
+    },
+}
+
+/// Sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    /// Independent sequences B.
+    pub batch: usize,
+    /// Query heads H.
+    pub heads: usize,
+    /// Key/value heads (H is a multiple of it).
+    pub kv_heads: usize,
+    /// Query positions per sequence.
+    pub queries: usize,
+    /// Key positions per sequence.
+    pub keys: usize,
+    /// Head width hd.
+    pub head_dim: usize,
+}
+
+/// Queries per block: the score block `QUERY_BLOCK × keys` stays in L2.
+const QUERY_BLOCK: usize = 96;
+
+/// Multi-query attention `softmax(scale · Q·Kᵀ + mask) · V` for every
+/// sequence and head, written to `out` as [B, queries, H·hd] (heads merged,
+/// ready for the output projection).
+///
+/// Heads run in parallel; each processes blocks of queries with the GEMM
+/// micro-kernel for both products, so only a `block × keys` score tile exists
+/// at a time (never the [B, H, queries, keys] matrix).
+pub fn attention(
+    shape: AttentionShape,
+    q: Strided,
+    k: Strided,
+    v: Strided,
+    scale: f32,
+    visibility: Visibility,
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        batch,
+        heads,
+        kv_heads,
+        queries,
+        keys,
+        head_dim: hd,
+    } = shape;
+    assert_eq!(out.len(), batch * queries * heads * hd, "output size");
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "head grouping"
+    );
+    let features = CpuFeatures::detect();
+    let group = heads / kv_heads;
+    // One [queries, hd] result per (sequence, head), scattered afterwards.
+    let per_head: Vec<Vec<f32>> = (0..batch * heads)
+        .into_par_iter()
+        .map(|bh| {
+            let (b, h) = (bh / heads, bh % heads);
+            let kvh = h / group;
+            let mut keys_h = vec![0f32; keys * hd];
+            k.gather(b, kvh, 0, hd, &mut keys_h);
+            // Vᵀ [hd, keys], so P·V is again "rows times rows".
+            let mut values_h = vec![0f32; keys * hd];
+            v.gather(b, kvh, 0, hd, &mut values_h);
+            let mut values_t = vec![0f32; hd * keys];
+            for (j, row) in values_h.chunks_exact(hd).enumerate() {
+                for (d, &x) in row.iter().enumerate() {
+                    values_t[d * keys + j] = x;
+                }
+            }
+            let mut result = vec![0f32; queries * hd];
+            let mut q_block = vec![0f32; QUERY_BLOCK * hd];
+            let mut scores = vec![0f32; QUERY_BLOCK * keys];
+            for t0 in (0..queries).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(queries - t0);
+                let (lo, hi) = match visibility {
+                    Visibility::All => (0, keys),
+                    Visibility::Causal {
+                        query_start,
+                        window,
+                    } => {
+                        let first = query_start + t0;
+                        let lo = window.map_or(0, |w| first.saturating_sub(w));
+                        (lo.min(keys), (query_start + t0 + rows).min(keys))
+                    }
+                };
+                let span = hi - lo;
+                let qb = &mut q_block[..rows * hd];
+                q.gather(b, h, t0, hd, qb);
+                for x in qb.iter_mut() {
+                    *x *= scale;
+                }
+                let s = &mut scores[..rows * span];
+                if span > 0 {
+                    let kw = DenseRows::new(&keys_h[lo * hd..hi * hd], span, hd).expect("key rows");
+                    gemm_serial(qb, rows, &kw, s);
+                }
+                for (i, row) in s.chunks_exact_mut(span.max(1)).enumerate().take(rows) {
+                    if let Visibility::Causal {
+                        query_start,
+                        window,
+                    } = visibility
+                    {
+                        let p = query_start + t0 + i;
+                        let first = window.map_or(0, |w| p.saturating_sub(w));
+                        for (j, x) in row.iter_mut().enumerate() {
+                            let key = lo + j;
+                            if key > p || key < first {
+                                *x = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                    softmax(features, row);
+                }
+                let vw = DenseRows::strided(&values_t[lo..], hd, span, keys).expect("value rows");
+                gemm_serial(s, rows, &vw, &mut result[t0 * hd..(t0 + rows) * hd]);
+            }
+            result
+        })
+        .collect();
+    for (bh, result) in per_head.iter().enumerate() {
+        let (b, h) = (bh / heads, bh % heads);
+        for (t, row) in result.chunks_exact(hd).enumerate() {
+            let at = ((b * queries + t) * heads + h) * hd;
+            out[at..at + hd].copy_from_slice(row);
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -276,6 +462,160 @@ mod tests {
             }
         }
         out
+    }
+
+    /// F64 reference for [`attention`] on contiguous [B, H, T, hd] inputs.
+    #[allow(clippy::too_many_arguments)]
+    fn multi_reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: AttentionShape,
+        scale: f64,
+        visibility: Visibility,
+    ) -> Vec<f32> {
+        let AttentionShape {
+            batch,
+            heads,
+            kv_heads,
+            queries,
+            keys,
+            head_dim: hd,
+        } = shape;
+        let mut out = vec![0f32; batch * queries * heads * hd];
+        for b in 0..batch {
+            for h in 0..heads {
+                let kvh = h / (heads / kv_heads);
+                for t in 0..queries {
+                    let visible: Vec<usize> = (0..keys)
+                        .filter(|&j| match visibility {
+                            Visibility::All => true,
+                            Visibility::Causal {
+                                query_start,
+                                window,
+                            } => {
+                                let p = query_start + t;
+                                j <= p && window.is_none_or(|w| j + w >= p)
+                            }
+                        })
+                        .collect();
+                    let qa = ((b * heads + h) * queries + t) * hd;
+                    let s: Vec<f64> = visible
+                        .iter()
+                        .map(|&j| {
+                            let ka = ((b * kv_heads + kvh) * keys + j) * hd;
+                            scale
+                                * (0..hd)
+                                    .map(|d| f64::from(q[qa + d]) * f64::from(k[ka + d]))
+                                    .sum::<f64>()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let acc: f64 = visible
+                            .iter()
+                            .zip(&e)
+                            .map(|(&j, p)| {
+                                p / z * f64::from(v[((b * kv_heads + kvh) * keys + j) * hd + d])
+                            })
+                            .sum();
+                        out[((b * queries + t) * heads + h) * hd + d] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn multi_query_attention_matches_reference_with_masks() {
+        let cases = [
+            // (batch, heads, kv_heads, queries, keys, hd, visibility)
+            (2, 3, 3, 37, 37, 20, Visibility::All),
+            (1, 2, 2, 200, 200, 80, Visibility::All),
+            (
+                1,
+                4,
+                2,
+                50,
+                50,
+                16,
+                Visibility::Causal {
+                    query_start: 0,
+                    window: None,
+                },
+            ),
+            (
+                1,
+                2,
+                1,
+                30,
+                130,
+                24,
+                Visibility::Causal {
+                    query_start: 100,
+                    window: None,
+                },
+            ),
+            (
+                1,
+                2,
+                2,
+                150,
+                150,
+                13,
+                Visibility::Causal {
+                    query_start: 0,
+                    window: Some(40),
+                },
+            ),
+            (
+                1,
+                1,
+                1,
+                10,
+                60,
+                8,
+                Visibility::Causal {
+                    query_start: 50,
+                    window: Some(5),
+                },
+            ),
+        ];
+        for (batch, heads, kv_heads, queries, keys, hd, visibility) in cases {
+            let shape = AttentionShape {
+                batch,
+                heads,
+                kv_heads,
+                queries,
+                keys,
+                head_dim: hd,
+            };
+            let q = test_data(batch * heads * queries * hd, 11);
+            let k = test_data(batch * kv_heads * keys * hd, 12);
+            let v = test_data(batch * kv_heads * keys * hd, 13);
+            let view = Strided::contiguous;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut out = vec![0f32; batch * queries * heads * hd];
+            attention(
+                shape,
+                view(&q, heads, queries, hd),
+                view(&k, kv_heads, keys, hd),
+                view(&v, kv_heads, keys, hd),
+                scale,
+                visibility,
+                &mut out,
+            );
+            let want = multi_reference(&q, &k, &v, shape, f64::from(scale), visibility);
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 2e-5, "{shape:?} {visibility:?}: {worst}");
+        }
     }
 
     #[test]

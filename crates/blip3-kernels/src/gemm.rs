@@ -70,18 +70,37 @@ impl DenseElement for f16 {
     }
 }
 
-/// A dense row-major weight [rows, cols] in F32, BF16 or F16.
+/// A dense row-major weight [rows, cols] in F32, BF16 or F16 (rows `stride`
+/// elements apart).
 #[derive(Debug, Clone, Copy)]
 pub struct DenseRows<'a, T> {
     data: &'a [T],
     rows: usize,
     cols: usize,
+    stride: usize,
 }
 
 impl<'a, T: DenseElement> DenseRows<'a, T> {
     /// Views `data` as [rows, cols]; `None` when the length does not match.
     pub fn new(data: &'a [T], rows: usize, cols: usize) -> Option<Self> {
-        (data.len() == rows * cols).then_some(Self { data, rows, cols })
+        (data.len() == rows * cols).then_some(Self {
+            data,
+            rows,
+            cols,
+            stride: cols,
+        })
+    }
+
+    /// Views `data` as [rows, cols] with rows `stride` elements apart (a
+    /// column range of a wider matrix); `None` when it does not fit.
+    pub fn strided(data: &'a [T], rows: usize, cols: usize, stride: usize) -> Option<Self> {
+        let fits = rows == 0 || (stride >= cols && (rows - 1) * stride + cols <= data.len());
+        fits.then_some(Self {
+            data,
+            rows,
+            cols,
+            stride,
+        })
     }
 }
 
@@ -93,7 +112,7 @@ impl<T: DenseElement> WeightRows for DenseRows<'_, T> {
         self.cols
     }
     fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
-        let start = row * self.cols + k0;
+        let start = row * self.stride + k0;
         T::widen(&self.data[start..start + out.len()], out);
     }
 }
@@ -134,6 +153,23 @@ pub fn gemm(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
 
 /// [`gemm`] followed by a bias and an activation, fused into the tile stores.
 pub fn gemm_with(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32], epilogue: Epilogue) {
+    gemm_impl(a, m, w, c, epilogue, true);
+}
+
+/// [`gemm`] on the calling thread only (for callers that already run one
+/// small product per thread, such as attention heads).
+pub fn gemm_serial(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32]) {
+    gemm_impl(a, m, w, c, Epilogue::default(), false);
+}
+
+fn gemm_impl(
+    a: &[f32],
+    m: usize,
+    w: &dyn WeightRows,
+    c: &mut [f32],
+    epilogue: Epilogue,
+    parallel: bool,
+) {
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(a.len(), m * k, "left operand size");
     assert_eq!(c.len(), m * n, "output size");
@@ -153,34 +189,44 @@ pub fn gemm_with(a: &[f32], m: usize, w: &dyn WeightRows, c: &mut [f32], epilogu
     let features = CpuFeatures::detect();
     // Rectangles of C: few row ranges (each packs W once more), each split
     // into enough column ranges to keep every thread busy.
-    let threads = rayon::current_num_threads().max(1);
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
     let row_tasks = m.div_ceil(ROWS_PER_TASK);
     let rows_per_task = m.div_ceil(row_tasks).div_ceil(MR) * MR;
-    let col_tasks = (TASKS_PER_THREAD * threads).min(n.div_ceil(NR));
+    let col_tasks = if parallel {
+        (TASKS_PER_THREAD * threads).min(n.div_ceil(NR))
+    } else {
+        1
+    };
     let cols_per_task = n.div_ceil(col_tasks).div_ceil(NR) * NR;
     let out = Output(c.as_mut_ptr());
     for i0 in (0..m).step_by(rows_per_task) {
         let rows = rows_per_task.min(m - i0);
         // Packed once per row range, shared by its column tasks.
         let packed_a = pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
-        (0..n)
-            .into_par_iter()
-            .step_by(cols_per_task)
-            .for_each(|j0| {
-                let task = Task {
-                    features,
-                    packed_a: &packed_a,
-                    rows,
-                    first_row: i0,
-                    w,
-                    cols: j0..(j0 + cols_per_task).min(n),
-                    epilogue: &epilogue,
-                };
-                // SAFETY: `out` points to `c`, [m, n]; the column ranges of
-                // one row range tile it without overlap, each task writes
-                // only its own rectangle, and row ranges run one after another.
-                unsafe { task.run(&out, n) };
-            });
+        let run = |j0: usize| {
+            let task = Task {
+                features,
+                packed_a: &packed_a,
+                rows,
+                first_row: i0,
+                w,
+                cols: j0..(j0 + cols_per_task).min(n),
+                epilogue: &epilogue,
+            };
+            // SAFETY: `out` points to `c`, [m, n]; the column ranges of one
+            // row range tile it without overlap, each task writes only its
+            // own rectangle, and row ranges run one after another.
+            unsafe { task.run(&out, n) };
+        };
+        if parallel {
+            (0..n).into_par_iter().step_by(cols_per_task).for_each(run);
+        } else {
+            (0..n).step_by(cols_per_task).for_each(run);
+        }
     }
 }
 

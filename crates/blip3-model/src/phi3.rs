@@ -10,7 +10,9 @@ use candle_core::{Device, Tensor, D};
 use crate::config::Phi3Config;
 use crate::decoupled::{DecoupledEmbedding, DecoupledHead};
 pub use crate::kv_cache::{KvCache, KvPrecision};
-use crate::nn::{attention, Linear, RmsNorm};
+use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
+
+use crate::nn::{Linear, RmsNorm};
 use crate::weights::WeightStore;
 use crate::{ModelError, Result};
 
@@ -188,13 +190,12 @@ impl Phi3 {
                 self.cfg.max_position_embeddings
             )));
         }
-        let mask = self.mask(start, len, embeds.device())?;
         cache.reserve(start + len);
         let mut x = embeds.clone();
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
             let qkv = layer.qkv_proj.forward(&h)?;
-            let out = self.attend(&qkv, cache, li, mask.as_ref())?;
+            let out = self.attend(&qkv, cache, li)?;
             x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
         }
         cache.advance(len);
@@ -225,10 +226,6 @@ impl Phi3 {
                 full.len() + 1
             )));
         }
-        let masks = caches
-            .iter()
-            .map(|c| self.mask(c.len(), 1, embeds.device()))
-            .collect::<Result<Vec<_>>>()?;
         for cache in caches.iter_mut() {
             cache.reserve(cache.len() + 1);
         }
@@ -237,9 +234,9 @@ impl Phi3 {
             let h = layer.input_layernorm.forward(&x)?;
             let qkv = layer.qkv_proj.forward(&h)?;
             let mut outs = Vec::with_capacity(rows);
-            for (b, (cache, mask)) in caches.iter_mut().zip(&masks).enumerate() {
+            for (b, cache) in caches.iter_mut().enumerate() {
                 let row = qkv.narrow(0, b, 1)?;
-                outs.push(self.attend(&row, cache, li, mask.as_ref())?);
+                outs.push(self.attend(&row, cache, li)?);
             }
             let out = Tensor::cat(&outs, 0)?;
             x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
@@ -255,40 +252,12 @@ impl Phi3 {
         self.head.forward(hidden)
     }
 
-    /// Additive mask [L, start+L] for causal + sliding-window attention, or
-    /// `None` when every query may see every cached key (one query, no window cut).
-    fn mask(&self, start: usize, len: usize, device: &Device) -> Result<Option<Tensor>> {
-        let total = start + len;
-        let window = self.cfg.sliding_window;
-        let cut = window.is_some_and(|w| total > w + 1);
-        if len == 1 && !cut {
-            return Ok(None);
-        }
-        let mut m = vec![0f32; len * total];
-        for qi in 0..len {
-            let i = start + qi;
-            for j in 0..total {
-                let too_old = window.is_some_and(|w| j + w < i);
-                if j > i || too_old {
-                    m[qi * total + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Ok(Some(Tensor::from_vec(m, (len, total), device)?))
-    }
-
     /// Self-attention of one sequence: `qkv` [L, (H + 2·KV)·hd] at positions
     /// `cache.len()..+L` → RoPE, store keys/values in layer `li` of the cache,
     /// attend → [L, d] (heads merged, before `o_proj`). One position reads the
     /// cache in place with the decode kernel; several positions (prefill) use
-    /// the masked attention on the cached keys/values widened to F32.
-    fn attend(
-        &self,
-        qkv: &Tensor,
-        cache: &mut KvCache,
-        li: usize,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    /// the blocked causal/sliding-window kernel on the cached keys/values.
+    fn attend(&self, qkv: &Tensor, cache: &mut KvCache, li: usize) -> Result<Tensor> {
         let len = qkv.dim(0)?;
         let start = cache.len();
         let (heads, kv_heads, hd) = (
@@ -327,22 +296,29 @@ impl Phi3 {
             return Ok(Tensor::from_vec(out, (1, heads * hd), q.device())?);
         }
         let (keys, values) = cache.read(li, total);
-        let k = Tensor::from_vec(keys, (1, kv_heads, total, hd), q.device())?;
-        let v = Tensor::from_vec(values, (1, kv_heads, total, hd), q.device())?;
-        let (k, v) = if kv_heads != heads {
-            let rep = heads / kv_heads;
-            let expand = |t: &Tensor| -> Result<Tensor> {
-                let (b, n, l, e) = t.dims4()?;
-                Ok(t.unsqueeze(2)?
-                    .broadcast_as((b, n, rep, l, e))?
-                    .reshape((b, n * rep, l, e))?)
-            };
-            (expand(&k)?, expand(&v)?)
-        } else {
-            (k, v)
+        let qs = flat(&q)?;
+        let shape = AttentionShape {
+            batch: 1,
+            heads,
+            kv_heads,
+            queries: len,
+            keys: total,
+            head_dim: hd,
         };
-        let out = attention(&q, &k, &v, scale, mask)?;
-        Ok(out.transpose(1, 2)?.reshape((len, heads * hd))?)
+        let mut out = vec![0f32; len * heads * hd];
+        blip3_kernels::attention::attention(
+            shape,
+            Strided::contiguous(&qs, heads, len, hd),
+            Strided::contiguous(&keys, kv_heads, total, hd),
+            Strided::contiguous(&values, kv_heads, total, hd),
+            scale as f32,
+            Visibility::Causal {
+                query_start: start,
+                window: self.cfg.sliding_window,
+            },
+            &mut out,
+        );
+        Ok(Tensor::from_vec(out, (len, heads * hd), q.device())?)
     }
 
     /// `x + down(silu(gate) · up)` on `post_attention_layernorm(x)`.

@@ -7,8 +7,9 @@ use candle_core::{Tensor, D};
 
 use crate::config::VisionCfg;
 use blip3_kernels::activation::Activation;
+use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
 
-use crate::nn::{attention, LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -62,13 +63,35 @@ impl Block {
         let (n, t, w) = x.dims3()?;
         let hd = w / heads;
         let qkv = self.in_proj.forward(&self.ln_1.forward(x)?)?;
-        // [N, T, 3, H, hd] → three [N, H, T, hd]
-        let qkv = qkv
-            .reshape((n, t, 3, heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        let out = attention(&q, &k, &v, 1.0 / (hd as f64).sqrt(), None)?;
-        let out = out.transpose(1, 2)?.reshape((n, t, w))?;
+        // [N, T, 3W] = (q | k | v), each W = heads × hd: read in place by the
+        // blocked attention kernel, which writes [N, T, W] with heads merged.
+        let data: Vec<f32> = qkv.flatten_all()?.to_vec1()?;
+        let part = |i: usize| Strided {
+            data: &data,
+            offset: i * w,
+            batch: t * 3 * w,
+            head: hd,
+            token: 3 * w,
+        };
+        let shape = AttentionShape {
+            batch: n,
+            heads,
+            kv_heads: heads,
+            queries: t,
+            keys: t,
+            head_dim: hd,
+        };
+        let mut out = vec![0f32; n * t * w];
+        blip3_kernels::attention::attention(
+            shape,
+            part(0),
+            part(1),
+            part(2),
+            1.0 / (hd as f32).sqrt(),
+            Visibility::All,
+            &mut out,
+        );
+        let out = Tensor::from_vec(out, (n, t, w), x.device())?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .c_fc
