@@ -14,8 +14,10 @@ import sys
 # Decoder (qkv, o, gate_up, down for 32 layers) + the 32012 head rows blip3 keeps.
 DECODER_WEIGHTS = 32 * (9216 + 3072 + 16384 + 8192) * 3072
 HEAD_WEIGHTS = 32012 * 3072
-# Bytes per weight as blip3-rs holds them in memory.
-BLIP3_BPW = {"bf16": 2.0, "q8_0": 36 / 32, "q4_0": 18 / 32}
+# Bytes per weight as blip3-rs holds them in memory (block formats as in GGML).
+BLIP3_BPW = {"bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_k": 144 / 256}
+# llama.cpp format compared with each of ours.
+LLAMA_OF = {"bf16": "f16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k": "Q4_K_S"}
 
 
 def load(folder, name):
@@ -68,9 +70,11 @@ def main():
     folder = sys.argv[1]
     bw = load(folder, "bandwidth.json")
     bandwidth = bw["read_bytes_per_s_all_threads"] if bw else None
-    ours = {f: load(folder, f"blip3-{f}.json") for f in ["bf16", "q8_0", "q4_0"]}
+    ours = {f: load(folder, f"blip3-{f}.json") for f in BLIP3_BPW}
+    ours = {f: r for f, r in ours.items() if r is not None or f != "q4_k"}
     torch = {d: load(folder, f"pytorch-{d}.json") for d in ["f32", "bf16"]}
-    llama = {q: llama_rates(load(folder, f"llama-{q}.json")) for q in ["f16", "Q8_0", "Q4_0"]}
+    llama = {q: llama_rates(load(folder, f"llama-{q}.json")) for q in LLAMA_OF.values()}
+    llama = {q: v for q, v in llama.items() if v[0] is not None or q != "Q4_K_S"}
     base = ours["bf16"] or {}
     out = []
     p = out.append
@@ -107,8 +111,8 @@ def main():
         rows.append(("PyTorch", d, r and r.get("prefill_tokens_per_s")))
     for q, (pp, _, n_p, _) in llama.items():
         rows.append((f"llama.cpp pp{n_p}", q.lower(), pp))
-    pairs = {"PyTorch f32": "bf16", "PyTorch bf16": "bf16", "llama.cpp f16": "bf16",
-             "llama.cpp q8_0": "q8_0", "llama.cpp q4_0": "q4_0"}
+    pairs = {"PyTorch f32": "bf16", "PyTorch bf16": "bf16"}
+    pairs.update({f"llama.cpp {q.lower()}": f for f, q in LLAMA_OF.items()})
     for eng, f, rate in rows:
         key = f"{eng.split(' pp')[0]} {f}"
         mine = ours.get(pairs.get(key, ""), None)
@@ -136,8 +140,8 @@ def main():
     for q, (_, tg, _, _) in llama.items():
         bpt = streamed_gguf_bytes(folder, q)
         roof = f"{100 * tg * bpt / bandwidth:.0f} %" if (tg and bpt and bandwidth) else "–"
-        mine_fmt = {"f16": "bf16", "Q8_0": "q8_0", "Q4_0": "q4_0"}[q]
-        mine = ours[mine_fmt] and ours[mine_fmt].get("decode_tokens_per_s")
+        mine_fmt = {v: k for k, v in LLAMA_OF.items()}[q]
+        mine = ours.get(mine_fmt) and ours[mine_fmt].get("decode_tokens_per_s")
         ratio = mine / tg if (mine and tg) else None
         bpt_s = f"{bpt / 1e9:.2f} GB" if bpt else "–"
         p(f"| llama.cpp tg64, empty context | {q.lower()} | {'not run' if tg is None else f'{tg:.2f}'} | {bpt_s} | {roof} | {fmt_ratio(ratio)} (vs blip3 {mine_fmt}) |")

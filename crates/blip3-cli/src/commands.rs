@@ -169,7 +169,13 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 pub fn dump(args: DumpArgs) -> Result<ExitCode> {
-    let pipeline = load(&args.model.load)?;
+    // The parity harness keeps an exact (F32) KV cache unless asked otherwise,
+    // whatever the weights' precision.
+    let mut load_args = args.model.load.clone();
+    if matches!(load_args.kv_cache, crate::KvArg::Auto) {
+        load_args.kv_cache = crate::KvArg::F32;
+    }
+    let pipeline = load(&load_args)?;
     let params = GenerationParams::greedy(args.max_new_tokens);
     let (output, prompt) = run(&pipeline, &args.model, &params, true)?;
     let info = DumpInfo {
@@ -357,6 +363,11 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let prefill_tokens = runs[0].timings.prefill_tokens;
     let decode_tokens = runs[0].timings.generated_tokens.saturating_sub(1);
     let lm = pipeline.model().lm();
+    let simd_name = if blip3_kernels::cpu::CpuFeatures::detect().avx2_fma {
+        "avx2-fma"
+    } else {
+        "scalar"
+    };
     let value = serde_json::json!({
         "load_s": load_s,
         "preprocess_s": pick(&|r| r.timings.preprocess_s),
@@ -373,7 +384,9 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         "weights_format": lm.weight_dtype(),
         "kv_cache": lm.kv_precision().name(),
         "kernels": {
-            "matmul": "candle-gemm (f32; half-precision weights widened per product)",
+            "matmul": format!("blip3-kernels packing gemm ({simd_name}; weights read in their own format)"),
+            "attention": "blip3-kernels blocked multi-query attention (prefill, ViT); in-place cache attention (decode)",
+            "kv_cache": lm.kv_precision().name(),
             "decode_gemv": decode_kernel_name(&lm.weight_dtype()),
         },
         "repeat": args.repeat,
@@ -403,7 +416,7 @@ fn decode_kernel_name(format: &str) -> String {
         "scalar"
     };
     match format {
-        "bf16" | "q8_0" | "q4_0" => format!("{format}-gemv-{simd}"),
+        "bf16" | "q8_0" | "q4_0" | "q4_k" => format!("{format}-gemv-{simd}"),
         other => format!("candle-matmul ({other})"),
     }
 }
@@ -432,6 +445,7 @@ impl QuantArg {
         match self {
             QuantArg::Q8_0 => blip3_model::weights::Quantization::Q8_0,
             QuantArg::Q4_0 => blip3_model::weights::Quantization::Q4_0,
+            QuantArg::Q4K => blip3_model::weights::Quantization::Q4K,
         }
     }
 }

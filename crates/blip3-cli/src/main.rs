@@ -141,7 +141,7 @@ struct LoadArgs {
     /// In-memory weight dtype: as stored, f32 (reference precision) or bf16 (half memory).
     #[arg(long, value_enum, default_value_t = DtypeArg::Auto)]
     dtype: DtypeArg,
-    /// Quantise linear-layer weights at load time (ViT, perceiver, language model).
+    /// Quantise linear-layer weights at load time (ViT, perceiver, language model; the token embedding stays as stored).
     #[arg(long, value_enum)]
     quantize: Option<QuantArg>,
     /// Image cropping: the config's choice, anyres (global + grid) or pad (one crop).
@@ -153,7 +153,7 @@ struct LoadArgs {
     /// Worker threads for tensor kernels (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Key/value-cache precision: auto (f32 with f32 weights, else f16), f32 or f16.
+    /// Key/value-cache precision: auto (f32 with f32 weights, else f16; `dump`: f32), f32 or f16.
     #[arg(long, value_enum, default_value_t = KvArg::Auto)]
     kv_cache: KvArg,
 }
@@ -295,6 +295,9 @@ enum QuantArg {
     /// GGML Q4_0 (4-bit blocks of 32 with an F16 scale).
     #[value(name = "q4_0")]
     Q4_0,
+    /// GGML Q4_K (4-bit super-blocks of 256 with 6-bit sub-block scales and minimums).
+    #[value(name = "q4_k")]
+    Q4K,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

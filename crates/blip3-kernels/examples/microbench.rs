@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use blip3_kernels::quantized::QuantizedMatrix;
-use blip3_kernels::{bandwidth, gemv, q4::Q4Matrix, q8::Q8Matrix};
+use blip3_kernels::{bandwidth, gemv, q4::Q4Matrix, q4k::Q4KMatrix, q8::Q8Matrix};
 use half::bf16;
 
 /// (rows, cols) of one Phi-3-mini decoder layer's products.
@@ -78,9 +78,10 @@ fn main() {
     drop(bf);
 
     type Quantize = fn(&[f32], usize, usize) -> Box<dyn QuantizedMatrix>;
-    let formats: [Quantize; 2] = [
+    let formats: [Quantize; 3] = [
         |w, n, k| Box::new(Q8Matrix::quantize(w, n, k).expect("k is a multiple of 32")),
         |w, n, k| Box::new(Q4Matrix::quantize(w, n, k).expect("k is a multiple of 32")),
+        |w, n, k| Box::new(Q4KMatrix::quantize(w, n, k).expect("k is a multiple of 256")),
     ];
     for quantize in formats {
         let mats: Vec<Box<dyn QuantizedMatrix>> = weights

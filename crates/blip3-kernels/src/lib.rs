@@ -14,7 +14,8 @@
 //! * [`widen`]: parallel BF16 → F32 widening (candle fallbacks).
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
-//! * [`quantized`]: the one interface layers use for either format.
+//! * [`q4k`]: Q4_K super-blocks (6-bit sub-block scales and minimums) and their GEMV.
+//! * [`quantized`]: the one interface layers use for every block format.
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //!
@@ -27,6 +28,7 @@ pub mod cpu;
 pub mod gemm;
 pub mod gemv;
 pub mod q4;
+pub mod q4k;
 pub mod q8;
 pub mod quantized;
 mod shared;

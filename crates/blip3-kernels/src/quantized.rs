@@ -8,6 +8,7 @@ use half::f16;
 
 use crate::gemm::WeightRows;
 use crate::q4::{gemv_q4, Q4Matrix};
+use crate::q4k::{gemv_q4k, Q4KMatrix, SUPER_BLOCK};
 use crate::q8::{gemv_q8, Q8Matrix};
 
 /// A row-major [N, K] weight matrix in a block-quantised format; as
@@ -22,15 +23,26 @@ pub trait QuantizedMatrix: WeightRows + std::fmt::Debug + Send + Sync {
     /// The block codes as stored (row-major, [`code_width`] bytes per row),
     /// for writing a pre-quantised checkpoint.
     fn code_bytes(&self) -> Cow<'_, [u8]>;
-    /// One F16 scale per block, row-major.
+    /// The F16 scales, row-major ([`scales_per_row`] per row).
     fn scales(&self) -> &[f16];
 }
 
-/// Bytes of codes per row of `cols` weights in `format`.
+/// Bytes of codes per row of `cols` weights in `format` (Q4_K: the 12
+/// sub-scale bytes then the 128 code bytes of each super-block).
 pub fn code_width(format: &str, cols: usize) -> Option<usize> {
     match format {
         "q8_0" => Some(cols),
         "q4_0" => Some(cols / 2),
+        "q4_k" => Some(cols / SUPER_BLOCK * 140),
+        _ => None,
+    }
+}
+
+/// F16 scales per row of `cols` weights in `format`.
+pub fn scales_per_row(format: &str, cols: usize) -> Option<usize> {
+    match format {
+        "q8_0" | "q4_0" => Some(cols / crate::q8::BLOCK),
+        "q4_k" => Some(2 * cols / SUPER_BLOCK),
         _ => None,
     }
 }
@@ -45,13 +57,34 @@ pub fn from_parts(
     codes: Vec<u8>,
     scales: Vec<f16>,
 ) -> Option<Arc<dyn QuantizedMatrix>> {
-    let blocks = cols
-        .is_multiple_of(crate::q8::BLOCK)
-        .then_some(rows * cols / crate::q8::BLOCK)?;
-    if scales.len() != blocks || codes.len() != rows * code_width(format, cols)? {
+    let unit = if format == "q4_k" {
+        SUPER_BLOCK
+    } else {
+        crate::q8::BLOCK
+    };
+    if !cols.is_multiple_of(unit)
+        || scales.len() != rows * scales_per_row(format, cols)?
+        || codes.len() != rows * code_width(format, cols)?
+    {
         return None;
     }
     Some(match format {
+        "q4_k" => {
+            let supers = rows * cols / SUPER_BLOCK;
+            let mut sub_scales = Vec::with_capacity(supers * 12);
+            let mut packed = Vec::with_capacity(supers * 128);
+            for chunk in codes.chunks_exact(140) {
+                sub_scales.extend_from_slice(&chunk[..12]);
+                packed.extend_from_slice(&chunk[12..]);
+            }
+            Arc::new(Q4KMatrix {
+                rows,
+                cols,
+                scales,
+                sub_scales,
+                codes: packed,
+            })
+        }
         "q8_0" => Arc::new(Q8Matrix {
             rows,
             cols,
@@ -115,6 +148,45 @@ impl QuantizedMatrix for Q4Matrix {
     }
 }
 
+impl QuantizedMatrix for Q4KMatrix {
+    fn format(&self) -> &'static str {
+        "q4_k"
+    }
+    fn size_bytes(&self) -> usize {
+        Q4KMatrix::size_bytes(self)
+    }
+    fn gemv(&self, x: &[f32], y: &mut [f32], m: usize) {
+        gemv_q4k(self, x, y, m)
+    }
+    fn code_bytes(&self) -> Cow<'_, [u8]> {
+        let mut out = Vec::with_capacity(self.sub_scales.len() + self.codes.len());
+        for (s, c) in self
+            .sub_scales
+            .chunks_exact(12)
+            .zip(self.codes.chunks_exact(128))
+        {
+            out.extend_from_slice(s);
+            out.extend_from_slice(c);
+        }
+        Cow::Owned(out)
+    }
+    fn scales(&self) -> &[f16] {
+        &self.scales
+    }
+}
+
+impl WeightRows for Q4KMatrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
+        self.dequantize_range(row, k0, out)
+    }
+}
+
 impl WeightRows for Q4Matrix {
     fn rows(&self) -> usize {
         self.rows
@@ -133,14 +205,15 @@ mod tests {
 
     #[test]
     fn parts_round_trip_for_both_formats() {
-        let (n, k) = (3, 64);
+        let (n, k) = (3, 256);
         let v: Vec<f32> = (0..n * k)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
         let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.1).sin()).collect();
-        let mats: [Arc<dyn QuantizedMatrix>; 2] = [
+        let mats: [Arc<dyn QuantizedMatrix>; 3] = [
             Arc::new(Q8Matrix::quantize(&v, n, k).unwrap()),
             Arc::new(Q4Matrix::quantize(&v, n, k).unwrap()),
+            Arc::new(Q4KMatrix::quantize(&v, n, k).unwrap()),
         ];
         for m in mats {
             let back = from_parts(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use blip3_kernels::activation::Activation;
 use blip3_kernels::gemm;
 use blip3_kernels::q4::Q4Matrix;
+use blip3_kernels::q4k::Q4KMatrix;
 use blip3_kernels::q8::{self, Q8Matrix};
 use blip3_kernels::quantized::QuantizedMatrix;
 use candle_core::{DType, Tensor, D};
@@ -79,11 +80,19 @@ impl Linear {
         let weight = match store.quantization() {
             Some(format) if in_dim % q8::BLOCK == 0 => {
                 let values: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                let q4_0 = || {
+                    Q4Matrix::quantize(&values, out_dim, in_dim)
+                        .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>)
+                };
                 let quantized: Option<Arc<dyn QuantizedMatrix>> = match format {
                     Quantization::Q8_0 => Q8Matrix::quantize(&values, out_dim, in_dim)
                         .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>),
-                    Quantization::Q4_0 => Q4Matrix::quantize(&values, out_dim, in_dim)
-                        .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>),
+                    Quantization::Q4_0 => q4_0(),
+                    // Rows that are not whole 256-value super-blocks fall back
+                    // to Q4_0 (same bits per weight), as llama.cpp does.
+                    Quantization::Q4K => Q4KMatrix::quantize(&values, out_dim, in_dim)
+                        .map(|q| Arc::new(q) as Arc<dyn QuantizedMatrix>)
+                        .or_else(q4_0),
                 };
                 quantized.map_or(Weight::Dense(weight), Weight::Quantized)
             }

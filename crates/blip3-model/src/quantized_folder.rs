@@ -1,8 +1,10 @@
 //! Writes a pre-quantised model folder (`blip3 quantize`): the source folder's
 //! configuration and tokenizer files, and one `model.safetensors` in which
 //! every weight the loader would quantise is stored as its blocks — the codes
-//! as `{name}.q8_0` (I8 [N, K]) or `{name}.q4_0` (U8 [N, K/2]) and the F16
-//! scales as `{name}.scales` [N, K/32] — and every other tensor as it was.
+//! as `{name}.q8_0` (I8 [N, K]), `{name}.q4_0` (U8 [N, K/2]) or `{name}.q4_k`
+//! (U8 [N, K/256·140]: per super-block 12 sub-scale bytes then 128 code
+//! bytes) and the F16 scales as `{name}.scales` ([N, K/32]; Q4_K: `d`, `dmin`
+//! per super-block, [N, K/128]) — and every other tensor as it was.
 //! The header metadata names the format, so loading the folder needs no
 //! `--quantize` and does no quantisation work for those weights.
 //!
@@ -95,24 +97,20 @@ pub fn write_quantized_folder(
     let mut tensors = Vec::with_capacity(names.len() + quantized.len());
     for name in names {
         if let Some(q) = quantized.get(name) {
-            let (rows, cols) = (q.rows(), q.cols());
-            let codes = q.code_bytes().len();
-            let (tag, width) = match format {
-                Quantization::Q8_0 => ("I8", cols),
-                Quantization::Q4_0 => ("U8", cols / 2),
-            };
+            // The matrix's own format: Q4_K falls back to Q4_0 on some rows.
+            let (rows, codes, scales) = (q.rows(), q.code_bytes().len(), q.scales().len());
             tensors.push(OutTensor {
-                name: format!("{name}.{}", format.name()),
-                dtype: tag,
-                shape: vec![rows, width],
+                name: format!("{name}.{}", q.format()),
+                dtype: if q.format() == "q8_0" { "I8" } else { "U8" },
+                shape: vec![rows, codes / rows.max(1)],
                 len: codes,
                 payload: Payload::Codes(q.clone()),
             });
             tensors.push(OutTensor {
                 name: format!("{name}.{SCALES_SUFFIX}"),
                 dtype: "F16",
-                shape: vec![rows, cols / blip3_kernels::q8::BLOCK],
-                len: 2 * q.scales().len(),
+                shape: vec![rows, scales / rows.max(1)],
+                len: 2 * scales,
                 payload: Payload::Scales(q.clone()),
             });
         } else {

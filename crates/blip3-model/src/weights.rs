@@ -37,6 +37,9 @@ pub enum Quantization {
     Q8_0,
     /// GGML Q4_0: blocks of 32 4-bit codes with an F16 scale.
     Q4_0,
+    /// GGML Q4_K: super-blocks of 256 with 6-bit sub-block scales and minimums
+    /// (rows not a multiple of 256 fall back to Q4_0).
+    Q4K,
 }
 
 impl Quantization {
@@ -46,6 +49,7 @@ impl Quantization {
         match self {
             Self::Q8_0 => "q8_0",
             Self::Q4_0 => "q4_0",
+            Self::Q4K => "q4_k",
         }
     }
 
@@ -54,6 +58,7 @@ impl Quantization {
         match name {
             "q8_0" => Some(Self::Q8_0),
             "q4_0" => Some(Self::Q4_0),
+            "q4_k" => Some(Self::Q4K),
             _ => None,
         }
     }
@@ -225,23 +230,34 @@ impl WeightStore {
         name: &str,
         shape: &[usize],
     ) -> Result<Option<Arc<dyn QuantizedMatrix>>> {
-        let Some(format) = self.stored_quantization else {
+        if self.stored_quantization.is_none() {
+            return Ok(None);
+        }
+        // A weight may be stored in a fallback format (Q4_K rows that are not
+        // whole super-blocks are Q4_0), so look for every known suffix.
+        let Some(format) = [Quantization::Q8_0, Quantization::Q4_0, Quantization::Q4K]
+            .into_iter()
+            .find(|f| self.contains(&format!("{name}.{}", f.name())))
+        else {
             return Ok(None);
         };
         let codes_name = format!("{name}.{}", format.name());
-        if !self.contains(&codes_name) {
-            return Ok(None);
-        }
         let &[rows, cols] = shape else {
             return Err(ModelError::Input(format!(
                 "{name}: a quantised weight must be 2-D"
             )));
         };
-        let width = quantized::code_width(format.name(), cols).unwrap_or(cols);
+        let bad_shape = || {
+            ModelError::Input(format!(
+                "{name}: {cols} columns cannot be {}",
+                format.name()
+            ))
+        };
+        let width = quantized::code_width(format.name(), cols).ok_or_else(bad_shape)?;
+        let per_row = quantized::scales_per_row(format.name(), cols).ok_or_else(bad_shape)?;
         let (_, codes) = self.bytes(&codes_name, &[rows, width], &[Dtype::U8, Dtype::I8])?;
         let scales_name = format!("{name}.{SCALES_SUFFIX}");
-        let blocks = cols / blip3_kernels::q8::BLOCK;
-        let (_, scales) = self.bytes(&scales_name, &[rows, blocks], &[Dtype::F16])?;
+        let (_, scales) = self.bytes(&scales_name, &[rows, per_row], &[Dtype::F16])?;
         let scales: Vec<half::f16> = scales
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
@@ -342,9 +358,10 @@ impl WeightStore {
     /// Whether the checkpoint has weight `name`, dense or pre-quantised.
     pub fn contains_weight(&self, name: &str) -> bool {
         self.contains(name)
-            || self
-                .stored_quantization
-                .is_some_and(|q| self.contains(&format!("{name}.{}", q.name())))
+            || (self.stored_quantization.is_some()
+                && ["q8_0", "q4_0", "q4_k"]
+                    .iter()
+                    .any(|f| self.contains(&format!("{name}.{f}"))))
     }
 
     /// All tensor names.

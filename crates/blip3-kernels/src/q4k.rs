@@ -1,0 +1,484 @@
+//! Q4_K weights (the llama.cpp/GGML "k-quant" format): super-blocks of 256
+//! values = 8 sub-blocks of 32, each sub-block with its own 6-bit scale and
+//! 6-bit minimum, themselves scaled by the super-block's F16 `d` and `dmin`:
+//! value = d·sc·q − dmin·m with 4-bit codes q. 144 bytes per 256 weights
+//! (4.5 bits per weight, the same bytes as Q4_0) but a per-sub-block offset,
+//! so asymmetric weight distributions lose far less.
+//!
+//! Layout per super-block (GGML's `block_q4_K`, held as separate arrays):
+//! `d`, `dmin`; 12 bytes packing the eight (sc, m) pairs; 128 code bytes in
+//! which bytes `32i .. 32i + 32` hold sub-block `2i` in their low nibbles and
+//! sub-block `2i + 1` in their high nibbles.
+//!
+//! Decode quantises the activation to Q8_0 blocks of 32 (which line up with
+//! the sub-blocks) and computes per sub-block `d·sc·xd·Σ q·xq − dmin·m·xd·Σ xq`,
+//! the second term from precomputed activation sums.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::cpu::CpuFeatures;
+use crate::gemv::MAX_ROWS;
+use crate::q8::{quantize_activations, BLOCK};
+use crate::shared::par_columns;
+
+/// Values per super-block.
+pub const SUPER_BLOCK: usize = 256;
+/// Bytes of packed (scale, min) pairs per super-block.
+const SCALE_BYTES: usize = 12;
+/// Bytes of 4-bit codes per super-block.
+const CODE_BYTES: usize = SUPER_BLOCK / 2;
+/// Sub-blocks per super-block.
+const SUBS: usize = SUPER_BLOCK / BLOCK;
+
+/// A row-major matrix [N, K] in Q4_K super-blocks (K a multiple of 256).
+#[derive(Debug, Clone)]
+pub struct Q4KMatrix {
+    /// Rows N.
+    pub rows: usize,
+    /// Columns K.
+    pub cols: usize,
+    /// Per super-block: `d` then `dmin` (F16).
+    pub scales: Vec<f16>,
+    /// Per super-block: 12 bytes of 6-bit sub-block scales and minimums.
+    pub sub_scales: Vec<u8>,
+    /// Per super-block: 128 bytes of 4-bit codes.
+    pub codes: Vec<u8>,
+}
+
+/// The (scale, min) 6-bit pair of sub-block `j` (GGML's `get_scale_min_k4`).
+fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Best `scale`, `min` (value ≈ scale·l + min, min ≤ 0) and codes `l` in
+/// 0..=15 for one sub-block, minimising the `w`-weighted squared error over
+/// a small grid of starting scales refined by least squares (the search of
+/// GGML's `make_qkx2_quants`). Returns (scale, −min).
+fn fit_sub_block(x: &[f32], w: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    const NMAX: f32 = 15.0;
+    let mut min = x.iter().fold(f32::INFINITY, |m, &v| m.min(v)).min(0.0);
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if max <= min {
+        codes.fill(0);
+        return (0.0, -min);
+    }
+    let quant = |iscale: f32, min: f32, out: &mut [u8]| {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (iscale * (v - min)).round().clamp(0.0, NMAX) as u8;
+        }
+    };
+    let error = |scale: f32, min: f32, l: &[u8]| -> f32 {
+        x.iter()
+            .zip(w)
+            .zip(l)
+            .map(|((&v, &wt), &q)| {
+                let d = scale * f32::from(q) + min - v;
+                wt * d * d
+            })
+            .sum()
+    };
+    let mut scale = (max - min) / NMAX;
+    quant(1.0 / scale, min, codes);
+    let mut best = error(scale, min, codes);
+    let mut trial = [0u8; BLOCK];
+    let trial = &mut trial[..x.len()];
+    for step in 0..=20 {
+        let iscale = (-1.0 + 0.1 * step as f32 + NMAX) / (max - min);
+        quant(iscale, min, trial);
+        let (mut sw, mut sl, mut sl2, mut sxl, mut sx) = (0f32, 0f32, 0f32, 0f32, 0f32);
+        for ((&v, &wt), &q) in x.iter().zip(w).zip(trial.iter()) {
+            let l = f32::from(q);
+            sw += wt;
+            sl += wt * l;
+            sl2 += wt * l * l;
+            sxl += wt * l * v;
+            sx += wt * v;
+        }
+        let det = sw * sl2 - sl * sl;
+        if det <= 0.0 {
+            continue;
+        }
+        let mut this_scale = (sw * sxl - sx * sl) / det;
+        let mut this_min = (sl2 * sx - sl * sxl) / det;
+        if this_min > 0.0 {
+            this_min = 0.0;
+            this_scale = if sl2 > 0.0 { sxl / sl2 } else { 0.0 };
+        }
+        let e = error(this_scale, this_min, trial);
+        if e < best {
+            best = e;
+            scale = this_scale;
+            min = this_min;
+            codes.copy_from_slice(trial);
+        }
+    }
+    (scale, -min)
+}
+
+/// Quantises one super-block of 256 values.
+fn quantize_super_block(x: &[f32], scales: &mut [f16], packed: &mut [u8], codes: &mut [u8]) {
+    let av = (x.iter().map(|v| v * v).sum::<f32>() / SUPER_BLOCK as f32).sqrt();
+    let w: Vec<f32> = x.iter().map(|v| av + v.abs()).collect();
+    let mut levels = [0u8; SUPER_BLOCK];
+    let mut sub_scale = [0f32; SUBS];
+    let mut sub_min = [0f32; SUBS];
+    for j in 0..SUBS {
+        let r = j * BLOCK..(j + 1) * BLOCK;
+        (sub_scale[j], sub_min[j]) = fit_sub_block(&x[r.clone()], &w[r.clone()], &mut levels[r]);
+    }
+    let max_scale = sub_scale.iter().fold(0f32, |m, &v| m.max(v));
+    let max_min = sub_min.iter().fold(0f32, |m, &v| m.max(v));
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    packed.fill(0);
+    for j in 0..SUBS {
+        let ls = (inv_scale * sub_scale[j]).round().clamp(0.0, 63.0) as u8;
+        let lm = (inv_min * sub_min[j]).round().clamp(0.0, 63.0) as u8;
+        if j < 4 {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (ls & 0x0f) | ((lm & 0x0f) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    scales[0] = d;
+    scales[1] = dmin;
+    // Re-derive the codes against the rounded scales that decoding will use.
+    for j in 0..SUBS {
+        let (sc, m) = scale_min(j, packed);
+        let dd = d.to_f32() * f32::from(sc);
+        let dm = dmin.to_f32() * f32::from(m);
+        for l in 0..BLOCK {
+            let i = j * BLOCK + l;
+            levels[i] = if dd > 0.0 {
+                ((x[i] + dm) / dd).round().clamp(0.0, 15.0) as u8
+            } else {
+                0
+            };
+        }
+    }
+    for pair in 0..SUBS / 2 {
+        for l in 0..BLOCK {
+            codes[pair * BLOCK + l] =
+                levels[2 * pair * BLOCK + l] | (levels[(2 * pair + 1) * BLOCK + l] << 4);
+        }
+    }
+}
+
+impl Q4KMatrix {
+    /// Quantises a row-major F32 matrix; `None` when `cols` is not a multiple of 256.
+    pub fn quantize(values: &[f32], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(SUPER_BLOCK) || values.len() != rows * cols {
+            return None;
+        }
+        let supers = rows * cols / SUPER_BLOCK;
+        let mut scales = vec![f16::ZERO; 2 * supers];
+        let mut sub_scales = vec![0u8; SCALE_BYTES * supers];
+        let mut codes = vec![0u8; CODE_BYTES * supers];
+        scales
+            .par_chunks_mut(2)
+            .zip(sub_scales.par_chunks_mut(SCALE_BYTES))
+            .zip(codes.par_chunks_mut(CODE_BYTES))
+            .zip(values.par_chunks(SUPER_BLOCK))
+            .for_each(|(((s, p), c), x)| quantize_super_block(x, s, p, c));
+        Some(Self {
+            rows,
+            cols,
+            scales,
+            sub_scales,
+            codes,
+        })
+    }
+
+    /// Bytes held (what a decode step streams).
+    pub fn size_bytes(&self) -> usize {
+        2 * self.scales.len() + self.sub_scales.len() + self.codes.len()
+    }
+
+    /// `W[r, k0 .. k0 + out.len()]` back to F32 (`k0` and the length whole
+    /// super-blocks).
+    pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
+        let per_row = self.cols / SUPER_BLOCK;
+        let first = r * per_row + k0 / SUPER_BLOCK;
+        for (i, s) in (first..first + out.len() / SUPER_BLOCK).enumerate() {
+            let o = &mut out[i * SUPER_BLOCK..][..SUPER_BLOCK];
+            let (d, dmin) = (self.scales[2 * s].to_f32(), self.scales[2 * s + 1].to_f32());
+            let packed = &self.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES];
+            let codes = &self.codes[s * CODE_BYTES..][..CODE_BYTES];
+            for j in 0..SUBS {
+                let (sc, m) = scale_min(j, packed);
+                let (dd, dm) = (d * f32::from(sc), dmin * f32::from(m));
+                let bytes = &codes[(j / 2) * BLOCK..][..BLOCK];
+                for l in 0..BLOCK {
+                    let q = if j % 2 == 0 {
+                        bytes[l] & 0x0f
+                    } else {
+                        bytes[l] >> 4
+                    };
+                    o[j * BLOCK + l] = dd * f32::from(q) - dm;
+                }
+            }
+        }
+    }
+
+    /// The per-sub-block factors of super-blocks `first .. first + count` of
+    /// row `r`: `d·sc` into `mul` and `dmin·m` into `sub`, in order.
+    fn factors(&self, r: usize, first: usize, count: usize, mul: &mut [f32], sub: &mut [f32]) {
+        let per_row = self.cols / SUPER_BLOCK;
+        for i in 0..count {
+            let s = r * per_row + first + i;
+            let (d, dmin) = (self.scales[2 * s].to_f32(), self.scales[2 * s + 1].to_f32());
+            let packed = &self.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES];
+            for j in 0..SUBS {
+                let (sc, m) = scale_min(j, packed);
+                mul[i * SUBS + j] = d * f32::from(sc);
+                sub[i * SUBS + j] = dmin * f32::from(m);
+            }
+        }
+    }
+}
+
+/// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, the
+/// activations quantised to Q8_0 blocks of 32 first.
+pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
+    let (n, k) = (w.rows, w.cols);
+    assert!(
+        (1..=MAX_ROWS).contains(&m),
+        "gemv_q4k takes 1..={MAX_ROWS} rows"
+    );
+    assert_eq!(x.len(), m * k, "activation size");
+    assert_eq!(y.len(), m * n, "output size");
+    let nb = k / BLOCK;
+    let (xq, xd) = quantize_activations(x, k);
+    // Σ xq of each block, times its scale: the minimum's term per block.
+    let xsum: Vec<f32> = xq
+        .chunks(BLOCK)
+        .zip(&xd)
+        .map(|(q, d)| d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32)
+        .collect();
+    let features = CpuFeatures::detect();
+    let supers = k / SUPER_BLOCK;
+    par_columns(y, m, n, |j, out| {
+        let mut mul = [0f32; 64];
+        let mut sub = [0f32; 64];
+        let mut total = [0f32; MAX_ROWS];
+        let total = &mut total[..out.len()];
+        // Rows are processed in chunks of 8 super-blocks (the factor buffers).
+        for s0 in (0..supers).step_by(8) {
+            let count = 8.min(supers - s0);
+            w.factors(
+                j,
+                s0,
+                count,
+                &mut mul[..count * SUBS],
+                &mut sub[..count * SUBS],
+            );
+            for (i, acc) in total.iter_mut().enumerate() {
+                let blocks = i * nb + s0 * SUBS..i * nb + (s0 + count) * SUBS;
+                *acc += dot_q4k(
+                    features,
+                    &w.codes[(j * supers + s0) * CODE_BYTES..][..count * CODE_BYTES],
+                    &mul[..count * SUBS],
+                    &sub[..count * SUBS],
+                    &xq[blocks.start * BLOCK..blocks.end * BLOCK],
+                    &xd[blocks.clone()],
+                    &xsum[blocks],
+                );
+            }
+        }
+        out.copy_from_slice(total);
+    });
+}
+
+fn dot_q4k(
+    features: CpuFeatures,
+    codes: &[u8],
+    mul: &[f32],
+    sub: &[f32],
+    xq: &[i8],
+    xd: &[f32],
+    xsum: &[f32],
+) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if features.avx2_fma {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        return unsafe { avx2::dot_q4k(codes, mul, sub, xq, xd, xsum) };
+    }
+    let _ = features;
+    dot_q4k_scalar(codes, mul, sub, xq, xd, xsum)
+}
+
+/// Reference: per sub-block `mul·xd·Σ q·xq − sub·xsum`.
+pub fn dot_q4k_scalar(
+    codes: &[u8],
+    mul: &[f32],
+    sub: &[f32],
+    xq: &[i8],
+    xd: &[f32],
+    xsum: &[f32],
+) -> f32 {
+    let mut total = 0f32;
+    for b in 0..mul.len() {
+        let bytes = &codes[(b / 2) * BLOCK..][..BLOCK];
+        let dot: i32 = (0..BLOCK)
+            .map(|l| {
+                let q = if b % 2 == 0 {
+                    bytes[l] & 0x0f
+                } else {
+                    bytes[l] >> 4
+                };
+                i32::from(q) * i32::from(xq[b * BLOCK + l])
+            })
+            .sum();
+        total += mul[b] * xd[b] * dot as f32 - sub[b] * xsum[b];
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+    use crate::shared::hsum256;
+
+    /// # Safety
+    /// AVX2 and FMA must be available; `mul.len()` is even and the slices
+    /// hold that many sub-blocks.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4k(
+        codes: &[u8],
+        mul: &[f32],
+        sub: &[f32],
+        xq: &[i8],
+        xd: &[f32],
+        xsum: &[f32],
+    ) -> f32 {
+        let ones = _mm256_set1_epi16(1);
+        let nibble = _mm256_set1_epi8(0x0f);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut offsets = _mm256_setzero_ps();
+        let n = mul.len();
+        let mut b = 0;
+        while b + 2 <= n {
+            let packed = _mm256_loadu_si256(codes.as_ptr().add(b / 2 * BLOCK) as *const __m256i);
+            let lo = _mm256_and_si256(packed, nibble);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), nibble);
+            let x0 = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+            let x1 = _mm256_loadu_si256(xq.as_ptr().add((b + 1) * BLOCK) as *const __m256i);
+            let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones));
+            let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), ones));
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(mul[b] * xd[b]), acc0);
+            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(mul[b + 1] * xd[b + 1]), acc1);
+            b += 2;
+        }
+        let mut i = 0;
+        while i + 8 <= n {
+            offsets = _mm256_fmadd_ps(
+                _mm256_loadu_ps(sub.as_ptr().add(i)),
+                _mm256_loadu_ps(xsum.as_ptr().add(i)),
+                offsets,
+            );
+            i += 8;
+        }
+        let mut off = hsum256(offsets);
+        while i < n {
+            off += sub[i] * xsum[i];
+            i += 1;
+        }
+        hsum256(_mm256_add_ps(acc0, acc1)) - off
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::test_data as data;
+
+    #[test]
+    fn quantisation_error_is_small_and_beats_q4_0_on_offset_data() {
+        let (n, k) = (4, 512);
+        // Shifted, asymmetric values: where a per-block minimum pays.
+        let v: Vec<f32> = data(n * k, 5)
+            .iter()
+            .map(|x| 0.6 + 0.4 * x * x.abs())
+            .collect();
+        let q = Q4KMatrix::quantize(&v, n, k).unwrap();
+        let mut back = vec![0f32; k];
+        let mut worst = 0f32;
+        let mut err_k = 0f64;
+        for r in 0..n {
+            q.dequantize_range(r, 0, &mut back);
+            for (a, b) in v[r * k..(r + 1) * k].iter().zip(&back) {
+                worst = worst.max((a - b).abs());
+                err_k += f64::from((a - b) * (a - b));
+            }
+        }
+        assert!(worst < 0.05, "worst {worst}");
+        let q4 = crate::q4::Q4Matrix::quantize(&v, n, k)
+            .unwrap()
+            .dequantize();
+        let err_0: f64 = v
+            .iter()
+            .zip(&q4)
+            .map(|(a, b)| f64::from((a - b) * (a - b)))
+            .sum();
+        assert!(err_k < err_0 / 2.0, "q4_k {err_k} vs q4_0 {err_0}");
+        assert_eq!(q.size_bytes(), n * k / SUPER_BLOCK * 144);
+        assert!(Q4KMatrix::quantize(&v[..4 * 256], 4, 256).is_some());
+        assert!(Q4KMatrix::quantize(&v[..4 * 96], 4, 96).is_none());
+    }
+
+    #[test]
+    fn gemv_matches_the_dequantised_product() {
+        for &(m, n, k) in &[(1, 1, 256), (1, 70, 512), (3, 33, 2304), (4, 65, 3072)] {
+            let v = data(n * k, 1);
+            let x = data(m * k, 2);
+            let w = Q4KMatrix::quantize(&v, n, k).unwrap();
+            let mut y = vec![0f32; m * n];
+            gemv_q4k(&w, &x, &mut y, m);
+            let mut row = vec![0f32; k];
+            for j in 0..n {
+                w.dequantize_range(j, 0, &mut row);
+                for i in 0..m {
+                    let exact: f32 = (0..k).map(|t| row[t] * x[i * k + t]).sum();
+                    let got = y[i * n + j];
+                    // Only the activation's Q8_0 rounding separates the two.
+                    assert!(
+                        (got - exact).abs() <= 0.01 * (k as f32).sqrt(),
+                        "{m}x{n}x{k}: {got} vs {exact}"
+                    );
+                }
+            }
+            // The scalar and vector block dot products agree.
+            let (xq, xd) = quantize_activations(&x[..k], k);
+            let xsum: Vec<f32> = xq
+                .chunks(BLOCK)
+                .zip(&xd)
+                .map(|(q, d)| d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32)
+                .collect();
+            let (mut mul, mut sub) = (vec![0f32; k / BLOCK], vec![0f32; k / BLOCK]);
+            w.factors(0, 0, k / SUPER_BLOCK, &mut mul, &mut sub);
+            let codes = &w.codes[..k / 2];
+            let a = dot_q4k(CpuFeatures::detect(), codes, &mul, &sub, &xq, &xd, &xsum);
+            let b = dot_q4k_scalar(codes, &mul, &sub, &xq, &xd, &xsum);
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
