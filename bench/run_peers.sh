@@ -83,7 +83,7 @@ free -b > "$OUT/free.txt"
 quiet_check bandwidth
 "$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
 
-for fmt in bf16 q8_0 q4_0; do
+for fmt in bf16 q8_0 q4_0 q4_k; do
     quant=()
     [ "$fmt" != bf16 ] && quant=(--quantize "$fmt")
     quiet_check "blip3-$fmt"
@@ -108,11 +108,11 @@ if [ ! -f "$GGUF_F16" ]; then
     log "writing the Phi-3 GGUF (F16) from $MODEL"
     "$VENV/bin/python" "$HERE/gguf_phi3.py" --model "$MODEL" --out "$GGUF_F16" > "$OUT/gguf.log"
 fi
-for q in Q8_0 Q4_0; do
+for q in Q8_0 Q4_0 Q4_K_S; do
     [ -f "$WORK/phi3-$q.gguf" ] || "$LLAMA_BUILD/bin/llama-quantize" "$GGUF_F16" "$WORK/phi3-$q.gguf" "$q" \
         > "$OUT/quantize-$q.log" 2>&1
 done
-for q in f16 Q8_0 Q4_0; do
+for q in f16 Q8_0 Q4_0 Q4_K_S; do
     quiet_check "llama-$q"
     log "llama-bench $q"
     "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \

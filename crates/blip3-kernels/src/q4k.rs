@@ -10,16 +10,17 @@
 //! which bytes `32i .. 32i + 32` hold sub-block `2i` in their low nibbles and
 //! sub-block `2i + 1` in their high nibbles.
 //!
-//! Decode quantises the activation to Q8_0 blocks of 32 (which line up with
-//! the sub-blocks) and computes per sub-block `d·sc·xd·Σ q·xq − dmin·m·xd·Σ xq`,
-//! the second term from precomputed activation sums.
+//! Decode quantises the activation per super-block (one scale per 256, as
+//! GGML's Q8_K) and computes per super-block `d·xd·Σ_j sc_j·Σ q·xq −
+//! dmin·xd·Σ_j m_j·Σ xq`: the sub-block scales are applied in integer
+//! arithmetic and the minimums through precomputed activation sums.
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::q8::{quantize_activations, BLOCK};
+use crate::q8::BLOCK;
 use crate::shared::par_columns;
 
 /// Values per super-block.
@@ -236,26 +237,59 @@ impl Q4KMatrix {
             }
         }
     }
+}
 
-    /// The per-sub-block factors of super-blocks `first .. first + count` of
-    /// row `r`: `d·sc` into `mul` and `dmin·m` into `sub`, in order.
-    fn factors(&self, r: usize, first: usize, count: usize, mul: &mut [f32], sub: &mut [f32]) {
-        let per_row = self.cols / SUPER_BLOCK;
-        for i in 0..count {
-            let s = r * per_row + first + i;
-            let (d, dmin) = (self.scales[2 * s].to_f32(), self.scales[2 * s + 1].to_f32());
-            let packed = &self.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES];
-            for j in 0..SUBS {
-                let (sc, m) = scale_min(j, packed);
-                mul[i * SUBS + j] = d * f32::from(sc);
-                sub[i * SUBS + j] = dmin * f32::from(m);
-            }
-        }
+/// The eight 6-bit scales then the eight 6-bit minimums of one super-block,
+/// unpacked from its 12 bytes with word operations (GGML's layout).
+fn unpack_scales(packed: &[u8]) -> [u8; 16] {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    let scales_lo = w0 & LOW6;
+    let scales_hi = (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4);
+    let mins_lo = w1 & LOW6;
+    let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4);
+    let mut out = [0u8; 16];
+    for (i, w) in [scales_lo, scales_hi, mins_lo, mins_hi].iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
     }
+    out
+}
+
+/// Activation rows quantised per super-block (256 values, one F32 scale, as
+/// GGML's Q8_K): the codes, the scales and the sum of the codes of every
+/// 32-value sub-block (for the minimums' term).
+fn quantize_activations_k(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
+    let mut xq = vec![0i8; x.len()];
+    let mut xd = Vec::with_capacity(x.len() / SUPER_BLOCK);
+    let mut sums = Vec::with_capacity(x.len() / BLOCK);
+    for (q, v) in xq.chunks_mut(SUPER_BLOCK).zip(x.chunks(SUPER_BLOCK)) {
+        let amax = v.iter().fold(0f32, |m, a| m.max(a.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        for (qi, &a) in q.iter_mut().zip(v) {
+            *qi = (a * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+        xd.push(d);
+        sums.extend(
+            q.chunks(BLOCK)
+                .map(|b| b.iter().map(|&c| i32::from(c)).sum::<i32>()),
+        );
+    }
+    (xq, xd, sums)
 }
 
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, the
-/// activations quantised to Q8_0 blocks of 32 first.
+/// activations quantised per super-block first.
 pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
     let (n, k) = (w.rows, w.cols);
     assert!(
@@ -264,89 +298,80 @@ pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
     );
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
-    let nb = k / BLOCK;
-    let (xq, xd) = quantize_activations(x, k);
-    // Σ xq of each block, times its scale: the minimum's term per block.
-    let xsum: Vec<f32> = xq
-        .chunks(BLOCK)
-        .zip(&xd)
-        .map(|(q, d)| d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32)
-        .collect();
-    let features = CpuFeatures::detect();
+    let (xq, xd, sums) = quantize_activations_k(x);
     let supers = k / SUPER_BLOCK;
+    let features = CpuFeatures::detect();
     par_columns(y, m, n, |j, out| {
-        let mut mul = [0f32; 64];
-        let mut sub = [0f32; 64];
-        let mut total = [0f32; MAX_ROWS];
-        let total = &mut total[..out.len()];
-        // Rows are processed in chunks of 8 super-blocks (the factor buffers).
-        for s0 in (0..supers).step_by(8) {
-            let count = 8.min(supers - s0);
-            w.factors(
-                j,
-                s0,
-                count,
-                &mut mul[..count * SUBS],
-                &mut sub[..count * SUBS],
-            );
-            for (i, acc) in total.iter_mut().enumerate() {
-                let blocks = i * nb + s0 * SUBS..i * nb + (s0 + count) * SUBS;
-                *acc += dot_q4k(
-                    features,
-                    &w.codes[(j * supers + s0) * CODE_BYTES..][..count * CODE_BYTES],
-                    &mul[..count * SUBS],
-                    &sub[..count * SUBS],
-                    &xq[blocks.start * BLOCK..blocks.end * BLOCK],
-                    &xd[blocks.clone()],
-                    &xsum[blocks],
-                );
-            }
+        let row = j * supers..(j + 1) * supers;
+        let part = RowPart {
+            scales: &w.scales[2 * row.start..2 * row.end],
+            sub_scales: &w.sub_scales[row.start * SCALE_BYTES..row.end * SCALE_BYTES],
+            codes: &w.codes[row.start * CODE_BYTES..row.end * CODE_BYTES],
+        };
+        for (i, o) in out.iter_mut().enumerate() {
+            let act = Activation {
+                q: &xq[i * k..(i + 1) * k],
+                d: &xd[i * supers..(i + 1) * supers],
+                sums: &sums[i * supers * SUBS..(i + 1) * supers * SUBS],
+            };
+            *o = dot_q4k(features, &part, &act);
         }
-        out.copy_from_slice(total);
     });
 }
 
-fn dot_q4k(
-    features: CpuFeatures,
-    codes: &[u8],
-    mul: &[f32],
-    sub: &[f32],
-    xq: &[i8],
-    xd: &[f32],
-    xsum: &[f32],
-) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if features.avx2_fma {
-        // SAFETY: AVX2 and FMA were detected on this CPU.
-        return unsafe { avx2::dot_q4k(codes, mul, sub, xq, xd, xsum) };
-    }
-    let _ = features;
-    dot_q4k_scalar(codes, mul, sub, xq, xd, xsum)
+/// One weight row's super-blocks.
+struct RowPart<'a> {
+    scales: &'a [f16],
+    sub_scales: &'a [u8],
+    codes: &'a [u8],
 }
 
-/// Reference: per sub-block `mul·xd·Σ q·xq − sub·xsum`.
-pub fn dot_q4k_scalar(
-    codes: &[u8],
-    mul: &[f32],
-    sub: &[f32],
-    xq: &[i8],
-    xd: &[f32],
-    xsum: &[f32],
-) -> f32 {
+/// One activation row quantised by [`quantize_activations_k`].
+struct Activation<'a> {
+    q: &'a [i8],
+    d: &'a [f32],
+    sums: &'a [i32],
+}
+
+fn dot_q4k(features: CpuFeatures, w: &RowPart, x: &Activation) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if features.avx2_fma && features.f16c {
+        // SAFETY: AVX2, FMA and F16C were detected on this CPU.
+        return unsafe { avx2::dot_q4k(w, x) };
+    }
+    let _ = features;
+    dot_q4k_scalar(w, x)
+}
+
+/// The minimums' term of super-block `s`: `dmin · xd · Σ_j m_j · Σ xq_j`.
+fn min_term(w: &RowPart, x: &Activation, s: usize, unpacked: &[u8; 16]) -> f32 {
+    let dot: i32 = (0..SUBS)
+        .map(|j| i32::from(unpacked[SUBS + j]) * x.sums[s * SUBS + j])
+        .sum();
+    w.scales[2 * s + 1].to_f32() * x.d[s] * dot as f32
+}
+
+/// Reference: per super-block `d·xd·Σ_j sc_j·Σ q·xq − dmin·xd·Σ_j m_j·Σ xq`.
+fn dot_q4k_scalar(w: &RowPart, x: &Activation) -> f32 {
     let mut total = 0f32;
-    for b in 0..mul.len() {
-        let bytes = &codes[(b / 2) * BLOCK..][..BLOCK];
-        let dot: i32 = (0..BLOCK)
-            .map(|l| {
-                let q = if b % 2 == 0 {
-                    bytes[l] & 0x0f
-                } else {
-                    bytes[l] >> 4
-                };
-                i32::from(q) * i32::from(xq[b * BLOCK + l])
-            })
-            .sum();
-        total += mul[b] * xd[b] * dot as f32 - sub[b] * xsum[b];
+    for s in 0..x.d.len() {
+        let unpacked = unpack_scales(&w.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES]);
+        let mut sumi = 0i32;
+        for j in 0..SUBS {
+            let bytes = &w.codes[s * CODE_BYTES + (j / 2) * BLOCK..][..BLOCK];
+            let dot: i32 = (0..BLOCK)
+                .map(|l| {
+                    let q = if j % 2 == 0 {
+                        bytes[l] & 0x0f
+                    } else {
+                        bytes[l] >> 4
+                    };
+                    i32::from(q) * i32::from(x.q[s * SUPER_BLOCK + j * BLOCK + l])
+                })
+                .sum();
+            sumi += i32::from(unpacked[j]) * dot;
+        }
+        total += w.scales[2 * s].to_f32() * x.d[s] * sumi as f32 - min_term(w, x, s, &unpacked);
     }
     total
 }
@@ -355,54 +380,53 @@ pub fn dot_q4k_scalar(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::BLOCK;
+    use super::{
+        unpack_scales, Activation, RowPart, BLOCK, CODE_BYTES, SCALE_BYTES, SUBS, SUPER_BLOCK,
+    };
     use crate::shared::hsum256;
 
+    /// Integer dot products per sub-block, weighted by the 6-bit scales in
+    /// 16-bit `madd`s, so each super-block needs one conversion and one FMA.
+    ///
     /// # Safety
-    /// AVX2 and FMA must be available; `mul.len()` is even and the slices
-    /// hold that many sub-blocks.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4k(
-        codes: &[u8],
-        mul: &[f32],
-        sub: &[f32],
-        xq: &[i8],
-        xd: &[f32],
-        xsum: &[f32],
-    ) -> f32 {
-        let ones = _mm256_set1_epi16(1);
+    /// AVX2, FMA and F16C must be available; the parts hold whole super-blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4k(w: &RowPart, x: &Activation) -> f32 {
         let nibble = _mm256_set1_epi8(0x0f);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut offsets = _mm256_setzero_ps();
-        let n = mul.len();
-        let mut b = 0;
-        while b + 2 <= n {
-            let packed = _mm256_loadu_si256(codes.as_ptr().add(b / 2 * BLOCK) as *const __m256i);
-            let lo = _mm256_and_si256(packed, nibble);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), nibble);
-            let x0 = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-            let x1 = _mm256_loadu_si256(xq.as_ptr().add((b + 1) * BLOCK) as *const __m256i);
-            let p0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones));
-            let p1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), ones));
-            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(mul[b] * xd[b]), acc0);
-            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(mul[b + 1] * xd[b + 1]), acc1);
-            b += 2;
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for s in 0..x.d.len() {
+            let unpacked = unpack_scales(&w.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES]);
+            let codes = w.codes.as_ptr().add(s * CODE_BYTES);
+            let xs = x.q.as_ptr().add(s * SUPER_BLOCK);
+            let mut sumi = _mm256_setzero_si256();
+            for pair in 0..4 {
+                let packed = _mm256_loadu_si256(codes.add(pair * BLOCK) as *const __m256i);
+                let lo = _mm256_and_si256(packed, nibble);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), nibble);
+                let x0 = _mm256_loadu_si256(xs.add(2 * pair * BLOCK) as *const __m256i);
+                let x1 = _mm256_loadu_si256(xs.add((2 * pair + 1) * BLOCK) as *const __m256i);
+                let s0 = _mm256_set1_epi16(i16::from(unpacked[2 * pair]));
+                let s1 = _mm256_set1_epi16(i16::from(unpacked[2 * pair + 1]));
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), s0);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), s1);
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+            }
+            // Hardware F16 conversions (the software path dominated the loop).
+            let pair = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                i32::from(w.scales[2 * s].to_bits())
+                    | (i32::from(w.scales[2 * s + 1].to_bits()) << 16),
+            ));
+            let d = _mm_cvtss_f32(pair);
+            let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(pair, pair));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[s]), _mm256_cvtepi32_ps(sumi), acc);
+            let mut dot = 0i32;
+            for j in 0..SUBS {
+                dot += i32::from(unpacked[SUBS + j]) * x.sums[s * SUBS + j];
+            }
+            mins += dmin * x.d[s] * dot as f32;
         }
-        let mut i = 0;
-        while i + 8 <= n {
-            offsets = _mm256_fmadd_ps(
-                _mm256_loadu_ps(sub.as_ptr().add(i)),
-                _mm256_loadu_ps(xsum.as_ptr().add(i)),
-                offsets,
-            );
-            i += 8;
-        }
-        let mut off = hsum256(offsets);
-        while i < n {
-            off += sub[i] * xsum[i];
-            i += 1;
-        }
-        hsum256(_mm256_add_ps(acc0, acc1)) - off
+        hsum256(acc) - mins
     }
 }
 
@@ -410,6 +434,18 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::shared::test_data as data;
+
+    #[test]
+    fn word_unpacking_matches_the_byte_rule() {
+        let packed: Vec<u8> = (0..12u8)
+            .map(|i| i.wrapping_mul(97).wrapping_add(31))
+            .collect();
+        let unpacked = unpack_scales(&packed);
+        for j in 0..SUBS {
+            let (sc, m) = scale_min(j, &packed);
+            assert_eq!((unpacked[j], unpacked[SUBS + j]), (sc, m), "sub-block {j}");
+        }
+    }
 
     #[test]
     fn quantisation_error_is_small_and_beats_q4_0_on_offset_data() {
@@ -466,18 +502,21 @@ mod tests {
                     );
                 }
             }
-            // The scalar and vector block dot products agree.
-            let (xq, xd) = quantize_activations(&x[..k], k);
-            let xsum: Vec<f32> = xq
-                .chunks(BLOCK)
-                .zip(&xd)
-                .map(|(q, d)| d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32)
-                .collect();
-            let (mut mul, mut sub) = (vec![0f32; k / BLOCK], vec![0f32; k / BLOCK]);
-            w.factors(0, 0, k / SUPER_BLOCK, &mut mul, &mut sub);
-            let codes = &w.codes[..k / 2];
-            let a = dot_q4k(CpuFeatures::detect(), codes, &mul, &sub, &xq, &xd, &xsum);
-            let b = dot_q4k_scalar(codes, &mul, &sub, &xq, &xd, &xsum);
+            // The scalar and vector super-block dot products agree.
+            let (xq, xd, sums) = quantize_activations_k(&x[..k]);
+            let supers = k / SUPER_BLOCK;
+            let part = RowPart {
+                scales: &w.scales[..2 * supers],
+                sub_scales: &w.sub_scales[..supers * SCALE_BYTES],
+                codes: &w.codes[..supers * CODE_BYTES],
+            };
+            let act = Activation {
+                q: &xq,
+                d: &xd,
+                sums: &sums,
+            };
+            let a = dot_q4k(CpuFeatures::detect(), &part, &act);
+            let b = dot_q4k_scalar(&part, &act);
             assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
         }
     }

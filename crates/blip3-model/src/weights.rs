@@ -262,10 +262,15 @@ impl WeightStore {
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
             .collect();
-        let matrix = quantized::from_parts(format.name(), rows, cols, codes.to_vec(), scales)
-            .ok_or_else(|| ModelError::BadWeights {
-                path: self.shards[0].path.clone(),
-                reason: format!("{name}: codes and scales do not form a {rows}x{cols} matrix"),
+        let codes = codes.to_vec();
+        self.release(&codes_name);
+        self.release(&scales_name);
+        let matrix =
+            quantized::from_parts(format.name(), rows, cols, codes, scales).ok_or_else(|| {
+                ModelError::BadWeights {
+                    path: self.shards[0].path.clone(),
+                    reason: format!("{name}: codes and scales do not form a {rows}x{cols} matrix"),
+                }
             })?;
         Ok(Some(matrix))
     }
@@ -424,23 +429,30 @@ impl WeightStore {
             });
         }
         let tensor = Tensor::from_raw_buffer(bytes, dtype, shape, &self.device)?;
-        // The tensor owns a copy now: drop the mapped pages from this process so
-        // peak memory is the weights once, not the copy plus the mapped file.
+        self.release(name);
+        Ok(tensor)
+    }
+
+    /// Drops the mapped pages of tensor `name` from this process once it has
+    /// been copied, so peak memory is the weights once, not the copy plus the
+    /// mapped file.
+    fn release(&self, name: &str) {
         #[cfg(unix)]
-        {
-            let offset = shard.data_start + entry.start;
+        if let Some(entry) = self.entries.get(name) {
+            let shard = &self.shards[entry.file];
             // SAFETY: the map is a read-only file mapping and no slice into this
-            // range outlives this function; MADV_DONTNEED only makes the kernel
-            // re-read those pages from the file if they are touched again.
+            // range outlives the caller's copy; MADV_DONTNEED only makes the
+            // kernel re-read those pages from the file if they are touched again.
             let _ = unsafe {
                 shard.mmap.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
-                    offset,
-                    bytes.len(),
+                    shard.data_start + entry.start,
+                    entry.end - entry.start,
                 )
             };
         }
-        Ok(tensor)
+        #[cfg(not(unix))]
+        let _ = name;
     }
 
     /// A small tensor (norm, bias, embedding row set) as F32.
