@@ -357,7 +357,7 @@ fn dot_q4k_scalar(w: &RowPart, x: &Activation) -> f32 {
     for s in 0..x.d.len() {
         let unpacked = unpack_scales(&w.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES]);
         let mut sumi = 0i32;
-        for j in 0..SUBS {
+        for (j, &sc) in unpacked[..SUBS].iter().enumerate() {
             let bytes = &w.codes[s * CODE_BYTES + (j / 2) * BLOCK..][..BLOCK];
             let dot: i32 = (0..BLOCK)
                 .map(|l| {
@@ -369,7 +369,7 @@ fn dot_q4k_scalar(w: &RowPart, x: &Activation) -> f32 {
                     i32::from(q) * i32::from(x.q[s * SUPER_BLOCK + j * BLOCK + l])
                 })
                 .sum();
-            sumi += i32::from(unpacked[j]) * dot;
+            sumi += i32::from(sc) * dot;
         }
         total += w.scales[2 * s].to_f32() * x.d[s] * sumi as f32 - min_term(w, x, s, &unpacked);
     }
@@ -421,8 +421,8 @@ mod avx2 {
             let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(pair, pair));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[s]), _mm256_cvtepi32_ps(sumi), acc);
             let mut dot = 0i32;
-            for j in 0..SUBS {
-                dot += i32::from(unpacked[SUBS + j]) * x.sums[s * SUBS + j];
+            for (j, &m) in unpacked[SUBS..].iter().enumerate() {
+                dot += i32::from(m) * x.sums[s * SUBS + j];
             }
             mins += dmin * x.d[s] * dot as f32;
         }
