@@ -118,18 +118,6 @@ impl QuantizedMatrix for Q8Matrix {
     }
 }
 
-impl WeightRows for Q8Matrix {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-    fn cols(&self) -> usize {
-        self.cols
-    }
-    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
-        self.dequantize_range(row, k0, out)
-    }
-}
-
 impl QuantizedMatrix for Q4Matrix {
     fn format(&self) -> &'static str {
         "q4_0"
@@ -175,29 +163,24 @@ impl QuantizedMatrix for Q4KMatrix {
     }
 }
 
-impl WeightRows for Q4KMatrix {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-    fn cols(&self) -> usize {
-        self.cols
-    }
-    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
-        self.dequantize_range(row, k0, out)
-    }
+/// Every block format feeds the GEMM by decoding whole blocks of a row.
+macro_rules! weight_rows_by_dequantizing {
+    ($($matrix:ty),*) => {$(
+        impl WeightRows for $matrix {
+            fn rows(&self) -> usize {
+                self.rows
+            }
+            fn cols(&self) -> usize {
+                self.cols
+            }
+            fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
+                self.dequantize_range(row, k0, out)
+            }
+        }
+    )*};
 }
 
-impl WeightRows for Q4Matrix {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-    fn cols(&self) -> usize {
-        self.cols
-    }
-    fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
-        self.dequantize_range(row, k0, out)
-    }
-}
+weight_rows_by_dequantizing!(Q8Matrix, Q4Matrix, Q4KMatrix);
 
 #[cfg(test)]
 mod tests {

@@ -388,46 +388,12 @@ impl WeightStore {
     }
 
     fn raw(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-                searched: self.searched(),
-            })?;
-        let shard = &self.shards[entry.file];
-        let file = shard.path.display().to_string();
-        if entry.shape != shape {
-            return Err(ModelError::ShapeMismatch {
-                name: name.to_string(),
-                file,
-                found: entry.shape.clone(),
-                expected: shape.to_vec(),
-            });
-        }
-        let dtype = match entry.dtype {
+        let (stored, bytes) = self.bytes(name, shape, &[Dtype::F32, Dtype::BF16, Dtype::F16])?;
+        let dtype = match stored {
             Dtype::F32 => DType::F32,
             Dtype::BF16 => DType::BF16,
-            Dtype::F16 => DType::F16,
-            other => {
-                return Err(ModelError::UnsupportedDtype {
-                    name: name.to_string(),
-                    file,
-                    dtype: format!("{other:?}"),
-                })
-            }
+            _ => DType::F16,
         };
-        let bytes = &shard.mmap[shard.data_start + entry.start..shard.data_start + entry.end];
-        let expected_bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
-        if bytes.len() != expected_bytes {
-            return Err(ModelError::BadWeights {
-                path: shard.path.clone(),
-                reason: format!(
-                    "tensor {name} has {} bytes, expected {expected_bytes}",
-                    bytes.len()
-                ),
-            });
-        }
         let tensor = Tensor::from_raw_buffer(bytes, dtype, shape, &self.device)?;
         self.release(name);
         Ok(tensor)
