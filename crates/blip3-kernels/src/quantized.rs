@@ -24,7 +24,7 @@ pub trait QuantizedMatrix: WeightRows + std::fmt::Debug + Send + Sync {
     /// for writing a pre-quantised checkpoint.
     fn code_bytes(&self) -> Cow<'_, [u8]>;
     /// The F16 scales, row-major ([`scales_per_row`] per row).
-    fn scales(&self) -> &[f16];
+    fn scales(&self) -> Cow<'_, [f16]>;
 }
 
 /// Bytes of codes per row of `cols` weights in `format` (Q4_K: the 12
@@ -91,12 +91,7 @@ pub fn from_parts(
             scales,
             quants: codes.into_iter().map(|b| b as i8).collect(),
         }),
-        _ => Arc::new(Q4Matrix {
-            rows,
-            cols,
-            scales,
-            codes,
-        }),
+        _ => Arc::new(Q4Matrix::from_blocks(rows, cols, &scales, &codes)?),
     })
 }
 
@@ -113,8 +108,8 @@ impl QuantizedMatrix for Q8Matrix {
     fn code_bytes(&self) -> Cow<'_, [u8]> {
         Cow::Owned(self.quants.iter().map(|&q| q as u8).collect())
     }
-    fn scales(&self) -> &[f16] {
-        &self.scales
+    fn scales(&self) -> Cow<'_, [f16]> {
+        Cow::Borrowed(&self.scales)
     }
 }
 
@@ -129,10 +124,10 @@ impl QuantizedMatrix for Q4Matrix {
         gemv_q4(self, x, y, m)
     }
     fn code_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.codes)
+        Cow::Owned(self.block_codes())
     }
-    fn scales(&self) -> &[f16] {
-        &self.scales
+    fn scales(&self) -> Cow<'_, [f16]> {
+        Cow::Owned(self.block_scales())
     }
 }
 
@@ -158,8 +153,8 @@ impl QuantizedMatrix for Q4KMatrix {
         }
         Cow::Owned(out)
     }
-    fn scales(&self) -> &[f16] {
-        &self.scales
+    fn scales(&self) -> Cow<'_, [f16]> {
+        Cow::Borrowed(&self.scales)
     }
 }
 
@@ -204,7 +199,7 @@ mod tests {
                 n,
                 k,
                 m.code_bytes().into_owned(),
-                m.scales().to_vec(),
+                m.scales().into_owned(),
             )
             .unwrap();
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
@@ -216,7 +211,7 @@ mod tests {
                 n,
                 k + 32,
                 m.code_bytes().into_owned(),
-                m.scales().to_vec()
+                m.scales().into_owned()
             )
             .is_none());
         }

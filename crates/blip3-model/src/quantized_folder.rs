@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use blip3_kernels::quantized::{code_width, scales_per_row};
 use candle_core::Device;
 use safetensors::Dtype;
 
@@ -98,7 +99,12 @@ pub fn write_quantized_folder(
     for name in names {
         if let Some(q) = quantized.get(name) {
             // The matrix's own format: Q4_K falls back to Q4_0 on some rows.
-            let (rows, codes, scales) = (q.rows(), q.code_bytes().len(), q.scales().len());
+            let (rows, format) = (q.rows(), q.format());
+            let width = |per_row: Option<usize>| {
+                per_row.ok_or_else(|| ModelError::Input(format!("unknown format {format}")))
+            };
+            let codes = rows * width(code_width(format, q.cols()))?;
+            let scales = rows * width(scales_per_row(format, q.cols()))?;
             tensors.push(OutTensor {
                 name: format!("{name}.{}", q.format()),
                 dtype: if q.format() == "q8_0" { "I8" } else { "U8" },
