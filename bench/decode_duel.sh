@@ -5,6 +5,7 @@
 # minutes: separate runs minutes apart are not comparable).
 #
 #   bench/decode_duel.sh [MODEL_DIR] [ROUNDS]      # default /tmp/blip3-full, 3
+#   FORMATS="q4_0 q8_0" bench/decode_duel.sh       # a subset (default: all four)
 #
 # Needs what bench/run_peers.sh set up (bench/.llama-build, the GGUFs in
 # $WORK). Writes pre-quantised folders once ($WORK/blip3-<fmt>, via
@@ -20,6 +21,7 @@ ROOT="$(dirname "$HERE")"
 MODEL="${1:-/tmp/blip3-full}"
 ROUNDS="${2:-3}"
 THREADS="${THREADS:-2}"
+FORMATS="${FORMATS:-q8_0 q4_0 q4_k bf16}"
 WORK="${WORK:-/tmp/blip3-peers}"
 LLAMA="$HERE/.llama-build/bin/llama-bench"
 OUT="$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)-duel"
@@ -37,7 +39,7 @@ done
 
 # blip3 format → (model folder, llama.cpp GGUF)
 declare -A GGUF=([bf16]=f16 [q8_0]=Q8_0 [q4_0]=Q4_0 [q4_k]=Q4_K_S)
-for fmt in q8_0 q4_0 q4_k bf16; do
+for fmt in $FORMATS; do
     dir="$MODEL"
     if [ "$fmt" != bf16 ]; then
         dir="$WORK/blip3-$fmt"
