@@ -232,17 +232,22 @@ impl Pipeline {
             .filter(|s| s.needs_step())
             .map(|s| &mut **s)
             .collect();
-        for chunk in ready.chunks_mut(blip3_kernels::gemv::MAX_ROWS) {
-            let ids: Vec<u32> = chunk.iter().filter_map(|s| s.pending).collect();
-            let embeds = lm.embed(&ids)?;
-            let mut caches: Vec<&mut KvCache> = chunk.iter_mut().map(|s| &mut s.cache).collect();
-            let hidden = lm.forward_batch(&embeds, &mut caches)?;
-            let logits = lm.logits(&hidden)?;
-            for (i, seq) in chunk.iter_mut().enumerate() {
-                seq.logits = logits.get(i)?.to_vec1()?;
-                seq.pending = None;
+        // On a worker of the pool: the step's ~160 parallel regions then
+        // share work directly instead of each waking the pool from outside.
+        blip3_kernels::pool::on_pool(|| {
+            for chunk in ready.chunks_mut(blip3_kernels::gemv::MAX_ROWS) {
+                let ids: Vec<u32> = chunk.iter().filter_map(|s| s.pending).collect();
+                let embeds = lm.embed(&ids)?;
+                let mut caches: Vec<&mut KvCache> =
+                    chunk.iter_mut().map(|s| &mut s.cache).collect();
+                let hidden = lm.forward_batch(&embeds, &mut caches)?;
+                let logits = lm.logits(&hidden)?;
+                for (i, seq) in chunk.iter_mut().enumerate() {
+                    seq.logits = logits.get(i)?.to_vec1()?;
+                    seq.pending = None;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }

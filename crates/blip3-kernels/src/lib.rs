@@ -18,6 +18,7 @@
 //! * [`quantized`]: the one interface layers use for every block format.
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
+//! * [`pool`]: running a caller's sequence of kernels on the thread pool.
 //!
 //! Every kernel has a scalar reference implementation it is tested against.
 
@@ -27,6 +28,7 @@ pub mod bandwidth;
 pub mod cpu;
 pub mod gemm;
 pub mod gemv;
+pub mod pool;
 pub mod q4;
 pub mod q4k;
 pub mod q8;

@@ -29,8 +29,19 @@ pub struct Q8Matrix {
     pub quants: Vec<i8>,
 }
 
-/// Quantises one block of 32 values, returning its scale.
+/// Quantises one block of 32 values, returning its scale (AVX2 where
+/// available: activations are quantised on every decode step, serially).
 fn quantize_block(x: &[f32], q: &mut [i8]) -> f16 {
+    #[cfg(target_arch = "x86_64")]
+    if CpuFeatures::detect().avx2_fma {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        return unsafe { avx2::quantize_block(x, q) };
+    }
+    quantize_block_scalar(x, q)
+}
+
+/// Reference for [`quantize_block`].
+fn quantize_block_scalar(x: &[f32], q: &mut [i8]) -> f16 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     // Quantise against the F16-rounded scale that dequantisation will use.
     let d = f16::from_f32(amax / 127.0);
@@ -172,6 +183,56 @@ mod avx2 {
     use super::BLOCK;
     use crate::shared::scaled_block_sum;
 
+    /// [`super::quantize_block_scalar`] eight lanes at a time, with the same
+    /// results: round half away from zero (`f32::round`), not the vector
+    /// unit's round-half-to-even.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> f16 {
+        assert!(x.len() >= BLOCK && q.len() >= BLOCK, "whole blocks");
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = |a: __m256| _mm256_andnot_ps(sign, a);
+        let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(x.as_ptr().add(i)));
+        let m = _mm256_max_ps(
+            _mm256_max_ps(abs(v[0]), abs(v[1])),
+            _mm256_max_ps(abs(v[2]), abs(v[3])),
+        );
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+        let d = f16::from_f32(amax / 127.0);
+        let df = d.to_f32();
+        let inv = _mm256_set1_ps(if df > 0.0 { 1.0 / df } else { 0.0 });
+        let (half, one, limit) = (
+            _mm256_set1_ps(0.5),
+            _mm256_set1_ps(1.0),
+            _mm256_set1_ps(127.0),
+        );
+        let round = |a: __m256| {
+            let s = _mm256_mul_ps(a, inv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+            // |s − t| is exact; at ≥ 0.5 step one away from zero.
+            let up = _mm256_cmp_ps::<_CMP_GE_OQ>(abs(_mm256_sub_ps(s, t)), half);
+            let step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(s, sign), one));
+            let r = _mm256_add_ps(t, step);
+            let r = _mm256_min_ps(
+                _mm256_max_ps(r, _mm256_sub_ps(_mm256_setzero_ps(), limit)),
+                limit,
+            );
+            _mm256_cvtps_epi32(r)
+        };
+        let [a, b, c, e] = v.map(round);
+        // packs work within 128-bit lanes: dwords come out as
+        // a0-3 b0-3 c0-3 e0-3 a4-7 b4-7 c4-7 e4-7.
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, ordered);
+        d
+    }
+
     /// # Safety
     /// AVX2, FMA and F16C must be available; slices hold whole blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -216,6 +277,26 @@ mod tests {
             }
         }
         assert!(Q8Matrix::quantize(&v[..5 * 95], 5, 95).is_none());
+    }
+
+    #[test]
+    fn block_quantiser_matches_its_reference_including_ties() {
+        // amax 127 gives the exact scale 1: ±2.5 and ±0.5 are rounding ties.
+        let mut x = data(32 * 9, 5);
+        x[..8].copy_from_slice(&[127.0, 2.5, -2.5, 0.5, -0.5, 126.5, -126.5, 0.0]);
+        x[32..64].fill(0.0);
+        x[64] = 1e-30;
+        for block in x.chunks(BLOCK) {
+            let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
+            let (da, db) = (
+                quantize_block(block, &mut a),
+                quantize_block_scalar(block, &mut b),
+            );
+            assert_eq!((da, a), (db, b));
+        }
+        let mut q = [0i8; BLOCK];
+        quantize_block(&x[..BLOCK], &mut q);
+        assert_eq!(&q[..8], &[127, 3, -3, 1, -1, 127, -127, 0]);
     }
 
     #[test]
