@@ -196,6 +196,56 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `x·Wᵀ + b` for `rows` rows on host buffers (`x` [rows, in], `out`
+    /// resized to [rows, out]): the decode step's path, without tensor
+    /// allocations. Few rows against a quantised or BF16 weight run the GEMV
+    /// kernels straight into `out`; anything else goes through
+    /// [`forward`](Self::forward) (same results).
+    pub fn forward_rows(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> Result<()> {
+        let n = self.out_dim();
+        out.resize(rows * n, 0.0);
+        let few = (1..=blip3_kernels::gemv::MAX_ROWS).contains(&rows);
+        let done = match &self.weight {
+            Weight::Quantized(q) if few => {
+                q.gemv(x, out, rows);
+                true
+            }
+            Weight::Dense(w) if few && w.dtype() == DType::BF16 => {
+                let (storage, layout) = w.storage_and_layout();
+                match (&*storage, layout.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
+                        let data: &[half::bf16] = cpu.as_slice()?;
+                        let k = x.len() / rows;
+                        blip3_kernels::gemv::gemv_bf16(&data[start..end], x, out, rows, n, k);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if !done {
+            let device = match &self.weight {
+                Weight::Dense(w) => w.device().clone(),
+                Weight::Quantized(_) => candle_core::Device::Cpu,
+            };
+            let t = Tensor::from_slice(x, (rows, x.len() / rows), &device)?;
+            let y = self.forward(&t)?.flatten_all()?.to_vec1::<f32>()?;
+            out.copy_from_slice(&y);
+            return Ok(());
+        }
+        if let Some(b) = &self.bias_host {
+            for row in out.chunks_exact_mut(n) {
+                for (o, &bv) in row.iter_mut().zip(b.iter()) {
+                    *o += bv;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Many-row product `x2 · Wᵀ` with the packing GEMM of `blip3-kernels`,
 /// reading an F32/BF16/F16 CPU weight in place. `None` for other devices or
 /// layouts (the caller falls back to candle's matmul).
@@ -301,16 +351,35 @@ impl LayerNorm {
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
+    /// The weight on the host, for [`forward_rows`](Self::forward_rows).
+    weight_host: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
     /// Loads `{prefix}.weight` [dim].
     pub fn load(store: &WeightStore, prefix: &str, dim: usize, eps: f32) -> Result<Self> {
+        let weight = store.f32(&format!("{prefix}.weight"), &[dim])?;
         Ok(Self {
-            weight: store.f32(&format!("{prefix}.weight"), &[dim])?,
+            weight_host: weight.to_dtype(DType::F32)?.to_vec1()?,
+            weight,
             eps,
         })
+    }
+
+    /// Normalises each row of `x` [rows, dim] into `out` (resized), with
+    /// the arithmetic of [`forward`](Self::forward) (candle's `rms_norm`):
+    /// a sequential F32 sum of squares, then `x / rms · weight`.
+    pub fn forward_rows(&self, x: &[f32], out: &mut Vec<f32>) {
+        let dim = self.weight_host.len();
+        out.resize(x.len(), 0.0);
+        for (src, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+            let m = (sum2 / dim as f32 + self.eps).sqrt();
+            for ((d, &v), &w) in dst.iter_mut().zip(src).zip(&self.weight_host) {
+                *d = v / m * w;
+            }
+        }
     }
 
     /// Normalises over the last dimension.

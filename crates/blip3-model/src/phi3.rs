@@ -20,6 +20,9 @@ use crate::{ModelError, Result};
 struct Rope {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables on the host, [max_positions, head_dim / 2].
+    cos_host: Vec<f32>,
+    sin_host: Vec<f32>,
 }
 
 impl Rope {
@@ -41,9 +44,27 @@ impl Rope {
             }
         }
         Ok(Self {
-            cos: Tensor::from_vec(cos, (max, half), device)?,
-            sin: Tensor::from_vec(sin, (max, half), device)?,
+            cos: Tensor::from_slice(&cos, (max, half), device)?,
+            sin: Tensor::from_slice(&sin, (max, half), device)?,
+            cos_host: cos,
+            sin_host: sin,
         })
+    }
+
+    /// Rotates each `head_dim`-wide head of `x` in place for one position
+    /// (the arithmetic of candle's `rope` kernel).
+    fn apply_host(&self, x: &mut [f32], head_dim: usize, position: usize) {
+        let half = head_dim / 2;
+        let cos = &self.cos_host[position * half..][..half];
+        let sin = &self.sin_host[position * half..][..half];
+        for head in x.chunks_exact_mut(head_dim) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * cos[i] - x2 * sin[i];
+                b[i] = x1 * sin[i] + x2 * cos[i];
+            }
+        }
     }
 
     /// Applies RoPE to `x` [1, H, L, hd] at positions `start..start+L`.
@@ -190,6 +211,9 @@ impl Phi3 {
                 self.cfg.max_position_embeddings
             )));
         }
+        if len == 1 {
+            return self.decode_rows(embeds, &mut [cache]);
+        }
         cache.reserve(start + len);
         let mut x = embeds.clone();
         for (li, layer) in self.layers.iter().enumerate() {
@@ -226,6 +250,9 @@ impl Phi3 {
                 full.len() + 1
             )));
         }
+        if rows <= blip3_kernels::gemv::MAX_ROWS {
+            return self.decode_rows(embeds, caches);
+        }
         for cache in caches.iter_mut() {
             cache.reserve(cache.len() + 1);
         }
@@ -245,6 +272,86 @@ impl Phi3 {
             cache.advance(1);
         }
         self.norm.forward(&x)
+    }
+
+    /// One new token for each of `caches.len()` sequences (rows of `embeds`
+    /// [B, d]) on host buffers: the decode step. Same arithmetic as the
+    /// tensor path (RMSNorm, RoPE, SiLU and the residual adds in F32, the
+    /// same matrix kernels), but no tensor allocations or parallel regions
+    /// besides the matrix products and attention, which matters when a step
+    /// is ~200 small operations around 4 GEMVs per layer.
+    fn decode_rows(&self, embeds: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let rows = caches.len();
+        let context = self.cfg.max_position_embeddings;
+        if let Some(full) = caches.iter().find(|c| c.len() + 1 > context) {
+            return Err(ModelError::Input(format!(
+                "sequence of {} tokens exceeds the context of {context} tokens",
+                full.len() + 1
+            )));
+        }
+        for cache in caches.iter_mut() {
+            cache.reserve(cache.len() + 1);
+        }
+        let (heads, kv_heads, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let (d, inter) = (self.cfg.hidden_size, self.cfg.intermediate_size);
+        let (q_width, kv_width) = (heads * hd, kv_heads * hd);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let mut x: Vec<f32> = embeds.flatten_all()?.to_vec1()?;
+        let (mut h, mut qkv, mut proj, mut gate_up) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut attn = vec![0f32; rows * q_width];
+        let mut act = vec![0f32; rows * inter];
+        for (li, layer) in self.layers.iter().enumerate() {
+            layer.input_layernorm.forward_rows(&x, &mut h);
+            layer.qkv_proj.forward_rows(&h, rows, &mut qkv)?;
+            for (b, cache) in caches.iter_mut().enumerate() {
+                let row = &mut qkv[b * (q_width + 2 * kv_width)..][..q_width + 2 * kv_width];
+                let position = cache.len();
+                let (q, kv) = row.split_at_mut(q_width);
+                let (k, v) = kv.split_at_mut(kv_width);
+                self.rope.apply_host(q, hd, position);
+                self.rope.apply_host(k, hd, position);
+                // One position: [kv_heads, hd] is the cache's [kv_heads, 1, hd].
+                cache.write(li, k, v, 1);
+                let first = self
+                    .cfg
+                    .sliding_window
+                    .map_or(0, |w| position.saturating_sub(w));
+                cache.attend_one(
+                    li,
+                    q,
+                    heads / kv_heads,
+                    first..position + 1,
+                    scale,
+                    &mut attn[b * q_width..(b + 1) * q_width],
+                );
+            }
+            layer.o_proj.forward_rows(&attn, rows, &mut proj)?;
+            add_into(&mut x, &proj);
+            layer.post_attention_layernorm.forward_rows(&x, &mut h);
+            layer.gate_up_proj.forward_rows(&h, rows, &mut gate_up)?;
+            for (gu, a) in gate_up
+                .chunks_exact(2 * inter)
+                .zip(act.chunks_exact_mut(inter))
+            {
+                let (gate, up) = gu.split_at(inter);
+                for ((o, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+                    // candle's SiLU, then `up · silu(gate)`.
+                    *o = u * (g / (1.0 + (-g).exp()));
+                }
+            }
+            layer.down_proj.forward_rows(&act, rows, &mut proj)?;
+            add_into(&mut x, &proj);
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        self.norm.forward_rows(&x, &mut h);
+        Ok(Tensor::from_vec(h, (rows, d), embeds.device())?)
     }
 
     /// Final hidden states [M, d] → logits [M, initial_tokenizer_len + 3].
@@ -330,5 +437,12 @@ impl Phi3 {
         let up = gu.narrow(D::Minus1, inter, inter)?;
         let act = (up * candle_nn::ops::silu(&gate)?)?;
         Ok((x + layer.down_proj.forward(&act)?)?)
+    }
+}
+
+/// `x += y` element-wise (the residual adds).
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
     }
 }
