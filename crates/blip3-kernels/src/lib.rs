@@ -28,6 +28,7 @@ pub mod bandwidth;
 pub mod cpu;
 pub mod gemm;
 pub mod gemv;
+mod interleaved;
 pub mod pool;
 pub mod q4;
 pub mod q4k;

@@ -9,45 +9,32 @@
 //! As for Q8_0, the activation is quantised to Q8_0 blocks and the inner loop
 //! is an integer dot product (AVX2 `maddubs`), scaled once per block.
 //!
-//! In memory the rows are interleaved in groups of [`GROUP`] (the GGML
-//! row-major layout is what [`Q4Matrix::from_blocks`] takes and
-//! [`Q4Matrix::block_codes`] gives back, for files): for each group and
-//! block, the 8 rows' scales, then four 32-byte chunks, chunk `c` holding
-//! bytes `4c..4c + 4` of each row's block in turn. One AVX2 register then
-//! carries four codes of each of 8 rows, so one broadcast of four activation
-//! codes serves 8 rows and the 8 per-row sums come out in one register with
-//! the 8 scales in another: about half the instructions per weight of the
-//! one-row-at-a-time kernel, which could not keep up with two cores' memory
-//! bandwidth.
+//! In memory the rows are interleaved in groups of 8 ([`crate::interleaved`]);
+//! [`Q4Matrix::from_blocks`] takes and [`Q4Matrix::block_codes`] gives back
+//! the GGML row-major layout (what files hold).
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
+use crate::interleaved::{par_groups, Interleaved, GROUP};
 use crate::q8::{quantize_activations, BLOCK};
 
 /// Bytes of codes per block.
 const CODE_BYTES: usize = BLOCK / 2;
-/// Rows interleaved in memory.
-pub const GROUP: usize = 8;
 /// Code bytes of one block of a whole group.
 const GROUP_BLOCK_BYTES: usize = GROUP * CODE_BYTES;
-/// Row groups per parallel task.
-const GROUPS_PER_TASK: usize = 8;
 
 /// A row-major matrix [N, K] in Q4_0 blocks (K a multiple of 32), stored
-/// row-interleaved (see the module docs).
+/// row-interleaved.
 #[derive(Debug, Clone)]
 pub struct Q4Matrix {
     /// Rows N.
     pub rows: usize,
     /// Columns K.
     pub cols: usize,
-    /// F16 scales, [group][block][row in group]; rows past N are zero.
-    scales: Vec<f16>,
-    /// Codes, [group][block][chunk 4][row in group 8][4 bytes].
-    codes: Vec<u8>,
+    blocks: Interleaved,
 }
 
 /// Quantises one block of 32 values into 16 code bytes, returning its scale.
@@ -84,78 +71,26 @@ impl Q4Matrix {
     /// Builds the matrix from GGML row-major blocks (one scale per block,
     /// 16 code bytes per block); `None` when the sizes do not fit.
     pub fn from_blocks(rows: usize, cols: usize, scales: &[f16], codes: &[u8]) -> Option<Self> {
-        let nb = cols / BLOCK;
-        if !cols.is_multiple_of(BLOCK)
-            || scales.len() != rows * nb
-            || codes.len() != rows * nb * CODE_BYTES
-        {
+        if !cols.is_multiple_of(BLOCK) {
             return None;
         }
-        let groups = rows.div_ceil(GROUP);
-        let mut m = Self {
-            rows,
-            cols,
-            scales: vec![f16::ZERO; groups * nb * GROUP],
-            codes: vec![0u8; groups * nb * GROUP_BLOCK_BYTES],
-        };
-        m.scales
-            .par_chunks_mut(nb * GROUP)
-            .zip(m.codes.par_chunks_mut(nb * GROUP_BLOCK_BYTES))
-            .enumerate()
-            .for_each(|(g, (gs, gc))| {
-                for lane in 0..GROUP.min(rows - g * GROUP) {
-                    let r = g * GROUP + lane;
-                    for b in 0..nb {
-                        gs[b * GROUP + lane] = scales[r * nb + b];
-                        let src = &codes[(r * nb + b) * CODE_BYTES..][..CODE_BYTES];
-                        for (c, four) in src.chunks_exact(4).enumerate() {
-                            let at = b * GROUP_BLOCK_BYTES + c * GROUP * 4 + lane * 4;
-                            gc[at..at + 4].copy_from_slice(four);
-                        }
-                    }
-                }
-            });
-        Some(m)
+        let blocks = Interleaved::from_row_major(rows, cols / BLOCK, CODE_BYTES, scales, codes)?;
+        Some(Self { rows, cols, blocks })
     }
 
     /// The scales in GGML row-major order (one per block).
     pub fn block_scales(&self) -> Vec<f16> {
-        let nb = self.cols / BLOCK;
-        (0..self.rows)
-            .flat_map(|r| (0..nb).map(move |b| self.scales[self.scale_index(r, b)]))
-            .collect()
+        self.blocks.row_major_scales()
     }
 
     /// The codes in GGML row-major order (16 bytes per block).
     pub fn block_codes(&self) -> Vec<u8> {
-        let nb = self.cols / BLOCK;
-        let mut out = Vec::with_capacity(self.rows * nb * CODE_BYTES);
-        for r in 0..self.rows {
-            for b in 0..nb {
-                for c in 0..CODE_BYTES / 4 {
-                    let at = self.code_index(r, b, c);
-                    out.extend_from_slice(&self.codes[at..at + 4]);
-                }
-            }
-        }
-        out
-    }
-
-    /// Where the scale of row `r`, block `b` lives.
-    fn scale_index(&self, r: usize, b: usize) -> usize {
-        let nb = self.cols / BLOCK;
-        ((r / GROUP) * nb + b) * GROUP + r % GROUP
-    }
-
-    /// Where bytes `4c..4c + 4` of row `r`'s block `b` live.
-    fn code_index(&self, r: usize, b: usize, c: usize) -> usize {
-        let nb = self.cols / BLOCK;
-        ((r / GROUP) * nb + b) * GROUP_BLOCK_BYTES + c * GROUP * 4 + (r % GROUP) * 4
+        self.blocks.row_major_codes()
     }
 
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
-        self.codes.len() + 2 * self.scales.len()
+        self.blocks.size_bytes()
     }
 
     /// Row `r` back to F32.
@@ -167,11 +102,10 @@ impl Q4Matrix {
     pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
         let first = k0 / BLOCK;
         for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
-            let d = self.scales[self.scale_index(r, b)].to_f32();
+            let d = self.blocks.scale(r, b).to_f32();
             let o = &mut out[i * BLOCK..][..BLOCK];
             for c in 0..CODE_BYTES / 4 {
-                let at = self.code_index(r, b, c);
-                for (t, &byte) in self.codes[at..at + 4].iter().enumerate() {
+                for (t, &byte) in self.blocks.chunk(r, b, c).iter().enumerate() {
                     o[4 * c + t] = d * (i32::from(byte & 0x0f) - 8) as f32;
                     o[4 * c + t + CODE_BYTES] = d * (i32::from(byte >> 4) - 8) as f32;
                 }
@@ -186,15 +120,6 @@ impl Q4Matrix {
             .enumerate()
             .for_each(|(r, row)| self.dequantize_row(r, row));
         out
-    }
-
-    /// Group `g`'s codes and scales.
-    fn group(&self, g: usize) -> (&[u8], &[f16]) {
-        let nb = self.cols / BLOCK;
-        (
-            &self.codes[g * nb * GROUP_BLOCK_BYTES..(g + 1) * nb * GROUP_BLOCK_BYTES],
-            &self.scales[g * nb * GROUP..(g + 1) * nb * GROUP],
-        )
     }
 }
 
@@ -229,44 +154,10 @@ pub fn gemv_q4(w: &Q4Matrix, x: &[f32], y: &mut [f32], m: usize) {
         offsets: &xoff[i * nb..(i + 1) * nb],
     };
     let features = CpuFeatures::detect();
-    let group_dot = |g: usize, x: &Activation, out: &mut [f32; GROUP]| {
-        let (codes, scales) = w.group(g);
-        dot_group(features, codes, scales, x, out);
-    };
-    if m == 1 && n.is_multiple_of(GROUP) {
-        let x = row(0);
-        y.par_chunks_mut(GROUPS_PER_TASK * GROUP)
-            .enumerate()
-            .for_each(|(t, ys)| {
-                for (i, out) in ys.chunks_exact_mut(GROUP).enumerate() {
-                    let mut sums = [0f32; GROUP];
-                    group_dot(t * GROUPS_PER_TASK + i, &x, &mut sums);
-                    out.copy_from_slice(&sums);
-                }
-            });
-        return;
-    }
-    // [group][activation row][lane], scattered to [row][n] afterwards.
-    let groups = n.div_ceil(GROUP);
-    let mut by_group = vec![0f32; groups * m * GROUP];
-    by_group
-        .par_chunks_mut(GROUPS_PER_TASK * m * GROUP)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            for (gi, sums) in chunk.chunks_exact_mut(m * GROUP).enumerate() {
-                for (i, out) in sums.chunks_exact_mut(GROUP).enumerate() {
-                    let out: &mut [f32; GROUP] = out.try_into().expect("GROUP lanes");
-                    group_dot(t * GROUPS_PER_TASK + gi, &row(i), out);
-                }
-            }
-        });
-    for (g, sums) in by_group.chunks_exact(m * GROUP).enumerate() {
-        for (i, lanes) in sums.chunks_exact(GROUP).enumerate() {
-            for (lane, &v) in lanes.iter().enumerate().take(n - g * GROUP) {
-                y[i * n + g * GROUP + lane] = v;
-            }
-        }
-    }
+    par_groups(y, m, n, |g, i, out| {
+        let (codes, scales) = w.blocks.group(g);
+        dot_group(features, codes, scales, &row(i), out);
+    });
 }
 
 /// The 8 dot products of one row group with one activation row.
@@ -280,7 +171,7 @@ fn dot_group(
     #[cfg(target_arch = "x86_64")]
     if features.avx2_fma && features.f16c {
         // SAFETY: AVX2, FMA and F16C were detected on this CPU; the slices
-        // hold whole blocks of one group (checked by `Q4Matrix::group`).
+        // hold whole blocks of one group (the kernel asserts it).
         return unsafe { avx2::dot_group(codes, scales, x, out) };
     }
     let _ = features;
@@ -514,7 +405,7 @@ mod tests {
         };
         assert_eq!(x.scales.len(), nb);
         for g in 0..n / GROUP {
-            let (codes, scales) = w.group(g);
+            let (codes, scales) = w.blocks.group(g);
             let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
             dot_group(CpuFeatures::detect(), codes, scales, &x, &mut a);
             dot_group_scalar(codes, scales, &x, &mut b);

@@ -5,28 +5,30 @@
 //! Q8_0 per block, so the inner loop is an integer dot product of 32 byte
 //! pairs (AVX2 `maddubs`), scaled once per block. That halves the bytes read
 //! per token against BF16 weights.
+//!
+//! In memory the rows are interleaved in groups of 8 ([`crate::interleaved`]);
+//! [`Q8Matrix::from_blocks`] takes and [`Q8Matrix::block_codes`] gives back
+//! the GGML row-major layout (what files hold).
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::shared::par_columns;
+use crate::interleaved::{par_groups, Interleaved, GROUP};
 
 /// Values per block.
 pub const BLOCK: usize = 32;
 
-/// A row-major matrix [N, K] in Q8_0 blocks (K a multiple of 32).
+/// A row-major matrix [N, K] in Q8_0 blocks (K a multiple of 32; 34 bytes
+/// per 32 weights, as GGML), stored row-interleaved.
 #[derive(Debug, Clone)]
 pub struct Q8Matrix {
     /// Rows N.
     pub rows: usize,
     /// Columns K.
     pub cols: usize,
-    /// One F16 scale per block, row-major (34 bytes per 32 weights, as GGML).
-    pub scales: Vec<f16>,
-    /// 32 quantised values per block.
-    pub quants: Vec<i8>,
+    blocks: Interleaved,
 }
 
 /// Quantises one block of 32 values, returning its scale (AVX2 where
@@ -67,17 +69,33 @@ impl Q8Matrix {
             .zip(quants.par_chunks_mut(BLOCK))
             .zip(values.par_chunks(BLOCK))
             .for_each(|((s, q), x)| *s = quantize_block(x, q));
-        Some(Self {
-            rows,
-            cols,
-            scales,
-            quants,
-        })
+        let codes: Vec<u8> = quants.into_iter().map(|q| q as u8).collect();
+        Self::from_blocks(rows, cols, &scales, &codes)
+    }
+
+    /// Builds the matrix from GGML row-major blocks (one scale and 32 code
+    /// bytes, two's complement, per block); `None` when the sizes do not fit.
+    pub fn from_blocks(rows: usize, cols: usize, scales: &[f16], codes: &[u8]) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) {
+            return None;
+        }
+        let blocks = Interleaved::from_row_major(rows, cols / BLOCK, BLOCK, scales, codes)?;
+        Some(Self { rows, cols, blocks })
+    }
+
+    /// The scales in GGML row-major order (one per block).
+    pub fn block_scales(&self) -> Vec<f16> {
+        self.blocks.row_major_scales()
+    }
+
+    /// The codes in GGML row-major order (32 bytes per block).
+    pub fn block_codes(&self) -> Vec<u8> {
+        self.blocks.row_major_codes()
     }
 
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.blocks.size_bytes()
     }
 
     /// Row `r` back to F32 (d·q).
@@ -87,13 +105,14 @@ impl Q8Matrix {
 
     /// `W[r, k0 .. k0 + out.len()]` back to F32 (`k0` and the length whole blocks).
     pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
-        let nb = self.cols / BLOCK;
         let first = k0 / BLOCK;
         for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
-            let d = self.scales[r * nb + b].to_f32();
-            let q = &self.quants[(r * nb + b) * BLOCK..][..BLOCK];
-            for (o, &v) in out[i * BLOCK..][..BLOCK].iter_mut().zip(q) {
-                *o = d * f32::from(v);
+            let d = self.blocks.scale(r, b).to_f32();
+            let o = &mut out[i * BLOCK..][..BLOCK];
+            for (c, four) in o.chunks_exact_mut(4).enumerate() {
+                for (v, &q) in four.iter_mut().zip(self.blocks.chunk(r, b, c)) {
+                    *v = d * f32::from(q as i8);
+                }
             }
         }
     }
@@ -122,6 +141,14 @@ pub(crate) fn quantize_activations(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     (xq, xd)
 }
 
+/// One activation row quantised to Q8_0 blocks, with the codes' absolute
+/// values (the unsigned side of `maddubs`; the sign moves onto the weight).
+struct Activation<'a> {
+    codes: &'a [i8],
+    magnitudes: &'a [u8],
+    scales: &'a [f32],
+}
+
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, with the
 /// activations quantised to Q8_0 per block first (as llama.cpp does).
 pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
@@ -134,44 +161,53 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     assert_eq!(y.len(), m * n, "output size");
     let nb = k / BLOCK;
     let (xq, xd) = quantize_activations(x, k);
+    let magnitudes: Vec<u8> = xq.iter().map(|v| v.unsigned_abs()).collect();
+    let row = |i: usize| Activation {
+        codes: &xq[i * k..(i + 1) * k],
+        magnitudes: &magnitudes[i * k..(i + 1) * k],
+        scales: &xd[i * nb..(i + 1) * nb],
+    };
     let features = CpuFeatures::detect();
-    par_columns(y, m, n, |j, out| {
-        let wq = &w.quants[j * k..(j + 1) * k];
-        let ws = &w.scales[j * nb..(j + 1) * nb];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot_q8(
-                features,
-                wq,
-                ws,
-                &xq[i * k..(i + 1) * k],
-                &xd[i * nb..(i + 1) * nb],
-            );
-        }
+    par_groups(y, m, n, |g, i, out| {
+        let (codes, scales) = w.blocks.group(g);
+        dot_group(features, codes, scales, &row(i), out);
     });
 }
 
-fn dot_q8(features: CpuFeatures, wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+/// The 8 dot products of one row group with one activation row.
+fn dot_group(
+    features: CpuFeatures,
+    codes: &[u8],
+    scales: &[f16],
+    x: &Activation,
+    out: &mut [f32; GROUP],
+) {
     #[cfg(target_arch = "x86_64")]
     if features.avx2_fma && features.f16c {
-        // SAFETY: AVX2, FMA and F16C were detected on this CPU.
-        return unsafe { avx2::dot_q8(wq, ws, xq, xd) };
+        // SAFETY: AVX2, FMA and F16C were detected on this CPU; the kernel
+        // asserts that the slices hold whole blocks.
+        return unsafe { avx2::dot_group(codes, scales, x, out) };
     }
     let _ = features;
-    dot_q8_scalar(wq, ws, xq, xd)
+    dot_group_scalar(codes, scales, x, out)
 }
 
-/// Reference block dot product.
-pub fn dot_q8_scalar(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
-    let mut sum = 0f32;
-    for (b, (wb, xb)) in wq.chunks(BLOCK).zip(xq.chunks(BLOCK)).enumerate() {
-        let dot: i32 = wb
-            .iter()
-            .zip(xb)
-            .map(|(&a, &c)| i32::from(a) * i32::from(c))
-            .sum();
-        sum += ws[b].to_f32() * xd[b] * dot as f32;
+/// Reference for [`dot_group`]: integer block dot products, scaled per block.
+fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
+    for (lane, o) in out.iter_mut().enumerate() {
+        let mut sum = 0f32;
+        for (b, &xd) in x.scales.iter().enumerate() {
+            let mut dot = 0i32;
+            for c in 0..BLOCK / 4 {
+                let at = (b * BLOCK + c * 4) * GROUP + lane * 4;
+                for (t, &q) in codes[at..at + 4].iter().enumerate() {
+                    dot += i32::from(q as i8) * i32::from(x.codes[b * BLOCK + 4 * c + t]);
+                }
+            }
+            sum += scales[b * GROUP + lane].to_f32() * xd * dot as f32;
+        }
+        *o = sum;
     }
-    sum
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -180,8 +216,7 @@ mod avx2 {
 
     use half::f16;
 
-    use super::BLOCK;
-    use crate::shared::scaled_block_sum;
+    use super::{Activation, BLOCK, GROUP};
 
     /// [`super::quantize_block_scalar`] eight lanes at a time, with the same
     /// results: round half away from zero (`f32::round`), not the vector
@@ -234,27 +269,56 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2, FMA and F16C must be available; slices hold whole blocks.
+    /// AVX2, FMA and F16C must be available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8(wq: &[i8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+    pub unsafe fn dot_group(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
+        let nb = x.scales.len();
+        assert!(
+            codes.len() >= nb * BLOCK * GROUP
+                && scales.len() >= nb * GROUP
+                && x.codes.len() >= nb * BLOCK
+                && x.magnitudes.len() >= nb * BLOCK
+        );
         let ones = _mm256_set1_epi16(1);
         let block = |b: usize| {
-            let w = _mm256_loadu_si256(wq.as_ptr().add(b * BLOCK) as *const __m256i);
-            let x = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-            // maddubs needs unsigned × signed: |x| × (w with x's sign).
-            let ax = _mm256_sign_epi8(x, x);
-            let sw = _mm256_sign_epi8(w, x);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones))
+            let cb = codes.as_ptr().add(b * BLOCK * GROUP);
+            let (xs, xa) = (
+                x.codes.as_ptr().add(b * BLOCK),
+                x.magnitudes.as_ptr().add(b * BLOCK),
+            );
+            let mut dot = _mm256_setzero_si256();
+            for c in 0..BLOCK / 4 {
+                let w = _mm256_loadu_si256(cb.add(c * 4 * GROUP) as *const __m256i);
+                let sign = _mm256_set1_epi32((xs.add(4 * c) as *const i32).read_unaligned());
+                let mag = _mm256_set1_epi32((xa.add(4 * c) as *const i32).read_unaligned());
+                // |x| · (w with x's sign): pairs reach 2 · 127 · 127, so widen
+                // each chunk to 32 bits before summing.
+                let pairs = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(w, sign));
+                dot = _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                scales.as_ptr().add(b * GROUP) as *const __m128i
+            ));
+            (
+                _mm256_cvtepi32_ps(dot),
+                _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b))),
+            )
         };
-        scaled_block_sum!(
-            ws.len(),
-            |b: usize| _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(ws.as_ptr().add(b) as *const __m128i)),
-                _mm256_loadu_ps(xd.as_ptr().add(b))
-            ),
-            |b: usize| ws[b].to_f32() * xd[b],
-            block
-        )
+        // Two accumulators hide the FMA latency.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= nb {
+            let (v0, d0) = block(b);
+            let (v1, d1) = block(b + 1);
+            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+            acc1 = _mm256_fmadd_ps(v1, d1, acc1);
+            b += 2;
+        }
+        if b < nb {
+            let (v0, d0) = block(b);
+            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
     }
 }
 
@@ -269,8 +333,9 @@ mod tests {
         let v = data(n * k, 9);
         let q = Q8Matrix::quantize(&v, n, k).unwrap();
         let back = q.dequantize();
+        let scales = q.block_scales();
         for (blk, (a, b)) in v.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
-            let step = q.scales[blk].to_f32();
+            let step = scales[blk].to_f32();
             for (x, y) in a.iter().zip(b) {
                 // Half a step, plus the clamp when the F16 scale rounded down.
                 assert!((x - y).abs() <= 0.5 * step + 127.0 * step / 1024.0 + 1e-6);
@@ -299,28 +364,45 @@ mod tests {
         assert_eq!(&q[..8], &[127, 3, -3, 1, -1, 127, -127, 0]);
     }
 
+    /// Row-major GGML block dot product, the format's definition.
+    fn dot_row_major(wq: &[u8], ws: &[f16], xq: &[i8], xd: &[f32]) -> f32 {
+        let mut sum = 0f32;
+        for (b, (wb, xb)) in wq.chunks(BLOCK).zip(xq.chunks(BLOCK)).enumerate() {
+            let dot: i32 = wb
+                .iter()
+                .zip(xb)
+                .map(|(&a, &c)| i32::from(a as i8) * i32::from(c))
+                .sum();
+            sum += ws[b].to_f32() * xd[b] * dot as f32;
+        }
+        sum
+    }
+
     #[test]
-    fn gemv_matches_scalar_block_reference_and_float_product() {
-        for &(m, n, k) in &[(1, 1, 32), (1, 70, 96), (2, 33, 64), (4, 129, 3072)] {
+    fn gemv_matches_row_major_block_reference_and_float_product() {
+        // Row counts off the group of 8, odd block counts (the kernel's tail).
+        for &(m, n, k) in &[
+            (1, 1, 32),
+            (1, 70, 96),
+            (1, 64, 160),
+            (2, 33, 64),
+            (4, 129, 3072),
+        ] {
             let v = data(n * k, 1);
             let x = data(m * k, 2);
             let w = Q8Matrix::quantize(&v, n, k).unwrap();
+            let (wq, ws) = (w.block_codes(), w.block_scales());
             let mut y = vec![0f32; m * n];
             gemv_q8(&w, &x, &mut y, m);
             let nb = k / BLOCK;
+            let (xq, xd) = quantize_activations(&x, k);
             for i in 0..m {
-                let mut xq = vec![0i8; k];
-                let xd: Vec<f32> = xq
-                    .chunks_mut(BLOCK)
-                    .zip(x[i * k..(i + 1) * k].chunks(BLOCK))
-                    .map(|(q, c)| quantize_block(c, q).to_f32())
-                    .collect();
                 for j in 0..n {
-                    let r = dot_q8_scalar(
-                        &w.quants[j * k..(j + 1) * k],
-                        &w.scales[j * nb..(j + 1) * nb],
-                        &xq,
-                        &xd,
+                    let r = dot_row_major(
+                        &wq[j * k..(j + 1) * k],
+                        &ws[j * nb..(j + 1) * nb],
+                        &xq[i * k..(i + 1) * k],
+                        &xd[i * nb..(i + 1) * nb],
                     );
                     let exact: f32 = (0..k).map(|t| v[j * k + t] * x[i * k + t]).sum();
                     let got = y[i * n + j];
@@ -334,6 +416,28 @@ mod tests {
                         "{m}x{n}x{k} vs float"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_and_scalar_group_kernels_agree() {
+        let (n, k) = (16, 224);
+        let w = Q8Matrix::quantize(&data(n * k, 3), n, k).unwrap();
+        let (xq, xd) = quantize_activations(&data(k, 4), k);
+        let magnitudes: Vec<u8> = xq.iter().map(|v| v.unsigned_abs()).collect();
+        let x = Activation {
+            codes: &xq,
+            magnitudes: &magnitudes,
+            scales: &xd,
+        };
+        for g in 0..n / GROUP {
+            let (codes, scales) = w.blocks.group(g);
+            let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
+            dot_group(CpuFeatures::detect(), codes, scales, &x, &mut a);
+            dot_group_scalar(codes, scales, &x, &mut b);
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{p} vs {q}");
             }
         }
     }

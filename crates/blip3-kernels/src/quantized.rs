@@ -85,12 +85,7 @@ pub fn from_parts(
                 codes: packed,
             })
         }
-        "q8_0" => Arc::new(Q8Matrix {
-            rows,
-            cols,
-            scales,
-            quants: codes.into_iter().map(|b| b as i8).collect(),
-        }),
+        "q8_0" => Arc::new(Q8Matrix::from_blocks(rows, cols, &scales, &codes)?),
         _ => Arc::new(Q4Matrix::from_blocks(rows, cols, &scales, &codes)?),
     })
 }
@@ -106,10 +101,10 @@ impl QuantizedMatrix for Q8Matrix {
         gemv_q8(self, x, y, m)
     }
     fn code_bytes(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.quants.iter().map(|&q| q as u8).collect())
+        Cow::Owned(self.block_codes())
     }
     fn scales(&self) -> Cow<'_, [f16]> {
-        Cow::Borrowed(&self.scales)
+        Cow::Owned(self.block_scales())
     }
 }
 
