@@ -4,7 +4,9 @@
 Ratios are blip3-rs ÷ peer for rates (tokens/s) and peer ÷ blip3-rs for times,
 so > 1 always means blip3-rs is faster. The decode roofline fraction is
 tokens/s × weight bytes streamed per token ÷ the 2-thread read bandwidth
-measured in the same run.
+measured just before and just after that measurement (the mean of the two
+probes; the VM's bandwidth drifts by up to 2x within minutes), or, in older
+results folders, the one probe at the start of the run.
 """
 
 import json
@@ -60,6 +62,20 @@ def streamed_gguf_bytes(folder, fmt):
         return sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
     except Exception:  # the GGUF may have been removed: no roofline then
         return None
+
+
+def adjacent_bandwidth(folder, label, fallback):
+    """Mean all-thread read bandwidth of the probes around measurement `label`."""
+    probes = [load(folder, f"bandwidth-{label}-{when}.json") for when in ("before", "after")]
+    rates = [p["read_bytes_per_s_all_threads"] for p in probes if p]
+    return sum(rates) / len(rates) if rates else fallback
+
+
+def roofline(rate, bytes_per_token, bandwidth):
+    """'78 % of 23.1 GB/s', or '–' when something is missing."""
+    if not (rate and bytes_per_token and bandwidth):
+        return "–"
+    return f"{100 * rate * bytes_per_token / bandwidth:.0f} % of {bandwidth / 1e9:.1f} GB/s"
 
 
 def fmt_ratio(r):
@@ -123,23 +139,24 @@ def main():
     p(f"### Decode (tokens/s; blip3 and PyTorch after the {n_prefill}-position image prompt; "
       f"llama.cpp tg64 from an empty context and tg32 after {n_prefill} positions)")
     p("")
-    p("| engine | format | decode tokens/s | bytes/token (weights) | % of bandwidth roofline | blip3 ratio (same format) |")
+    p("| engine | format | decode tokens/s | bytes/token (weights) | bandwidth roofline (probes around the run) | blip3 ratio (same format) |")
     p("|---|---|---|---|---|---|")
     for f, r in ours.items():
         rate = r and r.get("decode_tokens_per_s")
         bpt = (DECODER_WEIGHTS + HEAD_WEIGHTS) * BLIP3_BPW[f]
-        roof = f"{100 * rate * bpt / bandwidth:.0f} %" if (rate and bandwidth) else "–"
+        roof = roofline(rate, bpt, adjacent_bandwidth(folder, f"blip3-{f}", bandwidth))
         p(f"| blip3-rs | {f} | {'not run' if rate is None else f'{rate:.2f}'} | {bpt / 1e9:.2f} GB | {roof} | |")
     for d, r in torch.items():
         rate = r and r.get("decode_tokens_per_s")
         bpt = (DECODER_WEIGHTS + 32064 * 3072) * (4 if d == "f32" else 2)
-        roof = f"{100 * rate * bpt / bandwidth:.0f} %" if (rate and bandwidth) else "–"
+        roof = roofline(rate, bpt, adjacent_bandwidth(folder, f"pytorch-{d}", bandwidth))
         mine = ours["bf16"] and ours["bf16"].get("decode_tokens_per_s")
         ratio = mine / rate if (mine and rate) else None
         p(f"| PyTorch | {d} | {'not run' if rate is None else f'{rate:.2f}'} | {bpt / 1e9:.2f} GB | {roof} | {fmt_ratio(ratio)} (vs blip3 bf16) |")
     for q, (_, tg, _, _) in llama.items():
         bpt = streamed_gguf_bytes(folder, q)
-        roof = f"{100 * tg * bpt / bandwidth:.0f} %" if (tg and bpt and bandwidth) else "–"
+        near = adjacent_bandwidth(folder, f"llama-{q}", bandwidth)
+        roof = roofline(tg, bpt, near)
         mine_fmt = {v: k for k, v in LLAMA_OF.items()}[q]
         mine = ours.get(mine_fmt) and ours[mine_fmt].get("decode_tokens_per_s")
         ratio = mine / tg if (mine and tg) else None
@@ -147,7 +164,7 @@ def main():
         p(f"| llama.cpp tg64, empty context | {q.lower()} | {'not run' if tg is None else f'{tg:.2f}'} | {bpt_s} | {roof} | {fmt_ratio(ratio)} (vs blip3 {mine_fmt}) |")
         deep = llama_depth_rate(folder, q, n_prefill)
         if deep:
-            roof = f"{100 * deep * bpt / bandwidth:.0f} %" if (bpt and bandwidth) else "–"
+            roof = roofline(deep, bpt, near)
             ratio = mine / deep if mine else None
             p(f"| llama.cpp tg32 after {n_prefill} positions | {q.lower()} | {deep:.2f} | {bpt_s} | {roof} | **{fmt_ratio(ratio)}** (vs blip3 {mine_fmt}) |")
     p("")

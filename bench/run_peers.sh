@@ -16,8 +16,9 @@
 #     --dtype bf16` (~3 min, 9.2 GB).
 # Measurement, on a quiet 2-vCPU machine: about 45 minutes (blip3 3 formats
 # ~12 min, PyTorch fp32 ~4 min and bf16 ~15 min, GGUF conversion ~2 min,
-# llama-bench 3 formats ~8 min). Nothing else should run meanwhile: the
-# script checks the load average before each measurement and records it.
+# llama-bench 4 formats ~12 min, a 1 GiB bandwidth probe before and after
+# each decode measurement). Nothing else should run meanwhile: the script
+# checks the load average before each measurement and records it.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -38,6 +39,12 @@ quiet_check() {
     load="$(cut -d' ' -f1 /proc/loadavg)"
     log "load average before $1: $load"
     echo "$1 $load" >> "$OUT/loadavg.txt"
+}
+probe() {
+    # Read bandwidth next to a decode measurement: this VM's bandwidth drifts
+    # by up to 2x within minutes, so each roofline fraction uses the probes
+    # taken just before and just after its own run.
+    "$BLIP3" bandwidth --gib 1 --passes 3 > "$OUT/bandwidth-$1.json"
 }
 
 # --- set-up -----------------------------------------------------------------
@@ -88,9 +95,11 @@ for fmt in bf16 q8_0 q4_0 q4_k; do
     [ "$fmt" != bf16 ] && quant=(--quantize "$fmt")
     quiet_check "blip3-$fmt"
     log "blip3 bench $fmt (anyres: 5 crops, 685 positions)"
+    probe "blip3-$fmt-before"
     RAYON_NUM_THREADS="$THREADS" "$BLIP3" bench --model "$MODEL" --image "$IMAGE" --prompt "$PROMPT" \
         --max-new-tokens 32 --repeat 1 --warmup 0 --threads "$THREADS" "${quant[@]}" --json \
         > "$OUT/blip3-$fmt.json" 2> "$OUT/blip3-$fmt.log"
+    probe "blip3-$fmt-after"
 done
 
 PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16.json")
@@ -98,9 +107,11 @@ CROPS=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]
 for dt in f32 bf16; do
     quiet_check "pytorch-$dt"
     log "PyTorch $dt ($CROPS crops, $PREFILL positions)"
+    probe "pytorch-$dt-before"
     "$VENV/bin/python" "$HERE/pytorch_peer.py" --model "$MODEL" --dtype "$dt" --threads "$THREADS" \
         --crops "$CROPS" --prefill-tokens "$PREFILL" --decode-tokens 32 \
         --json "$OUT/pytorch-$dt.json" > "$OUT/pytorch-$dt.log" 2>&1
+    probe "pytorch-$dt-after"
 done
 
 GGUF_F16="$WORK/phi3-f16.gguf"
@@ -115,11 +126,13 @@ done
 for q in f16 Q8_0 Q4_0 Q4_K_S; do
     quiet_check "llama-$q"
     log "llama-bench $q"
+    probe "llama-$q-before"
     "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \
         > "$OUT/llama-$q.json" 2> "$OUT/llama-$q.log"
     # Decode at the same context as blip3's (after the image prompt's $PREFILL positions).
     "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$PREFILL" -t "$THREADS" -r 1 -o json \
         > "$OUT/llama-$q-d$PREFILL.json" 2> "$OUT/llama-$q-d$PREFILL.log"
+    probe "llama-$q-after"
 done
 
 "$VENV/bin/python" "$HERE/make_table.py" "$OUT" | tee "$OUT/table.md"
