@@ -169,6 +169,31 @@ def main():
             p(f"| llama.cpp tg32 after {n_prefill} positions | {q.lower()} | {deep:.2f} | {bpt_s} | {roof} | **{fmt_ratio(ratio)}** (vs blip3 {mine_fmt}) |")
     p("")
 
+    pad = {f: load(folder, f"blip3-{f}-pad.json") for f in BLIP3_BPW}
+    if any(pad.values()):
+        p("### Decode side by side at the same context (tokens/s over 32 new tokens; "
+          "llama.cpp tg32 after as many positions)")
+        p("")
+        p("| format | context | blip3-rs | blip3-rs roofline | llama.cpp | llama.cpp roofline | blip3 ÷ llama |")
+        p("|---|---|---|---|---|---|---|")
+        for f in BLIP3_BPW:
+            q = LLAMA_OF[f]
+            bpt = (DECODER_WEIGHTS + HEAD_WEIGHTS) * BLIP3_BPW[f]
+            gguf_bpt = streamed_gguf_bytes(folder, q)
+            for label, r in [(f"blip3-{f}", ours.get(f)), (f"blip3-{f}-pad", pad.get(f))]:
+                if not r:
+                    continue
+                depth = r["prefill_tokens"]
+                mine = r.get("decode_tokens_per_s")
+                theirs = llama_depth_rate(folder, q, depth)
+                near = adjacent_bandwidth(folder, label, bandwidth)
+                near_llama = adjacent_bandwidth(folder, f"llama-{q}", bandwidth)
+                ratio = mine / theirs if (mine and theirs) else None
+                p(f"| {f} vs {q.lower()} | {depth} | {mine:.2f} | {roofline(mine, bpt, near)} | "
+                  f"{'not run' if theirs is None else f'{theirs:.2f}'} | {roofline(theirs, gguf_bpt, near_llama)} | "
+                  f"**{fmt_ratio(ratio)}** |")
+        p("")
+
     p("### Time to first token and memory")
     p("")
     p("| engine | format | TTFT | peak RSS |")

@@ -14,10 +14,11 @@
 #     (~13 min on 2 cores), into bench/.llama-build;
 #   * the model (if MODEL_DIR is missing): `blip3 init-random --preset full
 #     --dtype bf16` (~3 min, 9.2 GB).
-# Measurement, on a quiet 2-vCPU machine: about 45 minutes (blip3 3 formats
-# ~12 min, PyTorch fp32 ~4 min and bf16 ~15 min, GGUF conversion ~2 min,
-# llama-bench 4 formats ~12 min, a 1 GiB bandwidth probe before and after
-# each decode measurement). Nothing else should run meanwhile: the script
+# Measurement, on a quiet 2-vCPU machine: about 55 minutes (blip3 4 formats
+# at 2 prompt lengths ~16 min, plus ~11 min the first time for the
+# pre-quantised folders; PyTorch fp32 ~4 min and bf16 ~15 min; GGUF
+# conversion ~2 min; llama-bench 4 formats ~16 min; a 1 GiB bandwidth probe
+# before and after each decode measurement). Nothing else should run meanwhile: the script
 # checks the load average before each measurement and records it.
 set -euo pipefail
 
@@ -90,19 +91,37 @@ free -b > "$OUT/free.txt"
 quiet_check bandwidth
 "$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
 
+# Quantised formats load from pre-quantised folders (`blip3 quantize`, once:
+# ~1.5 min each, Q4_K ~8 min); the stages measured are the same as with
+# --quantize at load time (crates/blip3-engine/tests/quantized_folder.rs).
+declare -A DIR=([bf16]="$MODEL")
+for fmt in q8_0 q4_0 q4_k; do
+    DIR[$fmt]="$WORK/blip3-$fmt"
+    if [ ! -f "${DIR[$fmt]}/model.safetensors" ]; then
+        log "blip3 quantize --to $fmt"
+        rm -rf "${DIR[$fmt]}"
+        "$BLIP3" quantize --model "$MODEL" --to "$fmt" --out "${DIR[$fmt]}" > "$OUT/quantize-$fmt.json"
+    fi
+done
 for fmt in bf16 q8_0 q4_0 q4_k; do
-    quant=()
-    [ "$fmt" != bf16 ] && quant=(--quantize "$fmt")
-    quiet_check "blip3-$fmt"
-    log "blip3 bench $fmt (anyres: 5 crops, 685 positions)"
-    probe "blip3-$fmt-before"
-    RAYON_NUM_THREADS="$THREADS" "$BLIP3" bench --model "$MODEL" --image "$IMAGE" --prompt "$PROMPT" \
-        --max-new-tokens 32 --repeat 1 --warmup 0 --threads "$THREADS" "${quant[@]}" --json \
-        > "$OUT/blip3-$fmt.json" 2> "$OUT/blip3-$fmt.log"
-    probe "blip3-$fmt-after"
+    # The full image prompt (anyres: 5 crops, 685 positions), then the
+    # global view only (--aspect pad: 1 crop, 173 positions) for decode at a
+    # short context, as llama.cpp's tg64 runs.
+    for aspect in anyres pad; do
+        label="blip3-$fmt"
+        [ "$aspect" = pad ] && label="blip3-$fmt-pad"
+        quiet_check "$label"
+        log "blip3 bench $fmt --aspect $aspect"
+        probe "$label-before"
+        RAYON_NUM_THREADS="$THREADS" "$BLIP3" bench --model "${DIR[$fmt]}" --image "$IMAGE" \
+            --prompt "$PROMPT" --aspect "$aspect" --max-new-tokens 32 --repeat 1 --warmup 0 \
+            --threads "$THREADS" --json > "$OUT/$label.json" 2> "$OUT/$label.log"
+        probe "$label-after"
+    done
 done
 
 PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16.json")
+PAD_PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16-pad.json")
 CROPS=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['image']['num_crops'])" "$OUT/blip3-bf16.json")
 for dt in f32 bf16; do
     quiet_check "pytorch-$dt"
@@ -129,9 +148,12 @@ for q in f16 Q8_0 Q4_0 Q4_K_S; do
     probe "llama-$q-before"
     "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \
         > "$OUT/llama-$q.json" 2> "$OUT/llama-$q.log"
-    # Decode at the same context as blip3's (after the image prompt's $PREFILL positions).
-    "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$PREFILL" -t "$THREADS" -r 1 -o json \
-        > "$OUT/llama-$q-d$PREFILL.json" 2> "$OUT/llama-$q-d$PREFILL.log"
+    # Decode at the same contexts as blip3's (after the image prompt's
+    # $PREFILL positions, and after the $PAD_PREFILL of the --aspect pad run).
+    for depth in "$PREFILL" "$PAD_PREFILL"; do
+        "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$depth" -t "$THREADS" \
+            -r 1 -o json > "$OUT/llama-$q-d$depth.json" 2> "$OUT/llama-$q-d$depth.log"
+    done
     probe "llama-$q-after"
 done
 
