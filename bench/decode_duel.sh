@@ -61,14 +61,16 @@ for fmt in $FORMATS; do
     done
 done
 
-python3 - "$OUT" "$ROUNDS" <<'PY' | tee "$OUT/table.md"
+python3 - "$OUT" "$ROUNDS" "$HERE" <<'PY' | tee "$OUT/table.md"
 import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+from make_table import BLIP3_BPW, DECODER_WEIGHTS, HEAD_WEIGHTS
 def read(name):
     with open(os.path.join(out, name)) as f:
         return json.load(f)
-print("| format | blip3-rs decode tokens/s (rounds) | llama.cpp tg32 @ d173 (rounds) | median ratio | bandwidth GB/s (rounds) |")
-print("|---|---|---|---|---|")
+print("| format | blip3-rs decode tokens/s (rounds) | llama.cpp tg32 @ d173 (rounds) | median ratio | bandwidth GB/s (rounds) | blip3-rs % of roofline (rounds) |")
+print("|---|---|---|---|---|---|")
 for fmt, q in [("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q4_k", "q4_k_s"), ("bf16", "f16")]:
     ours, theirs, bw = [], [], []
     for r in range(1, rounds + 1):
@@ -82,6 +84,9 @@ for fmt, q in [("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q4_k", "q4_k_s"), ("bf16", 
         continue
     ratios = [a / b for a, b in zip(ours, theirs)]
     fmt_list = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
-    print(f"| {fmt} vs {q} | {fmt_list(ours)} | {fmt_list(theirs)} | **{statistics.median(ratios):.2f}×** | {fmt_list(bw)} |")
+    bpt = (DECODER_WEIGHTS + HEAD_WEIGHTS) * BLIP3_BPW[fmt]
+    roof = [100 * t * bpt / (b * 1e9) for t, b in zip(ours, bw)]
+    roof_list = ", ".join(f"{x:.0f}" for x in roof)
+    print(f"| {fmt} vs {q} | {fmt_list(ours)} | {fmt_list(theirs)} | **{statistics.median(ratios):.2f}×** | {fmt_list(bw)} | {roof_list} (median {statistics.median(roof):.0f} %) |")
 PY
 log "done: $OUT"

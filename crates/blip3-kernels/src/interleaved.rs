@@ -2,8 +2,9 @@
 //! parallel driver of their GEMVs.
 //!
 //! Rows are stored in groups of [`GROUP`]: for each group and block, the 8
-//! rows' F16 scales, then the rows' code bytes in 4-byte chunks, chunk `c`
-//! holding bytes `4c..4c + 4` of each row's block in turn. One 32-byte AVX2
+//! rows' F16 scales (Q4_K has two per block: the 8 rows' `d`, then their
+//! `dmin`), then the rows' code bytes in 4-byte chunks, chunk `c` holding
+//! bytes `4c..4c + 4` of each row's block in turn. One 32-byte AVX2
 //! load then carries four bytes of each of 8 rows, so one broadcast of the
 //! matching activation bytes serves 8 rows, and the 8 rows' sums come out in
 //! one register next to their 8 scales in another: about half the
@@ -26,25 +27,27 @@ pub(crate) struct Interleaved {
     pub rows: usize,
     /// Blocks per row.
     pub blocks: usize,
+    /// F16 scales per block of one row.
+    pub block_scales: usize,
     /// Code bytes per block of one row (a multiple of 4).
     pub block_bytes: usize,
-    /// [group][block][row in group].
+    /// [group][block][scale][row in group].
     pub scales: Vec<f16>,
     /// [group][block][chunk][row in group][4 bytes].
     pub codes: Vec<u8>,
 }
 
 impl Interleaved {
-    /// Interleaves row-major blocks (one scale and `block_bytes` code bytes
-    /// per block); `None` when the sizes do not fit.
+    /// Interleaves row-major blocks (`block_scales` scales and `block_bytes`
+    /// code bytes per block); `None` when the sizes do not fit.
     pub fn from_row_major(
         rows: usize,
         blocks: usize,
-        block_bytes: usize,
+        (block_scales, block_bytes): (usize, usize),
         scales: &[f16],
         codes: &[u8],
     ) -> Option<Self> {
-        if scales.len() != rows * blocks
+        if scales.len() != rows * blocks * block_scales
             || codes.len() != rows * blocks * block_bytes
             || !block_bytes.is_multiple_of(4)
         {
@@ -54,20 +57,24 @@ impl Interleaved {
         let mut m = Self {
             rows,
             blocks,
+            block_scales,
             block_bytes,
-            scales: vec![f16::ZERO; groups * blocks * GROUP],
+            scales: vec![f16::ZERO; groups * blocks * block_scales * GROUP],
             codes: vec![0u8; groups * blocks * GROUP * block_bytes],
         };
         let group_bytes = blocks * GROUP * block_bytes;
         m.scales
-            .par_chunks_mut(blocks * GROUP)
+            .par_chunks_mut(blocks * block_scales * GROUP)
             .zip(m.codes.par_chunks_mut(group_bytes))
             .enumerate()
             .for_each(|(g, (gs, gc))| {
                 for lane in 0..GROUP.min(rows - g * GROUP) {
                     let r = g * GROUP + lane;
                     for b in 0..blocks {
-                        gs[b * GROUP + lane] = scales[r * blocks + b];
+                        for k in 0..block_scales {
+                            gs[(b * block_scales + k) * GROUP + lane] =
+                                scales[(r * blocks + b) * block_scales + k];
+                        }
                         let src = &codes[(r * blocks + b) * block_bytes..][..block_bytes];
                         for (c, four) in src.chunks_exact(4).enumerate() {
                             let at = (b * block_bytes + c * 4) * GROUP + lane * 4;
@@ -82,7 +89,10 @@ impl Interleaved {
     /// The scales in row-major order.
     pub fn row_major_scales(&self) -> Vec<f16> {
         (0..self.rows)
-            .flat_map(|r| (0..self.blocks).map(move |b| self.scale(r, b)))
+            .flat_map(|r| {
+                (0..self.blocks)
+                    .flat_map(move |b| (0..self.block_scales).map(move |k| self.scale(r, b, k)))
+            })
             .collect()
     }
 
@@ -99,9 +109,10 @@ impl Interleaved {
         out
     }
 
-    /// The scale of row `r`, block `b`.
-    pub fn scale(&self, r: usize, b: usize) -> f16 {
-        self.scales[((r / GROUP) * self.blocks + b) * GROUP + r % GROUP]
+    /// Scale `k` of row `r`, block `b`.
+    pub fn scale(&self, r: usize, b: usize, k: usize) -> f16 {
+        let block = (r / GROUP) * self.blocks + b;
+        self.scales[(block * self.block_scales + k) * GROUP + r % GROUP]
     }
 
     /// Bytes `4c..4c + 4` of row `r`'s block `b`.
@@ -113,7 +124,8 @@ impl Interleaved {
 
     /// Group `g`'s codes and scales.
     pub fn group(&self, g: usize) -> (&[u8], &[f16]) {
-        let (bytes, scales) = (self.blocks * GROUP * self.block_bytes, self.blocks * GROUP);
+        let bytes = self.blocks * GROUP * self.block_bytes;
+        let scales = self.blocks * self.block_scales * GROUP;
         (
             &self.codes[g * bytes..(g + 1) * bytes],
             &self.scales[g * scales..(g + 1) * scales],
@@ -176,28 +188,31 @@ mod tests {
 
     #[test]
     fn row_major_blocks_round_trip() {
-        for (rows, blocks, bytes) in [(11, 2, 16), (8, 3, 32), (1, 1, 4)] {
-            let scales: Vec<f16> = (0..rows * blocks)
+        for (rows, blocks, per) in [
+            (11, 2, (1, 16)),
+            (8, 3, (1, 32)),
+            (1, 1, (1, 4)),
+            (9, 2, (2, 140)),
+        ] {
+            let (n_scales, bytes) = per;
+            let scales: Vec<f16> = (0..rows * blocks * n_scales)
                 .map(|i| f16::from_f32(i as f32))
                 .collect();
             let codes: Vec<u8> = (0..rows * blocks * bytes)
                 .map(|i| (i * 7 % 251) as u8)
                 .collect();
-            let m = Interleaved::from_row_major(rows, blocks, bytes, &scales, &codes).unwrap();
+            let m = Interleaved::from_row_major(rows, blocks, per, &scales, &codes).unwrap();
             assert_eq!(m.row_major_scales(), scales);
             assert_eq!(m.row_major_codes(), codes);
-            let r = rows - 1;
-            assert_eq!(m.scale(r, blocks - 1), scales[r * blocks + blocks - 1]);
-            let at = (r * blocks + blocks - 1) * bytes + 4;
+            let (r, b, k) = (rows - 1, blocks - 1, n_scales - 1);
+            assert_eq!(m.scale(r, b, k), scales[(r * blocks + b) * n_scales + k]);
+            let at = (r * blocks + b) * bytes + 4;
             if bytes > 4 {
-                assert_eq!(m.chunk(r, blocks - 1, 1), &codes[at..at + 4]);
+                assert_eq!(m.chunk(r, b, 1), &codes[at..at + 4]);
             }
-            assert!(
-                Interleaved::from_row_major(rows, blocks, bytes, &scales[1..], &codes).is_none()
-            );
-            assert!(
-                Interleaved::from_row_major(rows, blocks + 1, bytes, &scales, &codes).is_none()
-            );
+            let short = &scales[1..];
+            assert!(Interleaved::from_row_major(rows, blocks, per, short, &codes).is_none());
+            assert!(Interleaved::from_row_major(rows, blocks + 1, per, &scales, &codes).is_none());
         }
     }
 

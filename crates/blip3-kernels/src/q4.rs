@@ -74,7 +74,8 @@ impl Q4Matrix {
         if !cols.is_multiple_of(BLOCK) {
             return None;
         }
-        let blocks = Interleaved::from_row_major(rows, cols / BLOCK, CODE_BYTES, scales, codes)?;
+        let blocks =
+            Interleaved::from_row_major(rows, cols / BLOCK, (1, CODE_BYTES), scales, codes)?;
         Some(Self { rows, cols, blocks })
     }
 
@@ -102,7 +103,7 @@ impl Q4Matrix {
     pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
         let first = k0 / BLOCK;
         for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
-            let d = self.blocks.scale(r, b).to_f32();
+            let d = self.blocks.scale(r, b, 0).to_f32();
             let o = &mut out[i * BLOCK..][..BLOCK];
             for c in 0..CODE_BYTES / 4 {
                 for (t, &byte) in self.blocks.chunk(r, b, c).iter().enumerate() {

@@ -14,14 +14,19 @@
 //! GGML's Q8_K) and computes per super-block `d·xd·Σ_j sc_j·Σ q·xq −
 //! dmin·xd·Σ_j m_j·Σ xq`: the sub-block scales are applied in integer
 //! arithmetic and the minimums through precomputed activation sums.
+//!
+//! In memory the rows are interleaved in groups of 8 ([`crate::interleaved`],
+//! a super-block being one "block" of 12 + 128 bytes and two scales), so the
+//! 8 rows' scale words unpack together in vector registers and one broadcast
+//! of four activation codes serves 8 rows, as for Q4_0.
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
+use crate::interleaved::{par_groups, Interleaved, GROUP};
 use crate::q8::BLOCK;
-use crate::shared::par_columns;
 
 /// Values per super-block.
 pub const SUPER_BLOCK: usize = 256;
@@ -31,20 +36,20 @@ const SCALE_BYTES: usize = 12;
 const CODE_BYTES: usize = SUPER_BLOCK / 2;
 /// Sub-blocks per super-block.
 const SUBS: usize = SUPER_BLOCK / BLOCK;
+/// Bytes per super-block besides `d` and `dmin`: the packed sub-block
+/// scales, then the codes.
+const BLOCK_BYTES: usize = SCALE_BYTES + CODE_BYTES;
 
-/// A row-major matrix [N, K] in Q4_K super-blocks (K a multiple of 256).
+/// A row-major matrix [N, K] in Q4_K super-blocks (K a multiple of 256),
+/// stored row-interleaved: per super-block, scales `d` and `dmin` (F16) and
+/// 140 bytes (12 of packed 6-bit sub-block scales and minimums, 128 of codes).
 #[derive(Debug, Clone)]
 pub struct Q4KMatrix {
     /// Rows N.
     pub rows: usize,
     /// Columns K.
     pub cols: usize,
-    /// Per super-block: `d` then `dmin` (F16).
-    pub scales: Vec<f16>,
-    /// Per super-block: 12 bytes of 6-bit sub-block scales and minimums.
-    pub sub_scales: Vec<u8>,
-    /// Per super-block: 128 bytes of 4-bit codes.
-    pub codes: Vec<u8>,
+    blocks: Interleaved,
 }
 
 /// The (scale, min) 6-bit pair of sub-block `j` (GGML's `get_scale_min_k4`).
@@ -190,47 +195,72 @@ impl Q4KMatrix {
         }
         let supers = rows * cols / SUPER_BLOCK;
         let mut scales = vec![f16::ZERO; 2 * supers];
-        let mut sub_scales = vec![0u8; SCALE_BYTES * supers];
-        let mut codes = vec![0u8; CODE_BYTES * supers];
+        let mut bytes = vec![0u8; BLOCK_BYTES * supers];
         scales
             .par_chunks_mut(2)
-            .zip(sub_scales.par_chunks_mut(SCALE_BYTES))
-            .zip(codes.par_chunks_mut(CODE_BYTES))
+            .zip(bytes.par_chunks_mut(BLOCK_BYTES))
             .zip(values.par_chunks(SUPER_BLOCK))
-            .for_each(|(((s, p), c), x)| quantize_super_block(x, s, p, c));
-        Some(Self {
-            rows,
-            cols,
-            scales,
-            sub_scales,
-            codes,
-        })
+            .for_each(|((s, b), x)| {
+                let (packed, codes) = b.split_at_mut(SCALE_BYTES);
+                quantize_super_block(x, s, packed, codes)
+            });
+        Self::from_blocks(rows, cols, &scales, &bytes)
+    }
+
+    /// Builds the matrix from GGML row-major super-blocks: `d`, `dmin` per
+    /// super-block in `scales`, its 12 scale bytes then 128 code bytes in
+    /// `bytes`; `None` when the sizes do not fit.
+    pub fn from_blocks(rows: usize, cols: usize, scales: &[f16], bytes: &[u8]) -> Option<Self> {
+        if !cols.is_multiple_of(SUPER_BLOCK) {
+            return None;
+        }
+        let supers = cols / SUPER_BLOCK;
+        let blocks = Interleaved::from_row_major(rows, supers, (2, BLOCK_BYTES), scales, bytes)?;
+        Some(Self { rows, cols, blocks })
+    }
+
+    /// `d`, `dmin` of every super-block, row-major.
+    pub fn block_scales(&self) -> Vec<f16> {
+        self.blocks.row_major_scales()
+    }
+
+    /// The 140 bytes of every super-block, row-major (the file layout).
+    pub fn block_codes(&self) -> Vec<u8> {
+        self.blocks.row_major_codes()
     }
 
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
-        2 * self.scales.len() + self.sub_scales.len() + self.codes.len()
+        self.blocks.size_bytes()
+    }
+
+    /// Row `r`'s super-block `s`: `d`, `dmin` and its 140 bytes.
+    fn super_block(&self, r: usize, s: usize) -> (f32, f32, [u8; BLOCK_BYTES]) {
+        let mut bytes = [0u8; BLOCK_BYTES];
+        for (c, four) in bytes.chunks_exact_mut(4).enumerate() {
+            four.copy_from_slice(self.blocks.chunk(r, s, c));
+        }
+        let (d, dmin) = (self.blocks.scale(r, s, 0), self.blocks.scale(r, s, 1));
+        (d.to_f32(), dmin.to_f32(), bytes)
     }
 
     /// `W[r, k0 .. k0 + out.len()]` back to F32 (`k0` and the length whole
     /// super-blocks).
     pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
-        let per_row = self.cols / SUPER_BLOCK;
-        let first = r * per_row + k0 / SUPER_BLOCK;
+        let first = k0 / SUPER_BLOCK;
         for (i, s) in (first..first + out.len() / SUPER_BLOCK).enumerate() {
             let o = &mut out[i * SUPER_BLOCK..][..SUPER_BLOCK];
-            let (d, dmin) = (self.scales[2 * s].to_f32(), self.scales[2 * s + 1].to_f32());
-            let packed = &self.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES];
-            let codes = &self.codes[s * CODE_BYTES..][..CODE_BYTES];
+            let (d, dmin, bytes) = self.super_block(r, s);
+            let (packed, codes) = bytes.split_at(SCALE_BYTES);
             for j in 0..SUBS {
                 let (sc, m) = scale_min(j, packed);
                 let (dd, dm) = (d * f32::from(sc), dmin * f32::from(m));
-                let bytes = &codes[(j / 2) * BLOCK..][..BLOCK];
+                let half = &codes[(j / 2) * BLOCK..][..BLOCK];
                 for l in 0..BLOCK {
                     let q = if j % 2 == 0 {
-                        bytes[l] & 0x0f
+                        half[l] & 0x0f
                     } else {
-                        bytes[l] >> 4
+                        half[l] >> 4
                     };
                     o[j * BLOCK + l] = dd * f32::from(q) - dm;
                 }
@@ -299,31 +329,37 @@ pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
     let (xq, xd, sums) = quantize_activations_k(x);
+    let sum_pairs = pair_sums(&sums);
     let supers = k / SUPER_BLOCK;
+    let row = |i: usize| Activation {
+        q: &xq[i * k..(i + 1) * k],
+        d: &xd[i * supers..(i + 1) * supers],
+        sums: &sums[i * supers * SUBS..(i + 1) * supers * SUBS],
+        sum_pairs: &sum_pairs[i * supers * 4..(i + 1) * supers * 4],
+    };
     let features = CpuFeatures::detect();
-    par_columns(y, m, n, |j, out| {
-        let row = j * supers..(j + 1) * supers;
-        let part = RowPart {
-            scales: &w.scales[2 * row.start..2 * row.end],
-            sub_scales: &w.sub_scales[row.start * SCALE_BYTES..row.end * SCALE_BYTES],
-            codes: &w.codes[row.start * CODE_BYTES..row.end * CODE_BYTES],
-        };
-        for (i, o) in out.iter_mut().enumerate() {
-            let act = Activation {
-                q: &xq[i * k..(i + 1) * k],
-                d: &xd[i * supers..(i + 1) * supers],
-                sums: &sums[i * supers * SUBS..(i + 1) * supers * SUBS],
-            };
-            *o = dot_q4k(features, &part, &act);
-        }
+    par_groups(y, m, n, |g, i, out| {
+        let (codes, scales) = w.blocks.group(g);
+        dot_group(features, codes, scales, &row(i), out);
     });
 }
 
-/// One weight row's super-blocks.
-struct RowPart<'a> {
-    scales: &'a [f16],
-    sub_scales: &'a [u8],
-    codes: &'a [u8],
+/// The sub-block sums as 16-bit pairs (|sum| ≤ 32 · 127), four per
+/// super-block, ordered for the minimums' `madd`s: (S0, S2), (S1, S3),
+/// (S4, S6), (S5, S7).
+fn pair_sums(sums: &[i32]) -> Vec<i32> {
+    let pair =
+        |a: i32, b: i32| (u32::from(a as i16 as u16) | (u32::from(b as i16 as u16) << 16)) as i32;
+    sums.chunks_exact(SUBS)
+        .flat_map(|s| {
+            [
+                pair(s[0], s[2]),
+                pair(s[1], s[3]),
+                pair(s[4], s[6]),
+                pair(s[5], s[7]),
+            ]
+        })
+        .collect()
 }
 
 /// One activation row quantised by [`quantize_activations_k`].
@@ -331,102 +367,187 @@ struct Activation<'a> {
     q: &'a [i8],
     d: &'a [f32],
     sums: &'a [i32],
+    sum_pairs: &'a [i32],
 }
 
-fn dot_q4k(features: CpuFeatures, w: &RowPart, x: &Activation) -> f32 {
+/// The 8 dot products of one row group with one activation row.
+fn dot_group(
+    features: CpuFeatures,
+    codes: &[u8],
+    scales: &[f16],
+    x: &Activation,
+    out: &mut [f32; GROUP],
+) {
     #[cfg(target_arch = "x86_64")]
     if features.avx2_fma && features.f16c {
-        // SAFETY: AVX2, FMA and F16C were detected on this CPU.
-        return unsafe { avx2::dot_q4k(w, x) };
+        // SAFETY: AVX2, FMA and F16C were detected on this CPU; the kernel
+        // asserts that the slices hold whole super-blocks.
+        return unsafe { avx2::dot_group(codes, scales, x, out) };
     }
     let _ = features;
-    dot_q4k_scalar(w, x)
+    dot_group_scalar(codes, scales, x, out)
 }
 
-/// The minimums' term of super-block `s`: `dmin · xd · Σ_j m_j · Σ xq_j`.
-fn min_term(w: &RowPart, x: &Activation, s: usize, unpacked: &[u8; 16]) -> f32 {
-    let dot: i32 = (0..SUBS)
-        .map(|j| i32::from(unpacked[SUBS + j]) * x.sums[s * SUBS + j])
-        .sum();
-    w.scales[2 * s + 1].to_f32() * x.d[s] * dot as f32
-}
-
-/// Reference: per super-block `d·xd·Σ_j sc_j·Σ q·xq − dmin·xd·Σ_j m_j·Σ xq`.
-fn dot_q4k_scalar(w: &RowPart, x: &Activation) -> f32 {
-    let mut total = 0f32;
-    for s in 0..x.d.len() {
-        let unpacked = unpack_scales(&w.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES]);
-        let mut sumi = 0i32;
-        for (j, &sc) in unpacked[..SUBS].iter().enumerate() {
-            let bytes = &w.codes[s * CODE_BYTES + (j / 2) * BLOCK..][..BLOCK];
-            let dot: i32 = (0..BLOCK)
-                .map(|l| {
-                    let q = if j % 2 == 0 {
-                        bytes[l] & 0x0f
-                    } else {
-                        bytes[l] >> 4
-                    };
-                    i32::from(q) * i32::from(x.q[s * SUPER_BLOCK + j * BLOCK + l])
-                })
+/// Reference for [`dot_group`]: per super-block
+/// `d·xd·Σ_j sc_j·Σ q·xq − dmin·xd·Σ_j m_j·Σ xq`, lane by lane.
+fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
+    for (lane, o) in out.iter_mut().enumerate() {
+        let mut total = 0f32;
+        for s in 0..x.d.len() {
+            let mut bytes = [0u8; BLOCK_BYTES];
+            for (c, four) in bytes.chunks_exact_mut(4).enumerate() {
+                let at = (s * BLOCK_BYTES + c * 4) * GROUP + lane * 4;
+                four.copy_from_slice(&codes[at..at + 4]);
+            }
+            let d = scales[2 * s * GROUP + lane].to_f32();
+            let dmin = scales[(2 * s + 1) * GROUP + lane].to_f32();
+            let unpacked = unpack_scales(&bytes[..SCALE_BYTES]);
+            let mut sumi = 0i32;
+            for (j, &sc) in unpacked[..SUBS].iter().enumerate() {
+                let half = &bytes[SCALE_BYTES + (j / 2) * BLOCK..][..BLOCK];
+                let dot: i32 = (0..BLOCK)
+                    .map(|l| {
+                        let q = if j % 2 == 0 {
+                            half[l] & 0x0f
+                        } else {
+                            half[l] >> 4
+                        };
+                        i32::from(q) * i32::from(x.q[s * SUPER_BLOCK + j * BLOCK + l])
+                    })
+                    .sum();
+                sumi += i32::from(sc) * dot;
+            }
+            let mins: i32 = (0..SUBS)
+                .map(|j| i32::from(unpacked[SUBS + j]) * x.sums[s * SUBS + j])
                 .sum();
-            sumi += i32::from(sc) * dot;
+            total += d * x.d[s] * sumi as f32 - dmin * x.d[s] * mins as f32;
         }
-        total += w.scales[2 * s].to_f32() * x.d[s] * sumi as f32 - min_term(w, x, s, &unpacked);
+        *o = total;
     }
-    total
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{
-        unpack_scales, Activation, RowPart, BLOCK, CODE_BYTES, SCALE_BYTES, SUBS, SUPER_BLOCK,
-    };
-    use crate::shared::hsum256;
+    use half::f16;
 
-    /// Integer dot products per sub-block, weighted by the 6-bit scales in
-    /// 16-bit `madd`s, so each super-block needs one conversion and one FMA.
+    use super::{Activation, BLOCK, BLOCK_BYTES, GROUP, SCALE_BYTES, SUPER_BLOCK};
+
+    /// A `pshufb` control that copies byte `j` of each 32-bit lane into both
+    /// of the lane's 16-bit halves, zero-extended.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pick_byte(j: i8) -> __m256i {
+        let mut control = [0i8; 32];
+        for (lane, c) in control.chunks_exact_mut(4).enumerate() {
+            let at = (lane % 4) as i8 * 4 + j;
+            c.copy_from_slice(&[at, -128, at, -128]);
+        }
+        _mm256_loadu_si256(control.as_ptr() as *const __m256i)
+    }
+
+    /// Per super-block and 8 rows: the scale words unpacked in vector
+    /// registers, integer dot products per sub-block summed in 16 bits, the
+    /// 6-bit scales applied in `madd`s, the minimums' term from the
+    /// activation's sub-block sums, then one FMA per term.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C must be available; the parts hold whole super-blocks.
+    /// AVX2, FMA and F16C must be available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4k(w: &RowPart, x: &Activation) -> f32 {
+    pub(super) unsafe fn dot_group(
+        codes: &[u8],
+        scales: &[f16],
+        x: &Activation,
+        out: &mut [f32; GROUP],
+    ) {
+        let supers = x.d.len();
+        assert!(
+            codes.len() >= supers * BLOCK_BYTES * GROUP
+                && scales.len() >= supers * 2 * GROUP
+                && x.q.len() >= supers * SUPER_BLOCK
+                && x.sum_pairs.len() >= supers * 4
+        );
         let nibble = _mm256_set1_epi8(0x0f);
+        let (low6, low4, top2) = (
+            _mm256_set1_epi32(0x3f3f_3f3f),
+            _mm256_set1_epi32(0x0f0f_0f0f),
+            _mm256_set1_epi32(0x0303_0303),
+        );
+        let even_bytes = _mm256_set1_epi16(0x00ff);
+        let picks = [pick_byte(0), pick_byte(1), pick_byte(2), pick_byte(3)];
         let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for s in 0..x.d.len() {
-            let unpacked = unpack_scales(&w.sub_scales[s * SCALE_BYTES..][..SCALE_BYTES]);
-            let codes = w.codes.as_ptr().add(s * CODE_BYTES);
+        for s in 0..supers {
+            let base = codes.as_ptr().add(s * BLOCK_BYTES * GROUP);
+            // Word w of the 8 rows' packed scales, one row per 32-bit lane.
+            let word = |w: usize| _mm256_loadu_si256(base.add(w * 4 * GROUP) as *const __m256i);
+            let (w0, w1, w2) = (word(0), word(1), word(2));
+            let top = |w: __m256i| {
+                _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(w), top2))
+            };
+            let sc_lo = _mm256_and_si256(w0, low6);
+            let sc_hi = _mm256_or_si256(_mm256_and_si256(w2, low4), top(w0));
+            let m_lo = _mm256_and_si256(w1, low6);
+            let m_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(w2), low4), top(w1));
+            let sub_scale = |j: usize| {
+                if j < 4 {
+                    _mm256_shuffle_epi8(sc_lo, picks[j])
+                } else {
+                    _mm256_shuffle_epi8(sc_hi, picks[j - 4])
+                }
+            };
+
+            let cb = base.add(SCALE_BYTES * GROUP);
             let xs = x.q.as_ptr().add(s * SUPER_BLOCK);
             let mut sumi = _mm256_setzero_si256();
             for pair in 0..4 {
-                let packed = _mm256_loadu_si256(codes.add(pair * BLOCK) as *const __m256i);
-                let lo = _mm256_and_si256(packed, nibble);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), nibble);
-                let x0 = _mm256_loadu_si256(xs.add(2 * pair * BLOCK) as *const __m256i);
-                let x1 = _mm256_loadu_si256(xs.add((2 * pair + 1) * BLOCK) as *const __m256i);
-                let s0 = _mm256_set1_epi16(i16::from(unpacked[2 * pair]));
-                let s1 = _mm256_set1_epi16(i16::from(unpacked[2 * pair + 1]));
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), s0);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), s1);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                // Sub-block 2·pair in the low nibbles, 2·pair + 1 in the high;
+                // eight `maddubs` of ≤ 2 · 15 · 127 stay within 16 bits.
+                let (mut lo_sum, mut hi_sum) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in 0..8 {
+                    let v =
+                        _mm256_loadu_si256(cb.add((pair * 8 + c) * 4 * GROUP) as *const __m256i);
+                    let lo = _mm256_and_si256(v, nibble);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+                    let at = |j: usize| (xs.add(j * BLOCK + 4 * c) as *const i32).read_unaligned();
+                    let xl = _mm256_set1_epi32(at(2 * pair));
+                    let xh = _mm256_set1_epi32(at(2 * pair + 1));
+                    lo_sum = _mm256_add_epi16(lo_sum, _mm256_maddubs_epi16(lo, xl));
+                    hi_sum = _mm256_add_epi16(hi_sum, _mm256_maddubs_epi16(hi, xh));
+                }
+                sumi = _mm256_add_epi32(
+                    sumi,
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(lo_sum, sub_scale(2 * pair)),
+                        _mm256_madd_epi16(hi_sum, sub_scale(2 * pair + 1)),
+                    ),
+                );
             }
-            // Hardware F16 conversions (the software path dominated the loop).
-            let pair = _mm_cvtph_ps(_mm_cvtsi32_si128(
-                i32::from(w.scales[2 * s].to_bits())
-                    | (i32::from(w.scales[2 * s + 1].to_bits()) << 16),
-            ));
-            let d = _mm_cvtss_f32(pair);
-            let dmin = _mm_cvtss_f32(_mm_shuffle_ps::<1>(pair, pair));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[s]), _mm256_cvtepi32_ps(sumi), acc);
-            let mut dot = 0i32;
-            for (j, &m) in unpacked[SUBS..].iter().enumerate() {
-                dot += i32::from(m) * x.sums[s * SUBS + j];
-            }
-            mins += dmin * x.d[s] * dot as f32;
+
+            // Σ_j m_j · S_j: the minimums as 16-bit (even, odd) pairs against
+            // the activation's pairs (S0, S2), (S1, S3), (S4, S6), (S5, S7).
+            let sp = |t: usize| _mm256_set1_epi32(*x.sum_pairs.get_unchecked(s * 4 + t));
+            let mins = _mm256_add_epi32(
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_and_si256(m_lo, even_bytes), sp(0)),
+                    _mm256_madd_epi16(_mm256_srli_epi16::<8>(m_lo), sp(1)),
+                ),
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_and_si256(m_hi, even_bytes), sp(2)),
+                    _mm256_madd_epi16(_mm256_srli_epi16::<8>(m_hi), sp(3)),
+                ),
+            );
+
+            let xd = _mm256_set1_ps(*x.d.get_unchecked(s));
+            let half = |t: usize| {
+                _mm256_cvtph_ps(_mm_loadu_si128(
+                    scales.as_ptr().add((2 * s + t) * GROUP) as *const __m128i
+                ))
+            };
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(half(0), xd), _mm256_cvtepi32_ps(sumi), acc);
+            acc = _mm256_fnmadd_ps(_mm256_mul_ps(half(1), xd), _mm256_cvtepi32_ps(mins), acc);
         }
-        hsum256(acc) - mins
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }
 }
 
@@ -476,7 +597,8 @@ mod tests {
             .map(|(a, b)| f64::from((a - b) * (a - b)))
             .sum();
         assert!(err_k < err_0 / 2.0, "q4_k {err_k} vs q4_0 {err_0}");
-        assert_eq!(q.size_bytes(), n * k / SUPER_BLOCK * 144);
+        // Four rows occupy one interleaved group of eight.
+        assert_eq!(q.size_bytes(), GROUP * k / SUPER_BLOCK * 144);
         assert!(Q4KMatrix::quantize(&v[..4 * 256], 4, 256).is_some());
         assert!(Q4KMatrix::quantize(&v[..4 * 96], 4, 96).is_none());
     }
@@ -502,22 +624,24 @@ mod tests {
                     );
                 }
             }
-            // The scalar and vector super-block dot products agree.
+            // The scalar and vector group kernels agree.
             let (xq, xd, sums) = quantize_activations_k(&x[..k]);
-            let supers = k / SUPER_BLOCK;
-            let part = RowPart {
-                scales: &w.scales[..2 * supers],
-                sub_scales: &w.sub_scales[..supers * SCALE_BYTES],
-                codes: &w.codes[..supers * CODE_BYTES],
-            };
+            let pairs = pair_sums(&sums);
             let act = Activation {
                 q: &xq,
                 d: &xd,
                 sums: &sums,
+                sum_pairs: &pairs,
             };
-            let a = dot_q4k(CpuFeatures::detect(), &part, &act);
-            let b = dot_q4k_scalar(&part, &act);
-            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+            for g in 0..n.div_ceil(GROUP) {
+                let (codes, scales) = w.blocks.group(g);
+                let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
+                dot_group(CpuFeatures::detect(), codes, scales, &act, &mut a);
+                dot_group_scalar(codes, scales, &act, &mut b);
+                for (p, q) in a.iter().zip(&b) {
+                    assert!((p - q).abs() <= 1e-3 * q.abs().max(1.0), "{p} vs {q}");
+                }
+            }
         }
     }
 }

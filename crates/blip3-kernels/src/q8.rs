@@ -79,7 +79,7 @@ impl Q8Matrix {
         if !cols.is_multiple_of(BLOCK) {
             return None;
         }
-        let blocks = Interleaved::from_row_major(rows, cols / BLOCK, BLOCK, scales, codes)?;
+        let blocks = Interleaved::from_row_major(rows, cols / BLOCK, (1, BLOCK), scales, codes)?;
         Some(Self { rows, cols, blocks })
     }
 
@@ -107,7 +107,7 @@ impl Q8Matrix {
     pub fn dequantize_range(&self, r: usize, k0: usize, out: &mut [f32]) {
         let first = k0 / BLOCK;
         for (i, b) in (first..first + out.len() / BLOCK).enumerate() {
-            let d = self.blocks.scale(r, b).to_f32();
+            let d = self.blocks.scale(r, b, 0).to_f32();
             let o = &mut out[i * BLOCK..][..BLOCK];
             for (c, four) in o.chunks_exact_mut(4).enumerate() {
                 for (v, &q) in four.iter_mut().zip(self.blocks.chunk(r, b, c)) {

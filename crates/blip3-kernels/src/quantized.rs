@@ -69,22 +69,7 @@ pub fn from_parts(
         return None;
     }
     Some(match format {
-        "q4_k" => {
-            let supers = rows * cols / SUPER_BLOCK;
-            let mut sub_scales = Vec::with_capacity(supers * 12);
-            let mut packed = Vec::with_capacity(supers * 128);
-            for chunk in codes.chunks_exact(140) {
-                sub_scales.extend_from_slice(&chunk[..12]);
-                packed.extend_from_slice(&chunk[12..]);
-            }
-            Arc::new(Q4KMatrix {
-                rows,
-                cols,
-                scales,
-                sub_scales,
-                codes: packed,
-            })
-        }
+        "q4_k" => Arc::new(Q4KMatrix::from_blocks(rows, cols, &scales, &codes)?),
         "q8_0" => Arc::new(Q8Matrix::from_blocks(rows, cols, &scales, &codes)?),
         _ => Arc::new(Q4Matrix::from_blocks(rows, cols, &scales, &codes)?),
     })
@@ -137,19 +122,10 @@ impl QuantizedMatrix for Q4KMatrix {
         gemv_q4k(self, x, y, m)
     }
     fn code_bytes(&self) -> Cow<'_, [u8]> {
-        let mut out = Vec::with_capacity(self.sub_scales.len() + self.codes.len());
-        for (s, c) in self
-            .sub_scales
-            .chunks_exact(12)
-            .zip(self.codes.chunks_exact(128))
-        {
-            out.extend_from_slice(s);
-            out.extend_from_slice(c);
-        }
-        Cow::Owned(out)
+        Cow::Owned(self.block_codes())
     }
     fn scales(&self) -> Cow<'_, [f16]> {
-        Cow::Borrowed(&self.scales)
+        Cow::Owned(self.block_scales())
     }
 }
 
