@@ -14,6 +14,8 @@
 use half::f16;
 use rayon::prelude::*;
 
+use crate::cpu::CpuFeatures;
+
 /// Rows interleaved in memory.
 pub const GROUP: usize = 8;
 /// Row groups per parallel task.
@@ -138,10 +140,45 @@ impl Interleaved {
     }
 }
 
+/// One activation row of a block format, prepared for its group kernels.
+pub(crate) trait GroupDot: Sync {
+    /// The 8 dot products of one row group (`codes`, `scales` as
+    /// [`Interleaved::group`] gives them) with this row.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]);
+
+    /// The reference for [`dot_avx2`](Self::dot_avx2).
+    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]);
+
+    /// The vector kernel where the CPU has it, else the reference.
+    fn dot(&self, features: CpuFeatures, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        #[cfg(target_arch = "x86_64")]
+        if features.avx2_fma && features.f16c {
+            // SAFETY: AVX2, FMA and F16C were detected on this CPU.
+            return unsafe { self.dot_avx2(codes, scales, out) };
+        }
+        let _ = features;
+        self.dot_scalar(codes, scales, out)
+    }
+}
+
+/// `y` [rows.len(), N] = each activation row against every row of `w`, by
+/// the format's group kernel, groups spread over the thread pool.
+pub(crate) fn gemv_groups<A: GroupDot>(w: &Interleaved, rows: &[A], y: &mut [f32]) {
+    let features = CpuFeatures::detect();
+    par_groups(y, rows.len(), w.rows, |g, i, out| {
+        let (codes, scales) = w.group(g);
+        rows[i].dot(features, codes, scales, out);
+    });
+}
+
 /// Fills `y` [m, n] (row-major) group by group: `dot(g, i, out)` writes the
 /// 8 results of row group `g` against activation row `i`. Groups are spread
 /// over the thread pool.
-pub(crate) fn par_groups(
+fn par_groups(
     y: &mut [f32],
     m: usize,
     n: usize,

@@ -16,9 +16,8 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{par_groups, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
 use crate::q8::{quantize_activations, BLOCK};
 
 /// Bytes of codes per block.
@@ -154,32 +153,23 @@ pub fn gemv_q4(w: &Q4Matrix, x: &[f32], y: &mut [f32], m: usize) {
         scales: &xd[i * nb..(i + 1) * nb],
         offsets: &xoff[i * nb..(i + 1) * nb],
     };
-    let features = CpuFeatures::detect();
-    par_groups(y, m, n, |g, i, out| {
-        let (codes, scales) = w.blocks.group(g);
-        dot_group(features, codes, scales, &row(i), out);
-    });
+    let rows: Vec<Activation> = (0..m).map(row).collect();
+    gemv_groups(&w.blocks, &rows, y);
 }
 
-/// The 8 dot products of one row group with one activation row.
-fn dot_group(
-    features: CpuFeatures,
-    codes: &[u8],
-    scales: &[f16],
-    x: &Activation,
-    out: &mut [f32; GROUP],
-) {
+impl GroupDot for Activation<'_> {
     #[cfg(target_arch = "x86_64")]
-    if features.avx2_fma && features.f16c {
-        // SAFETY: AVX2, FMA and F16C were detected on this CPU; the slices
-        // hold whole blocks of one group (the kernel asserts it).
-        return unsafe { avx2::dot_group(codes, scales, x, out) };
+    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        // The kernel asserts that the slices hold whole blocks.
+        avx2::dot_group(codes, scales, self, out)
     }
-    let _ = features;
-    dot_group_scalar(codes, scales, x, out)
+
+    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        dot_group_scalar(codes, scales, self, out)
+    }
 }
 
-/// Reference for [`dot_group`]: integer block dot products, scaled per block.
+/// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
     for (lane, o) in out.iter_mut().enumerate() {
         let mut sum = 0f32;
@@ -276,6 +266,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::CpuFeatures;
     use crate::shared::test_data as data;
 
     /// Row-major GGML block dot product, the format's definition.
@@ -408,7 +399,7 @@ mod tests {
         for g in 0..n / GROUP {
             let (codes, scales) = w.blocks.group(g);
             let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
-            dot_group(CpuFeatures::detect(), codes, scales, &x, &mut a);
+            x.dot(CpuFeatures::detect(), codes, scales, &mut a);
             dot_group_scalar(codes, scales, &x, &mut b);
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{p} vs {q}");

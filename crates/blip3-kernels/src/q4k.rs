@@ -23,9 +23,8 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{par_groups, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
 use crate::q8::BLOCK;
 
 /// Values per super-block.
@@ -337,11 +336,8 @@ pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
         sums: &sums[i * supers * SUBS..(i + 1) * supers * SUBS],
         sum_pairs: &sum_pairs[i * supers * 4..(i + 1) * supers * 4],
     };
-    let features = CpuFeatures::detect();
-    par_groups(y, m, n, |g, i, out| {
-        let (codes, scales) = w.blocks.group(g);
-        dot_group(features, codes, scales, &row(i), out);
-    });
+    let rows: Vec<Activation> = (0..m).map(row).collect();
+    gemv_groups(&w.blocks, &rows, y);
 }
 
 /// The sub-block sums as 16-bit pairs (|sum| ≤ 32 · 127), four per
@@ -370,25 +366,19 @@ struct Activation<'a> {
     sum_pairs: &'a [i32],
 }
 
-/// The 8 dot products of one row group with one activation row.
-fn dot_group(
-    features: CpuFeatures,
-    codes: &[u8],
-    scales: &[f16],
-    x: &Activation,
-    out: &mut [f32; GROUP],
-) {
+impl GroupDot for Activation<'_> {
     #[cfg(target_arch = "x86_64")]
-    if features.avx2_fma && features.f16c {
-        // SAFETY: AVX2, FMA and F16C were detected on this CPU; the kernel
-        // asserts that the slices hold whole super-blocks.
-        return unsafe { avx2::dot_group(codes, scales, x, out) };
+    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        // The kernel asserts that the slices hold whole blocks.
+        avx2::dot_group(codes, scales, self, out)
     }
-    let _ = features;
-    dot_group_scalar(codes, scales, x, out)
+
+    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        dot_group_scalar(codes, scales, self, out)
+    }
 }
 
-/// Reference for [`dot_group`]: per super-block
+/// The reference group kernel: per super-block
 /// `d·xd·Σ_j sc_j·Σ q·xq − dmin·xd·Σ_j m_j·Σ xq`, lane by lane.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
     for (lane, o) in out.iter_mut().enumerate() {
@@ -554,6 +544,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::CpuFeatures;
     use crate::shared::test_data as data;
 
     #[test]
@@ -636,7 +627,7 @@ mod tests {
             for g in 0..n.div_ceil(GROUP) {
                 let (codes, scales) = w.blocks.group(g);
                 let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
-                dot_group(CpuFeatures::detect(), codes, scales, &act, &mut a);
+                act.dot(CpuFeatures::detect(), codes, scales, &mut a);
                 dot_group_scalar(codes, scales, &act, &mut b);
                 for (p, q) in a.iter().zip(&b) {
                     assert!((p - q).abs() <= 1e-3 * q.abs().max(1.0), "{p} vs {q}");

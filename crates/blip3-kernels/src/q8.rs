@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{par_groups, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -167,32 +167,23 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
         magnitudes: &magnitudes[i * k..(i + 1) * k],
         scales: &xd[i * nb..(i + 1) * nb],
     };
-    let features = CpuFeatures::detect();
-    par_groups(y, m, n, |g, i, out| {
-        let (codes, scales) = w.blocks.group(g);
-        dot_group(features, codes, scales, &row(i), out);
-    });
+    let rows: Vec<Activation> = (0..m).map(row).collect();
+    gemv_groups(&w.blocks, &rows, y);
 }
 
-/// The 8 dot products of one row group with one activation row.
-fn dot_group(
-    features: CpuFeatures,
-    codes: &[u8],
-    scales: &[f16],
-    x: &Activation,
-    out: &mut [f32; GROUP],
-) {
+impl GroupDot for Activation<'_> {
     #[cfg(target_arch = "x86_64")]
-    if features.avx2_fma && features.f16c {
-        // SAFETY: AVX2, FMA and F16C were detected on this CPU; the kernel
-        // asserts that the slices hold whole blocks.
-        return unsafe { avx2::dot_group(codes, scales, x, out) };
+    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        // The kernel asserts that the slices hold whole blocks.
+        avx2::dot_group(codes, scales, self, out)
     }
-    let _ = features;
-    dot_group_scalar(codes, scales, x, out)
+
+    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        dot_group_scalar(codes, scales, self, out)
+    }
 }
 
-/// Reference for [`dot_group`]: integer block dot products, scaled per block.
+/// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
     for (lane, o) in out.iter_mut().enumerate() {
         let mut sum = 0f32;
@@ -434,7 +425,7 @@ mod tests {
         for g in 0..n / GROUP {
             let (codes, scales) = w.blocks.group(g);
             let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
-            dot_group(CpuFeatures::detect(), codes, scales, &x, &mut a);
+            x.dot(CpuFeatures::detect(), codes, scales, &mut a);
             dot_group_scalar(codes, scales, &x, &mut b);
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{p} vs {q}");
