@@ -165,6 +165,35 @@ pub(crate) trait GroupDot: Sync {
     }
 }
 
+/// Implements [`GroupDot`] for the calling format module's `Activation`
+/// with its `avx2::dot_group` and `dot_group_scalar`.
+macro_rules! group_dot_for_activation {
+    () => {
+        impl crate::interleaved::GroupDot for Activation<'_> {
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn dot_avx2(
+                &self,
+                codes: &[u8],
+                scales: &[half::f16],
+                out: &mut [f32; crate::interleaved::GROUP],
+            ) {
+                // The kernel asserts that the slices hold whole blocks.
+                avx2::dot_group(codes, scales, self, out)
+            }
+
+            fn dot_scalar(
+                &self,
+                codes: &[u8],
+                scales: &[half::f16],
+                out: &mut [f32; crate::interleaved::GROUP],
+            ) {
+                dot_group_scalar(codes, scales, self, out)
+            }
+        }
+    };
+}
+pub(crate) use group_dot_for_activation;
+
 /// `y` [rows.len(), N] = each activation row against every row of `w`, by
 /// the format's group kernel, groups spread over the thread pool.
 pub(crate) fn gemv_groups<A: GroupDot>(w: &Interleaved, rows: &[A], y: &mut [f32]) {

@@ -17,7 +17,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, group_dot_for_activation, Interleaved, GROUP};
 use crate::q8::{quantize_activations, BLOCK};
 
 /// Bytes of codes per block.
@@ -157,17 +157,7 @@ pub fn gemv_q4(w: &Q4Matrix, x: &[f32], y: &mut [f32], m: usize) {
     gemv_groups(&w.blocks, &rows, y);
 }
 
-impl GroupDot for Activation<'_> {
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        // The kernel asserts that the slices hold whole blocks.
-        avx2::dot_group(codes, scales, self, out)
-    }
-
-    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        dot_group_scalar(codes, scales, self, out)
-    }
-}
+group_dot_for_activation!();
 
 /// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
@@ -267,6 +257,7 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::cpu::CpuFeatures;
+    use crate::interleaved::GroupDot;
     use crate::shared::test_data as data;
 
     /// Row-major GGML block dot product, the format's definition.

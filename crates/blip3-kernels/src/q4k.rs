@@ -24,7 +24,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, group_dot_for_activation, Interleaved, GROUP};
 use crate::q8::BLOCK;
 
 /// Values per super-block.
@@ -366,17 +366,7 @@ struct Activation<'a> {
     sum_pairs: &'a [i32],
 }
 
-impl GroupDot for Activation<'_> {
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        // The kernel asserts that the slices hold whole blocks.
-        avx2::dot_group(codes, scales, self, out)
-    }
-
-    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        dot_group_scalar(codes, scales, self, out)
-    }
-}
+group_dot_for_activation!();
 
 /// The reference group kernel: per super-block
 /// `d·xd·Σ_j sc_j·Σ q·xq − dmin·xd·Σ_j m_j·Σ xq`, lane by lane.
@@ -545,6 +535,7 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::cpu::CpuFeatures;
+    use crate::interleaved::GroupDot;
     use crate::shared::test_data as data;
 
     #[test]

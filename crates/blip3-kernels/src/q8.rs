@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{gemv_groups, GroupDot, Interleaved, GROUP};
+use crate::interleaved::{gemv_groups, group_dot_for_activation, Interleaved, GROUP};
 
 /// Values per block.
 pub const BLOCK: usize = 32;
@@ -171,17 +171,7 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     gemv_groups(&w.blocks, &rows, y);
 }
 
-impl GroupDot for Activation<'_> {
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn dot_avx2(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        // The kernel asserts that the slices hold whole blocks.
-        avx2::dot_group(codes, scales, self, out)
-    }
-
-    fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
-        dot_group_scalar(codes, scales, self, out)
-    }
-}
+group_dot_for_activation!();
 
 /// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
@@ -316,6 +306,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interleaved::GroupDot;
     use crate::shared::test_data as data;
 
     #[test]
