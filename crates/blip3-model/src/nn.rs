@@ -211,18 +211,7 @@ impl Linear {
                 q.gemv(x, out, rows);
                 true
             }
-            Weight::Dense(w) if few && w.dtype() == DType::BF16 => {
-                let (storage, layout) = w.storage_and_layout();
-                match (&*storage, layout.contiguous_offsets()) {
-                    (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
-                        let data: &[half::bf16] = cpu.as_slice()?;
-                        let k = x.len() / rows;
-                        blip3_kernels::gemv::gemv_bf16(&data[start..end], x, out, rows, n, k);
-                        true
-                    }
-                    _ => false,
-                }
-            }
+            Weight::Dense(w) if few && w.dtype() == DType::BF16 => gemv_bf16_into(w, x, rows, out)?,
             _ => false,
         };
         if !done {
@@ -299,22 +288,27 @@ fn widen(weight: &Tensor) -> Result<Tensor> {
 /// (decode): reads the weight once, in BF16, instead of widening it first.
 /// `None` when the weight is not a contiguous CPU BF16 buffer.
 fn gemv_bf16(weight: &Tensor, x2: &Tensor) -> Result<Option<Tensor>> {
-    let (rows, k) = x2.dims2()?;
-    let n = weight.dims()[0];
+    let rows = x2.dims2()?.0;
     let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
-    let mut y = vec![0f32; rows * n];
-    {
-        let (storage, layout) = weight.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Ok(None);
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            return Ok(None);
-        };
-        let data: &[half::bf16] = cpu.as_slice()?;
-        blip3_kernels::gemv::gemv_bf16(&data[start..end], &xs, &mut y, rows, n, k);
-    }
-    Ok(Some(Tensor::from_vec(y, (rows, n), x2.device())?))
+    let mut y = vec![0f32; rows * weight.dims()[0]];
+    Ok(gemv_bf16_into(weight, &xs, rows, &mut y)?
+        .then(|| Tensor::from_vec(y, (rows, weight.dims()[0]), x2.device()))
+        .transpose()?)
+}
+
+/// `out` [rows, N] = `x` [rows, K] · `weightᵀ` with the BF16 GEMV kernel;
+/// `false` (nothing written) when the weight is not a contiguous CPU buffer.
+fn gemv_bf16_into(weight: &Tensor, x: &[f32], rows: usize, out: &mut [f32]) -> Result<bool> {
+    let n = weight.dims()[0];
+    let (storage, layout) = weight.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return Ok(false);
+    };
+    let data: &[half::bf16] = cpu.as_slice()?;
+    blip3_kernels::gemv::gemv_bf16(&data[start..end], x, out, rows, n, x.len() / rows);
+    Ok(true)
 }
 
 /// LayerNorm with affine weight and bias (open_clip / PyTorch semantics).
