@@ -363,11 +363,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let prefill_tokens = runs[0].timings.prefill_tokens;
     let decode_tokens = runs[0].timings.generated_tokens.saturating_sub(1);
     let lm = pipeline.model().lm();
-    let simd_name = if blip3_kernels::cpu::CpuFeatures::detect().avx2_fma {
-        "avx2-fma"
-    } else {
-        "scalar"
-    };
+    let simd_name = blip3_kernels::gemm::path(blip3_kernels::cpu::CpuFeatures::detect());
     let value = serde_json::json!({
         "load_s": load_s,
         "preprocess_s": pick(&|r| r.timings.preprocess_s),
@@ -410,14 +406,10 @@ fn candle_core_threads() -> usize {
 
 /// The kernel decode steps run for a weight format.
 fn decode_kernel_name(format: &str) -> String {
-    let simd = if blip3_kernels::cpu::CpuFeatures::detect().avx2_fma {
-        "avx2-fma"
-    } else {
-        "scalar"
-    };
-    match format {
-        "bf16" | "q8_0" | "q4_0" | "q4_k" => format!("{format}-gemv-{simd}"),
-        other => format!("candle-matmul ({other})"),
+    let features = blip3_kernels::cpu::CpuFeatures::detect();
+    match blip3_kernels::quantized::gemv_path(format, features) {
+        Some(simd) => format!("{format}-gemv-{simd}"),
+        None => format!("candle-matmul ({format})"),
     }
 }
 

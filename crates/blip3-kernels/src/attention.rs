@@ -6,12 +6,15 @@
 //!   blocks with the GEMM micro-kernel, causal/sliding-window masks applied
 //!   per block; no full score matrix is materialised.
 
+use std::cell::RefCell;
+
 use half::f16;
 use rayon::prelude::*;
 
 use crate::activation::softmax;
 use crate::cpu::CpuFeatures;
 use crate::gemm::{gemm_serial, DenseRows};
+use crate::scratch::with_reused;
 
 /// Where the cached keys (or values) of one layer live in a flat buffer:
 /// element `(head, position, d)` is at `offset + head·head_stride + position·row_stride + d`.
@@ -105,26 +108,33 @@ pub fn decode_attention<T: CacheElement>(
     out.par_chunks_mut(head_dim)
         .zip(q.par_chunks(head_dim))
         .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (h, (o, qh))| {
-            let kv = h / group.max(1);
-            scores.clear();
-            scores.extend(positions.clone().map(|j| {
-                let at = k_layout.offset + kv * k_layout.head_stride + j * k_layout.row_stride;
-                scale * T::dot(features, qh, &k[at..at + head_dim])
-            }));
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            o.fill(0.0);
-            let inv = 1.0 / sum;
-            for (p, j) in scores.iter().zip(positions.clone()) {
-                let at = v_layout.offset + kv * v_layout.head_stride + j * v_layout.row_stride;
-                T::axpy(features, p * inv, &v[at..at + head_dim], o);
-            }
+        .for_each(|(h, (o, qh))| {
+            with_reused(&SCORES, |scores| {
+                let kv = h / group.max(1);
+                scores.clear();
+                scores.extend(positions.clone().map(|j| {
+                    let at = k_layout.offset + kv * k_layout.head_stride + j * k_layout.row_stride;
+                    scale * T::dot(features, qh, &k[at..at + head_dim])
+                }));
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                o.fill(0.0);
+                let inv = 1.0 / sum;
+                for (p, j) in scores.iter().zip(positions.clone()) {
+                    let at = v_layout.offset + kv * v_layout.head_stride + j * v_layout.row_stride;
+                    T::axpy(features, p * inv, &v[at..at + head_dim], o);
+                }
+            })
         });
+}
+
+thread_local! {
+    /// [`decode_attention`]'s scores of one head.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A strided view of a [B, H, T, hd] tensor (Q, K or V) in a flat buffer:

@@ -1,31 +1,83 @@
 //! Run-time CPU feature detection.
 
 /// Instruction sets the kernels can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuFeatures {
     /// AVX2 and FMA (x86-64).
     pub avx2_fma: bool,
     /// F16C half-precision conversions (x86-64).
     pub f16c: bool,
+    /// AVX-512 F, BW and VL, with AVX2, FMA and F16C (x86-64): the 16-lane
+    /// F32 micro-kernel.
+    pub avx512: bool,
+    /// [`avx512`](Self::avx512) plus AVX-512 VNNI (`vpdpbusd`): the integer
+    /// block GEMVs.
+    pub avx512_vnni: bool,
 }
 
 impl CpuFeatures {
-    /// Features of the running CPU.
+    /// No vector extension: every kernel takes its scalar reference path.
+    pub const SCALAR: Self = Self {
+        avx2_fma: false,
+        f16c: false,
+        avx512: false,
+        avx512_vnni: false,
+    };
+
+    /// Features of the running CPU. `BLIP3_KERNELS=avx2` hides the AVX-512
+    /// ones and `BLIP3_KERNELS=scalar` every one (to compare paths on one
+    /// machine).
     pub fn detect() -> Self {
+        static DETECTED: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let all = Self::of_this_cpu();
+            match std::env::var("BLIP3_KERNELS").as_deref() {
+                Ok("scalar") => Self::SCALAR,
+                Ok("avx2") => all.without_avx512(),
+                _ => all,
+            }
+        })
+    }
+
+    /// These features less the AVX-512 ones.
+    pub fn without_avx512(self) -> Self {
+        Self {
+            avx512: false,
+            avx512_vnni: false,
+            ..self
+        }
+    }
+
+    /// The names of the widest paths enabled, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self {
+                avx512_vnni: true, ..
+            } => "avx512-vnni",
+            Self { avx512: true, .. } => "avx512",
+            Self { avx2_fma: true, .. } => "avx2-fma",
+            _ => "scalar",
+        }
+    }
+
+    fn of_this_cpu() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
+            use std::is_x86_feature_detected as has;
+            let avx2_fma = has!("avx2") && has!("fma");
+            let f16c = has!("f16c");
+            let avx512 =
+                avx2_fma && f16c && has!("avx512f") && has!("avx512bw") && has!("avx512vl");
             Self {
-                avx2_fma: std::is_x86_feature_detected!("avx2")
-                    && std::is_x86_feature_detected!("fma"),
-                f16c: std::is_x86_feature_detected!("f16c"),
+                avx2_fma,
+                f16c,
+                avx512,
+                avx512_vnni: avx512 && has!("avx512vnni"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            Self {
-                avx2_fma: false,
-                f16c: false,
-            }
+            Self::SCALAR
         }
     }
 }

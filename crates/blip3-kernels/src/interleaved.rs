@@ -11,10 +11,13 @@
 //! instructions per weight of a row-at-a-time kernel. The row-major GGML
 //! layout (what files hold) converts both ways.
 
+use std::cell::RefCell;
+
 use half::f16;
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
+use crate::scratch::{reset, with_reused};
 
 /// Rows interleaved in memory.
 pub const GROUP: usize = 8;
@@ -153,8 +156,23 @@ pub(crate) trait GroupDot: Sync {
     /// The reference for [`dot_avx2`](Self::dot_avx2).
     fn dot_scalar(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]);
 
-    /// The vector kernel where the CPU has it, else the reference.
+    /// The AVX-512 VNNI kernel; formats without one run their AVX2 kernel.
+    /// The row must have been prepared for it (see each format's gemv).
+    ///
+    /// # Safety
+    /// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C must be available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512_vnni(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        self.dot_avx2(codes, scales, out)
+    }
+
+    /// The widest vector kernel the CPU has, else the reference.
     fn dot(&self, features: CpuFeatures, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        #[cfg(target_arch = "x86_64")]
+        if features.avx512_vnni {
+            // SAFETY: AVX-512 VNNI (with F, BW, VL, AVX2, FMA, F16C) was detected.
+            return unsafe { self.dot_avx512_vnni(codes, scales, out) };
+        }
         #[cfg(target_arch = "x86_64")]
         if features.avx2_fma && features.f16c {
             // SAFETY: AVX2, FMA and F16C were detected on this CPU.
@@ -166,9 +184,27 @@ pub(crate) trait GroupDot: Sync {
 }
 
 /// Implements [`GroupDot`] for the calling format module's `Activation`
-/// with its `avx2::dot_group` and `dot_group_scalar`.
+/// with its `avx2::dot_group` and `dot_group_scalar` (and with
+/// `avx512_vnni`, its `avx512::dot_group`).
 macro_rules! group_dot_for_activation {
+    (avx512_vnni) => {
+        group_dot_for_activation!(@impl
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn dot_avx512_vnni(
+                &self,
+                codes: &[u8],
+                scales: &[half::f16],
+                out: &mut [f32; crate::interleaved::GROUP],
+            ) {
+                // The kernel asserts that the slices hold whole blocks.
+                avx512::dot_group(codes, scales, self, out)
+            }
+        );
+    };
     () => {
+        group_dot_for_activation!(@impl);
+    };
+    (@impl $($extra:item)*) => {
         impl crate::interleaved::GroupDot for Activation<'_> {
             #[cfg(target_arch = "x86_64")]
             unsafe fn dot_avx2(
@@ -189,10 +225,33 @@ macro_rules! group_dot_for_activation {
             ) {
                 dot_group_scalar(codes, scales, self, out)
             }
+
+            $($extra)*
         }
     };
 }
 pub(crate) use group_dot_for_activation;
+
+/// Spreads activation codes for the AVX-512 VNNI group kernels: per 8
+/// bytes, 16 dwords: bytes 0..4 (as one dword) 8 times, then bytes 4..8 8
+/// times. One 64-byte load of a group holds two chunks of the 8 rows (row
+/// `r` of the first chunk in dword `r`, of the second in dword `8 + r`):
+/// these are their partners, so `vpdpbusd` needs no shuffles.
+pub(crate) fn expand_chunk_pairs(codes: &[i8], out: &mut Vec<i32>) {
+    out.clear();
+    for eight in codes.chunks_exact(8) {
+        let dword = |at: usize| {
+            i32::from_le_bytes([
+                eight[at] as u8,
+                eight[at + 1] as u8,
+                eight[at + 2] as u8,
+                eight[at + 3] as u8,
+            ])
+        };
+        out.extend(std::iter::repeat_n(dword(0), GROUP));
+        out.extend(std::iter::repeat_n(dword(4), GROUP));
+    }
+}
 
 /// `y` [rows.len(), N] = each activation row against every row of `w`, by
 /// the format's group kernel, groups spread over the thread pool.
@@ -225,9 +284,27 @@ fn par_groups(
             });
         return;
     }
-    // [group][activation row][lane], scattered to [row][n] afterwards.
     let groups = n.div_ceil(GROUP);
-    let mut by_group = vec![0f32; groups * m * GROUP];
+    with_reused(&BY_GROUP, |by_group| {
+        reset(by_group, groups * m * GROUP);
+        scatter_groups(by_group, y, m, n, dot);
+    });
+}
+
+thread_local! {
+    /// [`par_groups`]' staging buffer for several activation rows.
+    static BY_GROUP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`par_groups`] for several activation rows: results in `by_group`
+/// ([group][activation row][lane]), then scattered to `y` [m, n].
+fn scatter_groups(
+    by_group: &mut [f32],
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    dot: impl Fn(usize, usize, &mut [f32; GROUP]) + Sync,
+) {
     by_group
         .par_chunks_mut(GROUPS_PER_TASK * m * GROUP)
         .enumerate()
@@ -279,6 +356,19 @@ mod tests {
             let short = &scales[1..];
             assert!(Interleaved::from_row_major(rows, blocks, per, short, &codes).is_none());
             assert!(Interleaved::from_row_major(rows, blocks + 1, per, &scales, &codes).is_none());
+        }
+    }
+
+    #[test]
+    fn chunk_pairs_are_spread_for_the_64_byte_loads() {
+        let codes: Vec<i8> = (0..16).map(|i| i as i8 - 3).collect();
+        let mut out = Vec::new();
+        expand_chunk_pairs(&codes, &mut out);
+        assert_eq!(out.len(), 32);
+        for (t, lanes) in out.chunks(GROUP).enumerate() {
+            let at = 4 * t;
+            let bytes = [0, 1, 2, 3].map(|i| codes[at + i] as u8);
+            assert!(lanes.iter().all(|&d| d == i32::from_le_bytes(bytes)));
         }
     }
 

@@ -19,6 +19,7 @@
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
 //! * [`pool`]: running a caller's sequence of kernels on the thread pool.
+//! * [`scratch`]: per-thread buffers reused across calls (no allocation per decode step).
 //!
 //! Every kernel has a scalar reference implementation it is tested against.
 
@@ -34,5 +35,6 @@ pub mod q4;
 pub mod q4k;
 pub mod q8;
 pub mod quantized;
+pub mod scratch;
 mod shared;
 pub mod widen;

@@ -13,12 +13,18 @@
 //! [`Q4Matrix::from_blocks`] takes and [`Q4Matrix::block_codes`] gives back
 //! the GGML row-major layout (what files hold).
 
+use std::cell::RefCell;
+
 use half::f16;
 use rayon::prelude::*;
 
+use crate::cpu::CpuFeatures;
 use crate::gemv::MAX_ROWS;
-use crate::interleaved::{gemv_groups, group_dot_for_activation, Interleaved, GROUP};
-use crate::q8::{quantize_activations, BLOCK};
+use crate::interleaved::{
+    expand_chunk_pairs, gemv_groups, group_dot_for_activation, Interleaved, GROUP,
+};
+use crate::q8::{quantize_activations_into, BLOCK};
+use crate::scratch::with_reused;
 
 /// Bytes of codes per block.
 const CODE_BYTES: usize = BLOCK / 2;
@@ -125,11 +131,13 @@ impl Q4Matrix {
 
 /// One activation row quantised to Q8_0 blocks, with `−8 · Σ codes` per block
 /// (the codes are used unsigned, 0..=15, and the offset of 8 is removed once
-/// per block through this sum).
+/// per block through this sum) and, for the AVX-512 VNNI kernel, the codes
+/// spread to pair with 64-byte loads.
 struct Activation<'a> {
     codes: &'a [i8],
     scales: &'a [f32],
     offsets: &'a [i32],
+    expanded: &'a [i32],
 }
 
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, with the
@@ -142,22 +150,57 @@ pub fn gemv_q4(w: &Q4Matrix, x: &[f32], y: &mut [f32], m: usize) {
     );
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
-    let nb = k / BLOCK;
-    let (xq, xd) = quantize_activations(x, k);
-    let xoff: Vec<i32> = xq
-        .chunks(BLOCK)
-        .map(|q| -8 * q.iter().map(|&v| i32::from(v)).sum::<i32>())
-        .collect();
-    let row = |i: usize| Activation {
-        codes: &xq[i * k..(i + 1) * k],
-        scales: &xd[i * nb..(i + 1) * nb],
-        offsets: &xoff[i * nb..(i + 1) * nb],
-    };
-    let rows: Vec<Activation> = (0..m).map(row).collect();
-    gemv_groups(&w.blocks, &rows, y);
+    let features = CpuFeatures::detect();
+    with_reused(&BUFFERS, |buf| {
+        buf.prepare(x, k, features);
+        let rows: [Activation; MAX_ROWS] = std::array::from_fn(|i| buf.row(i.min(m - 1), k));
+        gemv_groups(&w.blocks, &rows[..m], y);
+    });
 }
 
-group_dot_for_activation!();
+/// A GEMV's quantised activation rows, kept per thread between calls.
+#[derive(Default)]
+struct Buffers {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    offsets: Vec<i32>,
+    /// For the AVX-512 VNNI kernel: [`expand_chunk_pairs`] of `codes`.
+    expanded: Vec<i32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
+}
+
+impl Buffers {
+    /// Quantises `x` (rows of width `k`) for the group kernel `features` picks.
+    fn prepare(&mut self, x: &[f32], k: usize, features: CpuFeatures) {
+        quantize_activations_into(x, k, &mut self.codes, &mut self.scales);
+        self.offsets.clear();
+        self.offsets.extend(
+            self.codes
+                .chunks(BLOCK)
+                .map(|q| -8 * q.iter().map(|&v| i32::from(v)).sum::<i32>()),
+        );
+        self.expanded.clear();
+        if features.avx512_vnni {
+            expand_chunk_pairs(&self.codes, &mut self.expanded);
+        }
+    }
+
+    /// Activation row `i` (of width `k`).
+    fn row(&self, i: usize, k: usize) -> Activation<'_> {
+        let nb = k / BLOCK;
+        Activation {
+            codes: &self.codes[i * k..(i + 1) * k],
+            scales: &self.scales[i * nb..(i + 1) * nb],
+            offsets: &self.offsets[i * nb..(i + 1) * nb],
+            expanded: self.expanded.get(i * 2 * k..(i + 1) * 2 * k).unwrap_or(&[]),
+        }
+    }
+}
+
+group_dot_for_activation!(avx512_vnni);
 
 /// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
@@ -253,11 +296,69 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{Activation, BLOCK, GROUP, GROUP_BLOCK_BYTES};
+
+    /// Per block of 8 rows: two 64-byte loads (two chunks of the 8 rows
+    /// each), low and high nibbles (unsigned codes 0..=15) `vpdpbusd`-ed
+    /// against the spread activation of elements 0..16 and 16..32, the two
+    /// halves added and the offset `−8 · Σx` applied; then scaled and
+    /// accumulated as in the AVX2 kernel.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C must be available.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn dot_group(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
+        let nb = x.scales.len();
+        assert!(
+            codes.len() >= nb * GROUP_BLOCK_BYTES
+                && scales.len() >= nb * GROUP
+                && x.offsets.len() >= nb
+                && x.expanded.len() >= nb * 2 * BLOCK,
+            "activation not prepared for the AVX-512 VNNI kernel"
+        );
+        let mask = _mm512_set1_epi8(0x0f);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let cb = codes.as_ptr().add(b * GROUP_BLOCK_BYTES);
+            // Spread activation: 16 dwords per 8 elements.
+            let xb = x.expanded.as_ptr().add(b * 2 * BLOCK);
+            let mut dot = _mm512_setzero_si512();
+            for j in 0..2 {
+                let w = _mm512_loadu_si512(cb.add(64 * j) as *const _);
+                let lo = _mm512_and_si512(w, mask);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);
+                let x_lo = _mm512_loadu_si512(xb.add(16 * j) as *const _);
+                let x_hi = _mm512_loadu_si512(xb.add(16 * (2 + j)) as *const _);
+                dot = _mm512_dpbusd_epi32(dot, lo, x_lo);
+                dot = _mm512_dpbusd_epi32(dot, hi, x_hi);
+            }
+            let halves = _mm256_add_epi32(
+                _mm512_castsi512_si256(dot),
+                _mm512_extracti64x4_epi64::<1>(dot),
+            );
+            let dot = _mm256_add_epi32(halves, _mm256_set1_epi32(*x.offsets.get_unchecked(b)));
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                scales.as_ptr().add(b * GROUP) as *const __m128i
+            ));
+            let d = _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cpu::CpuFeatures;
     use crate::interleaved::GroupDot;
+    use crate::q8::quantize_activations;
     use crate::shared::test_data as data;
 
     /// Row-major GGML block dot product, the format's definition.
@@ -376,24 +477,25 @@ mod tests {
         let (n, k) = (16, 224);
         let nb = k / BLOCK;
         let w = Q4Matrix::quantize(&data(n * k, 3), n, k).unwrap();
-        let (xq, xd) = quantize_activations(&data(k, 4), k);
-        let offsets: Vec<i32> = xq
-            .chunks(BLOCK)
-            .map(|q| -8 * q.iter().map(|&v| i32::from(v)).sum::<i32>())
-            .collect();
-        let x = Activation {
-            codes: &xq,
-            scales: &xd,
-            offsets: &offsets,
-        };
-        assert_eq!(x.scales.len(), nb);
-        for g in 0..n / GROUP {
-            let (codes, scales) = w.blocks.group(g);
-            let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
-            x.dot(CpuFeatures::detect(), codes, scales, &mut a);
-            dot_group_scalar(codes, scales, &x, &mut b);
-            for (p, q) in a.iter().zip(&b) {
-                assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{p} vs {q}");
+        // Every vector path this CPU has (AVX2 also where AVX-512 is present).
+        let all = CpuFeatures::detect();
+        for features in [all, all.without_avx512()] {
+            let mut buf = Buffers::default();
+            buf.prepare(&data(k, 4), k, features);
+            let x = buf.row(0, k);
+            assert_eq!(x.scales.len(), nb);
+            for g in 0..n / GROUP {
+                let (codes, scales) = w.blocks.group(g);
+                let (mut a, mut b) = ([0f32; GROUP], [0f32; GROUP]);
+                x.dot(features, codes, scales, &mut a);
+                dot_group_scalar(codes, scales, &x, &mut b);
+                for (p, q) in a.iter().zip(&b) {
+                    let what = features.describe();
+                    assert!(
+                        (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                        "{what}: {p} vs {q}"
+                    );
+                }
             }
         }
     }

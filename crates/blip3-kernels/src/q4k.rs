@@ -20,12 +20,15 @@
 //! 8 rows' scale words unpack together in vector registers and one broadcast
 //! of four activation codes serves 8 rows, as for Q4_0.
 
+use std::cell::RefCell;
+
 use half::f16;
 use rayon::prelude::*;
 
 use crate::gemv::MAX_ROWS;
 use crate::interleaved::{gemv_groups, group_dot_for_activation, Interleaved, GROUP};
 use crate::q8::BLOCK;
+use crate::scratch::{reset, with_reused};
 
 /// Values per super-block.
 pub const SUPER_BLOCK: usize = 256;
@@ -297,24 +300,38 @@ fn unpack_scales(packed: &[u8]) -> [u8; 16] {
 /// Activation rows quantised per super-block (256 values, one F32 scale, as
 /// GGML's Q8_K): the codes, the scales and the sum of the codes of every
 /// 32-value sub-block (for the minimums' term).
-fn quantize_activations_k(x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec<i32>) {
-    let mut xq = vec![0i8; x.len()];
-    let mut xd = Vec::with_capacity(x.len() / SUPER_BLOCK);
-    let mut sums = Vec::with_capacity(x.len() / BLOCK);
-    for (q, v) in xq.chunks_mut(SUPER_BLOCK).zip(x.chunks(SUPER_BLOCK)) {
+fn quantize_activations_k(x: &[f32], buf: &mut Buffers) {
+    reset(&mut buf.codes, x.len());
+    buf.scales.clear();
+    buf.sums.clear();
+    for (q, v) in buf.codes.chunks_mut(SUPER_BLOCK).zip(x.chunks(SUPER_BLOCK)) {
         let amax = v.iter().fold(0f32, |m, a| m.max(a.abs()));
         let d = amax / 127.0;
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         for (qi, &a) in q.iter_mut().zip(v) {
             *qi = (a * inv).round().clamp(-127.0, 127.0) as i8;
         }
-        xd.push(d);
-        sums.extend(
+        buf.scales.push(d);
+        buf.sums.extend(
             q.chunks(BLOCK)
                 .map(|b| b.iter().map(|&c| i32::from(c)).sum::<i32>()),
         );
     }
-    (xq, xd, sums)
+    pair_sums(&buf.sums, &mut buf.sum_pairs);
+}
+
+/// A GEMV's quantised activation rows ([`quantize_activations_k`]), kept per
+/// thread between calls.
+#[derive(Default)]
+struct Buffers {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+    sum_pairs: Vec<i32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
 }
 
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, the
@@ -327,35 +344,35 @@ pub fn gemv_q4k(w: &Q4KMatrix, x: &[f32], y: &mut [f32], m: usize) {
     );
     assert_eq!(x.len(), m * k, "activation size");
     assert_eq!(y.len(), m * n, "output size");
-    let (xq, xd, sums) = quantize_activations_k(x);
-    let sum_pairs = pair_sums(&sums);
     let supers = k / SUPER_BLOCK;
-    let row = |i: usize| Activation {
-        q: &xq[i * k..(i + 1) * k],
-        d: &xd[i * supers..(i + 1) * supers],
-        sums: &sums[i * supers * SUBS..(i + 1) * supers * SUBS],
-        sum_pairs: &sum_pairs[i * supers * 4..(i + 1) * supers * 4],
-    };
-    let rows: Vec<Activation> = (0..m).map(row).collect();
-    gemv_groups(&w.blocks, &rows, y);
+    with_reused(&BUFFERS, |buf| {
+        quantize_activations_k(x, buf);
+        let row = |i: usize| Activation {
+            q: &buf.codes[i * k..(i + 1) * k],
+            d: &buf.scales[i * supers..(i + 1) * supers],
+            sums: &buf.sums[i * supers * SUBS..(i + 1) * supers * SUBS],
+            sum_pairs: &buf.sum_pairs[i * supers * 4..(i + 1) * supers * 4],
+        };
+        let rows: [Activation; MAX_ROWS] = std::array::from_fn(|i| row(i.min(m - 1)));
+        gemv_groups(&w.blocks, &rows[..m], y);
+    });
 }
 
 /// The sub-block sums as 16-bit pairs (|sum| ≤ 32 · 127), four per
 /// super-block, ordered for the minimums' `madd`s: (S0, S2), (S1, S3),
-/// (S4, S6), (S5, S7).
-fn pair_sums(sums: &[i32]) -> Vec<i32> {
+/// (S4, S6), (S5, S7); written to `out`.
+fn pair_sums(sums: &[i32], out: &mut Vec<i32>) {
     let pair =
         |a: i32, b: i32| (u32::from(a as i16 as u16) | (u32::from(b as i16 as u16) << 16)) as i32;
-    sums.chunks_exact(SUBS)
-        .flat_map(|s| {
-            [
-                pair(s[0], s[2]),
-                pair(s[1], s[3]),
-                pair(s[4], s[6]),
-                pair(s[5], s[7]),
-            ]
-        })
-        .collect()
+    out.clear();
+    out.extend(sums.chunks_exact(SUBS).flat_map(|s| {
+        [
+            pair(s[0], s[2]),
+            pair(s[1], s[3]),
+            pair(s[4], s[6]),
+            pair(s[5], s[7]),
+        ]
+    }));
 }
 
 /// One activation row quantised by [`quantize_activations_k`].
@@ -607,13 +624,13 @@ mod tests {
                 }
             }
             // The scalar and vector group kernels agree.
-            let (xq, xd, sums) = quantize_activations_k(&x[..k]);
-            let pairs = pair_sums(&sums);
+            let mut buf = Buffers::default();
+            quantize_activations_k(&x[..k], &mut buf);
             let act = Activation {
-                q: &xq,
-                d: &xd,
-                sums: &sums,
-                sum_pairs: &pairs,
+                q: &buf.codes,
+                d: &buf.scales,
+                sums: &buf.sums,
+                sum_pairs: &buf.sum_pairs,
             };
             for g in 0..n.div_ceil(GROUP) {
                 let (codes, scales) = w.blocks.group(g);

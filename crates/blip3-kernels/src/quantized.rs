@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use half::f16;
 
+use crate::cpu::CpuFeatures;
 use crate::gemm::WeightRows;
 use crate::q4::{gemv_q4, Q4Matrix};
 use crate::q4k::{gemv_q4k, Q4KMatrix, SUPER_BLOCK};
@@ -25,6 +26,19 @@ pub trait QuantizedMatrix: WeightRows + std::fmt::Debug + Send + Sync {
     fn code_bytes(&self) -> Cow<'_, [u8]>;
     /// The F16 scales, row-major ([`scales_per_row`] per row).
     fn scales(&self) -> Cow<'_, [f16]>;
+}
+
+/// Which instruction set the decode GEMV of `format` (`bf16`, `q8_0`,
+/// `q4_0`, `q4_k`) runs on with `features`; `None` for formats without one.
+pub fn gemv_path(format: &str, features: CpuFeatures) -> Option<&'static str> {
+    let vector = features.avx2_fma && features.f16c;
+    Some(match format {
+        "q8_0" | "q4_0" if features.avx512_vnni => "avx512-vnni",
+        "q8_0" | "q4_0" | "q4_k" if vector => "avx2-fma",
+        "bf16" if features.avx2_fma => "avx2-fma",
+        "bf16" | "q8_0" | "q4_0" | "q4_k" => "scalar",
+        _ => return None,
+    })
 }
 
 /// Bytes of codes per row of `cols` weights in `format` (Q4_K: the 12

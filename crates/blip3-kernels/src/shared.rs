@@ -1,7 +1,11 @@
 //! Pieces shared by the kernels: the parallel output driver, the AVX2
 //! horizontal sum, and deterministic test data.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
+
+use crate::scratch::{reset, with_reused};
 
 /// Output columns (weight rows) per parallel task.
 const COLUMNS_PER_TASK: usize = 64;
@@ -28,16 +32,23 @@ pub(crate) fn par_columns(
         return;
     }
     // Blocks are laid out [column][row]; scatter to [row][column] afterwards.
-    let mut by_column = vec![0f32; m * n];
-    by_column
-        .par_chunks_mut(COLUMNS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(b, c)| run(b, c));
-    for (j, v) in by_column.chunks_exact(m).enumerate() {
-        for (i, &a) in v.iter().enumerate() {
-            y[i * n + j] = a;
+    with_reused(&BY_COLUMN, |by_column| {
+        reset(by_column, m * n);
+        by_column
+            .par_chunks_mut(COLUMNS_PER_TASK * m)
+            .enumerate()
+            .for_each(|(b, c)| run(b, c));
+        for (j, v) in by_column.chunks_exact(m).enumerate() {
+            for (i, &a) in v.iter().enumerate() {
+                y[i * n + j] = a;
+            }
         }
-    }
+    });
+}
+
+thread_local! {
+    /// [`par_columns`]' staging buffer for several activation rows.
+    static BY_COLUMN: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sum of the 8 lanes of an AVX register.

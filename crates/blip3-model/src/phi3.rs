@@ -5,6 +5,9 @@
 //! keys i − W … i, the 2048-key window of transformers 4.41.2, §8.4), and a KV
 //! cache so generation feeds one token per step.
 
+use std::cell::RefCell;
+
+use blip3_kernels::scratch::with_reused;
 use candle_core::{Device, Tensor, D};
 
 use crate::config::Phi3Config;
@@ -292,22 +295,49 @@ impl Phi3 {
         for cache in caches.iter_mut() {
             cache.reserve(cache.len() + 1);
         }
+        let d = self.cfg.hidden_size;
+        let embeds = embeds.flatten_all()?;
+        with_reused(&DECODE_BUFFERS, |buf| {
+            self.decode_layers(&embeds, caches, buf)?;
+            let DecodeBuffers { x, h, .. } = buf;
+            self.norm.forward_rows(x, h);
+            Ok(Tensor::from_slice(h, (rows, d), embeds.device())?)
+        })
+    }
+
+    /// The layers of [`Self::decode_rows`], on `buf` (its `x` ends as the
+    /// last layer's output).
+    fn decode_layers(
+        &self,
+        embeds: &Tensor,
+        caches: &mut [&mut KvCache],
+        buf: &mut DecodeBuffers,
+    ) -> Result<()> {
+        let rows = caches.len();
         let (heads, kv_heads, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
             self.cfg.head_dim(),
         );
-        let (d, inter) = (self.cfg.hidden_size, self.cfg.intermediate_size);
+        let inter = self.cfg.intermediate_size;
         let (q_width, kv_width) = (heads * hd, kv_heads * hd);
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let mut x: Vec<f32> = embeds.flatten_all()?.to_vec1()?;
-        let (mut h, mut qkv, mut proj, mut gate_up) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut attn = vec![0f32; rows * q_width];
-        let mut act = vec![0f32; rows * inter];
+        let DecodeBuffers {
+            x,
+            h,
+            qkv,
+            proj,
+            gate_up,
+            attn,
+            act,
+        } = buf;
+        x.clear();
+        x.extend_from_slice(&embeds.to_vec1::<f32>()?);
+        attn.resize(rows * q_width, 0.0);
+        act.resize(rows * inter, 0.0);
         for (li, layer) in self.layers.iter().enumerate() {
-            layer.input_layernorm.forward_rows(&x, &mut h);
-            layer.qkv_proj.forward_rows(&h, rows, &mut qkv)?;
+            layer.input_layernorm.forward_rows(x, h);
+            layer.qkv_proj.forward_rows(h, rows, qkv)?;
             for (b, cache) in caches.iter_mut().enumerate() {
                 let row = &mut qkv[b * (q_width + 2 * kv_width)..][..q_width + 2 * kv_width];
                 let position = cache.len();
@@ -330,10 +360,10 @@ impl Phi3 {
                     &mut attn[b * q_width..(b + 1) * q_width],
                 );
             }
-            layer.o_proj.forward_rows(&attn, rows, &mut proj)?;
-            add_into(&mut x, &proj);
-            layer.post_attention_layernorm.forward_rows(&x, &mut h);
-            layer.gate_up_proj.forward_rows(&h, rows, &mut gate_up)?;
+            layer.o_proj.forward_rows(attn, rows, proj)?;
+            add_into(x, proj);
+            layer.post_attention_layernorm.forward_rows(x, h);
+            layer.gate_up_proj.forward_rows(h, rows, gate_up)?;
             for (gu, a) in gate_up
                 .chunks_exact(2 * inter)
                 .zip(act.chunks_exact_mut(inter))
@@ -344,14 +374,13 @@ impl Phi3 {
                     *o = u * (g / (1.0 + (-g).exp()));
                 }
             }
-            layer.down_proj.forward_rows(&act, rows, &mut proj)?;
-            add_into(&mut x, &proj);
+            layer.down_proj.forward_rows(act, rows, proj)?;
+            add_into(x, proj);
         }
         for cache in caches.iter_mut() {
             cache.advance(1);
         }
-        self.norm.forward_rows(&x, &mut h);
-        Ok(Tensor::from_vec(h, (rows, d), embeds.device())?)
+        Ok(())
     }
 
     /// Final hidden states [M, d] → logits [M, initial_tokenizer_len + 3].
@@ -438,6 +467,28 @@ impl Phi3 {
         let act = (up * candle_nn::ops::silu(&gate)?)?;
         Ok((x + layer.down_proj.forward(&act)?)?)
     }
+}
+
+/// The host buffers of a decode step, kept per thread from step to step
+/// (sized by the first step, then reused: decode allocates no activations).
+#[derive(Default)]
+struct DecodeBuffers {
+    /// The residual stream [rows, d].
+    x: Vec<f32>,
+    /// A normalised copy of it.
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    /// `o_proj` and `down_proj` outputs.
+    proj: Vec<f32>,
+    gate_up: Vec<f32>,
+    /// Attention outputs, heads merged.
+    attn: Vec<f32>,
+    /// `up · silu(gate)`.
+    act: Vec<f32>,
+}
+
+thread_local! {
+    static DECODE_BUFFERS: RefCell<DecodeBuffers> = RefCell::default();
 }
 
 /// `x += y` element-wise (the residual adds).
