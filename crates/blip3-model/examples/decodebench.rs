@@ -11,7 +11,7 @@
 //! the same growing cache. Modes: `caller` (steps run on the calling thread,
 //! each parallel region wakes the pool) and `pool` (steps run on a pool
 //! worker, `blip3_kernels::pool::on_pool`); `MODE=pool` runs one only (for
-//! a profile).
+//! a profile). `PREFILL=N` times a prefill of N tokens instead (ROUNDS times).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +62,9 @@ fn main() -> Result<(), Error> {
         t.elapsed().as_secs_f64(),
         blip3_kernels::pool::threads()
     );
+    if let Some(tokens) = std::env::var("PREFILL").ok().and_then(|v| v.parse().ok()) {
+        return prefill(&lm, tokens, rounds);
+    }
     let mode = std::env::var("MODE").unwrap_or_default();
     // One cache throughout (the modes alternate, so both see similar depths).
     let mut cache = lm.new_cache();
@@ -81,5 +84,27 @@ fn main() -> Result<(), Error> {
         rates.sort_by(f64::total_cmp);
         println!("median {name:7} {:6.2} tokens/s", rates[rates.len() / 2]);
     }
+    Ok(())
+}
+
+/// Times a prefill of `tokens` tokens into an empty cache, `rounds` times
+/// (`PREFILL=N`: short prompts such as a follow-up chat turn).
+fn prefill(lm: &Phi3, tokens: usize, rounds: usize) -> Result<(), Error> {
+    let ids: Vec<u32> = (0..tokens as u32).map(|i| 100 + i).collect();
+    let mut times = Vec::new();
+    for r in 0..rounds {
+        let mut cache = lm.new_cache();
+        let t = Instant::now();
+        blip3_kernels::pool::on_pool(|| lm.forward(&lm.embed(&ids)?, &mut cache))?;
+        let s = t.elapsed().as_secs_f64();
+        println!("round {r} prefill of {tokens} tokens {s:6.3} s");
+        times.push(s);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "median prefill {median:.3} s ({:.1} tokens/s)",
+        tokens as f64 / median
+    );
     Ok(())
 }

@@ -146,7 +146,10 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let few = rows <= blip3_kernels::gemv::MAX_ROWS;
+        let few = match &self.weight {
+            Weight::Quantized(_) => rows <= QUANTIZED_GEMV_ROWS,
+            Weight::Dense(_) => rows <= blip3_kernels::gemv::MAX_ROWS,
+        };
         let epilogue = gemm::Epilogue {
             bias: self.bias_host.as_deref().map(|b| b.as_slice()),
             activation,
@@ -168,7 +171,14 @@ impl Linear {
                     Weight::Quantized(q) => {
                         let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
                         let mut y = vec![0f32; rows * q.rows()];
-                        q.gemv(&xs, &mut y, rows);
+                        // MAX_ROWS rows per pass over the weight.
+                        let chunk = blip3_kernels::gemv::MAX_ROWS;
+                        for (xc, yc) in xs
+                            .chunks(chunk * in_dim)
+                            .zip(y.chunks_mut(chunk * q.rows()))
+                        {
+                            q.gemv(xc, yc, xc.len() / in_dim);
+                        }
                         Tensor::from_vec(y, (rows, q.rows()), x.device())?
                     }
                     Weight::Dense(w) if few && w.dtype() == DType::BF16 => {
@@ -195,6 +205,13 @@ impl Linear {
         Ok(y.reshape(out_dims)?)
     }
 }
+
+/// Up to this many rows, a block-quantised product runs as GEMVs of
+/// [`MAX_ROWS`](blip3_kernels::gemv::MAX_ROWS) rows (activations quantised
+/// to Q8_0, as in decode) instead of the GEMM, which decodes every weight
+/// block to F32 once per product: for a short prompt (a follow-up chat turn)
+/// the few passes over the packed weight cost less than one decoding pass.
+pub const QUANTIZED_GEMV_ROWS: usize = 32;
 
 impl Linear {
     /// `x·Wᵀ + b` for `rows` rows on host buffers (`x` [rows, in], `out`
