@@ -13,6 +13,9 @@ pub struct CpuFeatures {
     /// [`avx512`](Self::avx512) plus AVX-512 VNNI (`vpdpbusd`): the integer
     /// block GEMVs.
     pub avx512_vnni: bool,
+    /// AMX tiles with BF16 (x86-64 Linux, tile permission granted, kernel
+    /// self-check passed): the GEMM on BF16 weights ([`crate::amx`]).
+    pub amx_bf16: bool,
 }
 
 impl CpuFeatures {
@@ -22,28 +25,31 @@ impl CpuFeatures {
         f16c: false,
         avx512: false,
         avx512_vnni: false,
+        amx_bf16: false,
     };
 
-    /// Features of the running CPU. `BLIP3_KERNELS=avx2` hides the AVX-512
-    /// ones and `BLIP3_KERNELS=scalar` every one (to compare paths on one
-    /// machine).
+    /// Features of the running CPU. To compare paths on one machine,
+    /// `BLIP3_KERNELS=avx512` hides AMX, `=avx2` AMX and AVX-512, `=scalar`
+    /// every one.
     pub fn detect() -> Self {
         static DETECTED: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let all = Self::of_this_cpu();
-            match std::env::var("BLIP3_KERNELS").as_deref() {
-                Ok("scalar") => Self::SCALAR,
-                Ok("avx2") => all.without_avx512(),
-                _ => all,
-            }
+        *DETECTED.get_or_init(|| match std::env::var("BLIP3_KERNELS").as_deref() {
+            Ok("scalar") => Self::SCALAR,
+            Ok("avx2") => Self::of_this_cpu().without_avx512(),
+            Ok("avx512") => Self::of_this_cpu(),
+            _ => Self {
+                amx_bf16: crate::amx::usable(),
+                ..Self::of_this_cpu()
+            },
         })
     }
 
-    /// These features less the AVX-512 ones.
+    /// These features less the AVX-512 ones (and AMX).
     pub fn without_avx512(self) -> Self {
         Self {
             avx512: false,
             avx512_vnni: false,
+            amx_bf16: false,
             ..self
         }
     }
@@ -51,6 +57,7 @@ impl CpuFeatures {
     /// The names of the widest paths enabled, for reports.
     pub fn describe(self) -> &'static str {
         match self {
+            Self { amx_bf16: true, .. } => "amx-bf16",
             Self {
                 avx512_vnni: true, ..
             } => "avx512-vnni",
@@ -73,6 +80,8 @@ impl CpuFeatures {
                 f16c,
                 avx512,
                 avx512_vnni: avx512 && has!("avx512vnni"),
+                // Asked separately (a system call and a self-check).
+                amx_bf16: false,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -40,12 +40,24 @@ pub trait WeightRows: Sync {
     /// `k0` a multiple of [`KC`] and `out.len()` a multiple of [`KC`] or
     /// reaching K, so block formats can decode whole blocks.
     fn read_row(&self, row: usize, k0: usize, out: &mut [f32]);
+
+    /// The rows as BF16 in memory, `(data, stride)` (row `r` at
+    /// `data[r·stride..]`), when stored so: the AMX path reads them in place.
+    fn bf16_rows(&self) -> Option<(&[bf16], usize)> {
+        None
+    }
 }
 
 /// Element types a dense weight may be stored in.
 pub trait DenseElement: Copy + Send + Sync {
     /// Widens `src` into `dst` (same length).
     fn widen(src: &[Self], dst: &mut [f32]);
+
+    /// `data` itself when the element type is BF16.
+    fn as_bf16(data: &[Self]) -> Option<&[bf16]> {
+        let _ = data;
+        None
+    }
 }
 
 impl DenseElement for f32 {
@@ -60,6 +72,10 @@ impl DenseElement for bf16 {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = f32::from_bits(u32::from(s.to_bits()) << 16);
         }
+    }
+
+    fn as_bf16(data: &[bf16]) -> Option<&[bf16]> {
+        Some(data)
     }
 }
 
@@ -115,6 +131,10 @@ impl<T: DenseElement> WeightRows for DenseRows<'_, T> {
         let start = row * self.stride + k0;
         T::widen(&self.data[start..start + out.len()], out);
     }
+
+    fn bf16_rows(&self) -> Option<(&[bf16], usize)> {
+        T::as_bf16(self.data).map(|data| (data, self.stride))
+    }
 }
 
 /// What is applied to each finished output tile while it is still in cache:
@@ -143,9 +163,12 @@ impl Epilogue<'_> {
     }
 }
 
-/// Which micro-kernel the GEMM runs on with `features`.
+/// Which micro-kernel the GEMM runs on with `features` (AMX: for BF16
+/// weights whose depth is a multiple of 32; the others take the next one).
 pub fn path(features: CpuFeatures) -> &'static str {
-    if features.avx512 {
+    if features.amx_bf16 {
+        "amx-bf16 (bf16 weights), avx512"
+    } else if features.avx512 {
         "avx512"
     } else if features.avx2_fma {
         "avx2-fma"
@@ -198,6 +221,16 @@ fn gemm_impl(
         return;
     }
     let features = CpuFeatures::detect();
+    if features.amx_bf16 && crate::amx::supports_depth(k) {
+        if let Some((data, stride)) = w.bf16_rows() {
+            crate::amx::gemm_bf16(a, m, data, n, k, stride, c, parallel);
+            if !epilogue.is_identity() {
+                c.par_chunks_mut(n)
+                    .for_each(|row| epilogue.apply(features, row, 0));
+            }
+            return;
+        }
+    }
     // Rectangles of C: few row ranges (each packs W once more), each split
     // into enough column ranges to keep every thread busy.
     let threads = if parallel {
@@ -245,7 +278,7 @@ fn gemm_impl(
 const TASKS_PER_THREAD: usize = 4;
 
 /// The output matrix, written by tasks in disjoint rectangles.
-struct Output(*mut f32);
+pub(crate) struct Output(pub(crate) *mut f32);
 // SAFETY: tasks only ever write disjoint rectangles through it.
 unsafe impl Sync for Output {}
 unsafe impl Send for Output {}

@@ -11,6 +11,7 @@
 //!   F32 GEMM with a register-tiled AVX2 micro-kernel that reads W in its
 //!   storage format (F32, BF16, F16, Q8_0, Q4_0) while packing.
 //! * [`activation`]: vectorised element-wise activations (GEMM epilogues).
+//! * [`amx`]: the GEMM on BF16 weights with AMX tiles (where the CPU and OS allow).
 //! * [`widen`]: parallel BF16 → F32 widening (candle fallbacks).
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
@@ -24,6 +25,7 @@
 //! Every kernel has a scalar reference implementation it is tested against.
 
 pub mod activation;
+pub mod amx;
 pub mod attention;
 pub mod bandwidth;
 pub mod cpu;

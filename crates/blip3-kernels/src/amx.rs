@@ -1,0 +1,552 @@
+//! `C = A·Wᵀ` with Intel AMX tiles (`tdpbf16ps`) for BF16 weights: the
+//! prefill and ViT product on Sapphire Rapids and later, where one core's
+//! tile unit does 1024 BF16 multiply-adds per cycle against 32 F32 FMAs for
+//! AVX-512.
+//!
+//! The weight is the tile instruction's left operand straight from memory
+//! (16 rows × 32 BF16 of `W` [N, K] per tile, rows `stride` apart), so BF16
+//! checkpoints are never packed. The activations are rounded to BF16 (round
+//! to nearest even, as PyTorch's BF16 matmuls do) and packed once per
+//! product into the right operand's pair-interleaved layout: per block of 16
+//! rows and 32 columns, a 1 KiB tile whose row `p` holds, for each of the 16
+//! activation rows, the pair of elements `2p, 2p + 1`. Each step multiplies
+//! two weight tiles by two activation tiles into four 16 × 16 F32
+//! accumulator tiles (rows = weight rows), which are then stored transposed
+//! into `C`.
+//!
+//! Linux hands out the tile registers only after the process asks for them
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`). [`usable`] asks once, then runs the
+//! kernel on a small product against a plain reference and reports the unit
+//! usable only if it matches, so a machine where the path misbehaves falls
+//! back to the vector GEMM instead of computing wrong numbers.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::gemm::Output;
+
+/// Weight rows (and activation rows) per tile.
+const TILE_ROWS: usize = 16;
+/// Depth per tile step: 16 pairs of BF16 (64 bytes per tile row).
+const TILE_DEPTH: usize = 32;
+/// Bytes per tile row (every tile here: 16 BF16 pairs or 16 F32).
+const TILE_ROW_BYTES: usize = 64;
+/// Activation rows per cache block: 16 tiles deep per step stay in L2
+/// (256 rows × K 3072 × 2 bytes = 1.5 MiB) while every weight row passes.
+const ROWS_PER_BLOCK: usize = 256;
+
+/// Whether this CPU and OS run AMX BF16 tiles for this process, and the
+/// kernel passed its check (asked once; the answer is cached).
+pub fn usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| cpu_has_amx_bf16() && request_tile_permission() && self_check())
+}
+
+/// CPUID leaf 7 (AMX-TILE, AMX-BF16) and XCR0's tile state bits.
+fn cpu_has_amx_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        let (max_leaf, leaf1) = (__cpuid(0).eax, __cpuid(1));
+        if max_leaf < 7 || leaf1.ecx & (1 << 27) == 0 {
+            return false; // no leaf 7, or no OSXSAVE (XGETBV)
+        }
+        let leaf7 = __cpuid_count(7, 0);
+        let (amx_bf16, amx_tile) = (leaf7.edx & (1 << 22) != 0, leaf7.edx & (1 << 24) != 0);
+        // SAFETY: OSXSAVE is set, so XGETBV is enabled.
+        let xcr0 = unsafe { xgetbv0() };
+        // XTILECFG (bit 17) and XTILEDATA (bit 18) enabled by the OS.
+        amx_bf16 && amx_tile && xcr0 & (0b11 << 17) == (0b11 << 17)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// XCR0.
+///
+/// # Safety
+/// CPUID.1:ECX.OSXSAVE must be set.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    std::arch::x86_64::_xgetbv(0)
+}
+
+/// Asks Linux for the tile data state (AMX faults until a process has it).
+fn request_tile_permission() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl with these arguments only changes this
+        // process's permitted XSAVE features; it reads no memory of ours.
+        let status = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        status == 0
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
+/// Runs the kernel on a product with partial tiles in every direction and
+/// compares it with the plain reference on BF16-rounded activations.
+fn self_check() -> bool {
+    let (m, n, k) = (37, 45, 96);
+    let value = |i: usize, salt: usize| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0;
+    let a: Vec<f32> = (0..m * k).map(|i| value(i, 17)).collect();
+    let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(value(i, 91))).collect();
+    let mut c = vec![f32::NAN; m * n];
+    gemm_bf16(&a, m, &w, n, k, k, &mut c, false);
+    (0..m).all(|i| {
+        (0..n).all(|j| {
+            let want: f64 = (0..k)
+                .map(|t| {
+                    let x = bf16::from_f32(a[i * k + t]).to_f32();
+                    f64::from(x) * f64::from(w[j * k + t].to_f32())
+                })
+                .sum();
+            (f64::from(c[i * n + j]) - want).abs() <= 1e-4 * (want.abs() + 1.0)
+        })
+    })
+}
+
+/// Whether [`gemm_bf16`] takes a product of depth `k`.
+pub fn supports_depth(k: usize) -> bool {
+    k > 0 && k.is_multiple_of(TILE_DEPTH)
+}
+
+/// `c[i·n + j] = Σ_t a[i·k + t] · w[j·stride + t]` with AMX tiles, the
+/// activations rounded to BF16; weight row blocks spread over the thread
+/// pool when `parallel`.
+///
+/// Panics if the sizes do not fit or `k` is not a multiple of 32; call only
+/// when [`usable`] said yes.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    a: &[f32],
+    m: usize,
+    w: &[bf16],
+    n: usize,
+    k: usize,
+    stride: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    gemm_on::<AmxTiles>(a, m, w, n, k, stride, c, parallel);
+}
+
+/// [`gemm_bf16`] on the tile unit `T`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_on<T: TileUnit + Default>(
+    a: &[f32],
+    m: usize,
+    w: &[bf16],
+    n: usize,
+    k: usize,
+    stride: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    assert!(
+        supports_depth(k),
+        "AMX depth must be a multiple of {TILE_DEPTH}"
+    );
+    assert!(stride >= k && a.len() == m * k && c.len() == m * n, "sizes");
+    assert!(n == 0 || (n - 1) * stride + k <= w.len(), "weight size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let out = Output(c.as_mut_ptr());
+    for i0 in (0..m).step_by(ROWS_PER_BLOCK) {
+        let rows = ROWS_PER_BLOCK.min(m - i0);
+        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k);
+        // Tasks of 32 weight rows (two tiles).
+        let run = |j0: usize| {
+            let live = (2 * TILE_ROWS).min(n - j0);
+            let padded;
+            let (source, source_stride) = if live == 2 * TILE_ROWS {
+                (&w[j0 * stride..], stride)
+            } else {
+                // The last rows, zero-padded to two whole tiles.
+                let mut buf = vec![bf16::ZERO; 2 * TILE_ROWS * k];
+                for r in 0..live {
+                    buf[r * k..(r + 1) * k]
+                        .copy_from_slice(&w[(j0 + r) * stride..(j0 + r) * stride + k]);
+                }
+                padded = buf;
+                (&padded[..], k)
+            };
+            let task = Task {
+                packed: &packed,
+                rows,
+                k,
+                weights: source,
+                weight_stride: source_stride,
+                live_cols: live,
+            };
+            // SAFETY: `usable()` established AMX and the tile permission
+            // (or the tiles are emulated); the task writes only rows
+            // i0..i0 + rows, columns j0..j0 + live of `c` [m, n], which no
+            // other task touches.
+            unsafe { task.run(&mut T::default(), &out, n, i0, j0) };
+        };
+        if parallel {
+            (0..n).into_par_iter().step_by(2 * TILE_ROWS).for_each(run);
+        } else {
+            (0..n).step_by(2 * TILE_ROWS).for_each(run);
+        }
+    }
+}
+
+/// Rounds `a` [rows, k] to BF16 and packs it into activation tiles:
+/// [row block of 16 (padded to an even count)][depth step of 32][pair p][row r][2].
+fn pack_activations(a: &[f32], rows: usize, k: usize) -> Vec<bf16> {
+    let blocks = rows.div_ceil(TILE_ROWS).next_multiple_of(2);
+    let steps = k / TILE_DEPTH;
+    let tile = TILE_ROWS * TILE_DEPTH;
+    let mut packed = vec![bf16::ZERO; blocks * steps * tile];
+    packed
+        .par_chunks_mut(steps * tile)
+        .enumerate()
+        .for_each(|(b, block)| {
+            for r in 0..TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS)) {
+                let row = &a[(b * TILE_ROWS + r) * k..][..k];
+                for (s, depth) in row.chunks_exact(TILE_DEPTH).enumerate() {
+                    let t = &mut block[s * tile..(s + 1) * tile];
+                    for (p, pair) in depth.chunks_exact(2).enumerate() {
+                        let at = (p * TILE_ROWS + r) * 2;
+                        t[at] = bf16::from_f32(pair[0]);
+                        t[at + 1] = bf16::from_f32(pair[1]);
+                    }
+                }
+            }
+        });
+    packed
+}
+
+/// 32 weight rows against one block of activation rows.
+struct Task<'a> {
+    packed: &'a [bf16],
+    rows: usize,
+    k: usize,
+    /// The task's first weight row; 32 rows `weight_stride` elements apart.
+    weights: &'a [bf16],
+    weight_stride: usize,
+    /// Weight rows that are real outputs (the rest is padding).
+    live_cols: usize,
+}
+
+impl Task<'_> {
+    /// # Safety
+    /// `T` must be usable (for [`AmxTiles`]: AMX-TILE and AMX-BF16 granted
+    /// to this process); `out` points to a [_, n] row-major matrix whose
+    /// rows `i0..i0 + self.rows`, columns `j0..j0 + self.live_cols` no other
+    /// thread accesses meanwhile.
+    unsafe fn run<T: TileUnit>(&self, tiles: &mut T, out: &Output, n: usize, i0: usize, j0: usize) {
+        let steps = self.k / TILE_DEPTH;
+        let block_len = steps * TILE_ROWS * TILE_DEPTH;
+        assert!(self.weights.len() >= (2 * TILE_ROWS - 1) * self.weight_stride + self.k);
+        assert!(self.packed.len() >= self.rows.div_ceil(2 * TILE_ROWS) * 2 * block_len);
+        tiles.configure();
+        let w_stride = self.weight_stride * 2; // bytes
+        let w0 = self.weights.as_ptr();
+        let w1 = w0.add(TILE_ROWS * self.weight_stride);
+        let mut sums = [[0f32; TILE_ROWS * TILE_ROWS]; 4];
+        for pair in 0..self.rows.div_ceil(2 * TILE_ROWS) {
+            let a0 = self.packed.as_ptr().add(2 * pair * block_len);
+            let a1 = a0.add(block_len);
+            tiles.zero_sums();
+            for s in 0..steps {
+                let (depth, tile) = (s * TILE_DEPTH, s * TILE_ROWS * TILE_DEPTH);
+                tiles.step(
+                    [w0.add(depth), w1.add(depth)],
+                    w_stride,
+                    [a0.add(tile), a1.add(tile)],
+                );
+            }
+            tiles.store_sums(&mut sums);
+            // Sum tile 2·wi + ai is [weight row][activation row]: transpose out.
+            for (t, tile) in sums.iter().enumerate() {
+                let (wi, ai) = (t / 2, t % 2);
+                let first_row = (2 * pair + ai) * TILE_ROWS;
+                for r in 0..TILE_ROWS.min(self.rows.saturating_sub(first_row)) {
+                    let row = out.0.add((i0 + first_row + r) * n + j0);
+                    for col in 0..TILE_ROWS.min(self.live_cols.saturating_sub(wi * TILE_ROWS)) {
+                        *row.add(wi * TILE_ROWS + col) = tile[col * TILE_ROWS + r];
+                    }
+                }
+            }
+        }
+        tiles.release();
+    }
+}
+
+/// The tile operations the kernel uses: four 16 × 16 F32 sum tiles (tmm0-3),
+/// two weight tiles (tmm4-5, 16 rows × 32 BF16, rows `w_stride` bytes
+/// apart) and two activation tiles (tmm6-7, 16 pair rows × 64 bytes).
+/// [`AmxTiles`] runs them on the CPU; the tests also run the kernel on an
+/// emulation written from the instructions' documented semantics.
+trait TileUnit {
+    /// `ldtilecfg`: palette 1, eight tiles of 16 rows × 64 bytes.
+    unsafe fn configure(&mut self);
+    /// `tilezero` the sum tiles.
+    unsafe fn zero_sums(&mut self);
+    /// Loads the weight and activation tiles and accumulates
+    /// `sum[2·wi + ai] += tdpbf16ps(weight[wi], activation[ai])`.
+    unsafe fn step(&mut self, w: [*const bf16; 2], w_stride: usize, a: [*const bf16; 2]);
+    /// `tilestored` the sum tiles (rows of 16 F32).
+    unsafe fn store_sums(&mut self, out: &mut [[f32; TILE_ROWS * TILE_ROWS]; 4]);
+    /// `tilerelease`.
+    unsafe fn release(&mut self);
+}
+
+/// The CPU's AMX unit.
+#[derive(Default)]
+struct AmxTiles;
+
+#[cfg(target_arch = "x86_64")]
+impl TileUnit for AmxTiles {
+    unsafe fn configure(&mut self) {
+        let config = TileConfig::all_full();
+        std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+    }
+
+    unsafe fn zero_sums(&mut self) {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+    }
+
+    unsafe fn step(&mut self, w: [*const bf16; 2], w_stride: usize, a: [*const bf16; 2]) {
+        std::arch::asm!(
+            "tileloadd tmm4, [{w0} + {ws}*1]",
+            "tileloadd tmm5, [{w1} + {ws}*1]",
+            "tileloadd tmm6, [{a0} + {as_}*1]",
+            "tileloadd tmm7, [{a1} + {as_}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            w0 = in(reg) w[0],
+            w1 = in(reg) w[1],
+            a0 = in(reg) a[0],
+            a1 = in(reg) a[1],
+            ws = in(reg) w_stride,
+            as_ = in(reg) TILE_ROW_BYTES,
+            options(nostack, readonly)
+        );
+    }
+
+    unsafe fn store_sums(&mut self, out: &mut [[f32; TILE_ROWS * TILE_ROWS]; 4]) {
+        std::arch::asm!(
+            "tilestored [{t0} + {rb}*1], tmm0",
+            "tilestored [{t1} + {rb}*1], tmm1",
+            "tilestored [{t2} + {rb}*1], tmm2",
+            "tilestored [{t3} + {rb}*1], tmm3",
+            t0 = in(reg) out[0].as_mut_ptr(),
+            t1 = in(reg) out[1].as_mut_ptr(),
+            t2 = in(reg) out[2].as_mut_ptr(),
+            t3 = in(reg) out[3].as_mut_ptr(),
+            rb = in(reg) TILE_ROW_BYTES,
+            options(nostack)
+        );
+    }
+
+    unsafe fn release(&mut self) {
+        std::arch::asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl TileUnit for AmxTiles {
+    unsafe fn configure(&mut self) {
+        unreachable!("AMX is x86-64 only")
+    }
+    unsafe fn zero_sums(&mut self) {}
+    unsafe fn step(&mut self, _: [*const bf16; 2], _: usize, _: [*const bf16; 2]) {}
+    unsafe fn store_sums(&mut self, _: &mut [[f32; TILE_ROWS * TILE_ROWS]; 4]) {}
+    unsafe fn release(&mut self) {}
+}
+
+/// The 64-byte operand of `ldtilecfg`.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// Palette 1, tiles 0-7 all 16 rows × 64 bytes.
+    fn all_full() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        for t in 0..8 {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&(TILE_ROW_BYTES as u16).to_le_bytes());
+            c[48 + t] = TILE_ROWS as u8; // rows
+        }
+        Self(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tile instructions from their documented semantics (Intel SDM,
+    /// TDPBF16PS: `dst.row[m].fp32[n] += a.row[m].bf16[2k]·b.row[k].bf16[2n]
+    /// + a.row[m].bf16[2k+1]·b.row[k].bf16[2n+1]`), on plain arrays.
+    struct EmulatedTiles {
+        sums: [[f32; TILE_ROWS * TILE_ROWS]; 4],
+    }
+
+    impl Default for EmulatedTiles {
+        fn default() -> Self {
+            Self {
+                sums: [[f32::NAN; TILE_ROWS * TILE_ROWS]; 4],
+            }
+        }
+    }
+
+    impl TileUnit for EmulatedTiles {
+        unsafe fn configure(&mut self) {}
+
+        unsafe fn zero_sums(&mut self) {
+            self.sums = [[0.0; TILE_ROWS * TILE_ROWS]; 4];
+        }
+
+        unsafe fn step(&mut self, w: [*const bf16; 2], w_stride: usize, a: [*const bf16; 2]) {
+            // Rows of `rows` × 32 BF16, `stride` bytes apart.
+            let load = |base: *const bf16, stride: usize| {
+                let mut t = [[bf16::ZERO; TILE_DEPTH]; TILE_ROWS];
+                for (r, row) in t.iter_mut().enumerate() {
+                    let p = (base as *const u8).add(r * stride) as *const bf16;
+                    row.copy_from_slice(std::slice::from_raw_parts(p, TILE_DEPTH));
+                }
+                t
+            };
+            let wt = [load(w[0], w_stride), load(w[1], w_stride)];
+            let at = [load(a[0], TILE_ROW_BYTES), load(a[1], TILE_ROW_BYTES)];
+            for (t, sum) in self.sums.iter_mut().enumerate() {
+                let (wa, ab) = (&wt[t / 2], &at[t % 2]);
+                for m in 0..TILE_ROWS {
+                    for n in 0..TILE_ROWS {
+                        let mut acc = sum[m * TILE_ROWS + n];
+                        for k in 0..TILE_DEPTH / 2 {
+                            acc += wa[m][2 * k].to_f32() * ab[k][2 * n].to_f32();
+                            acc += wa[m][2 * k + 1].to_f32() * ab[k][2 * n + 1].to_f32();
+                        }
+                        sum[m * TILE_ROWS + n] = acc;
+                    }
+                }
+            }
+        }
+
+        unsafe fn store_sums(&mut self, out: &mut [[f32; TILE_ROWS * TILE_ROWS]; 4]) {
+            *out = self.sums;
+        }
+
+        unsafe fn release(&mut self) {}
+    }
+
+    /// The product with BF16-rounded activations, in F64.
+    fn reference(a: &[f32], m: usize, w: &[bf16], n: usize, k: usize, stride: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|t| {
+                        let x = bf16::from_f32(a[i * k + t]).to_f32();
+                        f64::from(x) * f64::from(w[j * stride + t].to_f32())
+                    })
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn the_kernel_on_emulated_tiles_matches_the_reference() {
+        // Partial row and column tiles, several depth steps and row blocks,
+        // a strided weight view.
+        for (m, n, k, stride) in [(1, 1, 32, 32), (37, 45, 96, 96), (300, 70, 64, 80)] {
+            let a = crate::shared::test_data(m * k, 1);
+            let w: Vec<bf16> = crate::shared::test_data(n * stride, 2)
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect();
+            let want = reference(&a, m, &w, n, k, stride);
+            for parallel in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                gemm_on::<EmulatedTiles>(&a, m, &w, n, k, stride, &mut c, parallel);
+                for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - r).abs() <= 1e-4 * (r.abs() + 1.0),
+                        "{m}x{n}x{k} at {idx}: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn activations_pack_into_pair_interleaved_tiles() {
+        let (rows, k) = (19, 64);
+        let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
+        let packed = pack_activations(&a, rows, k);
+        let steps = k / TILE_DEPTH;
+        assert_eq!(packed.len(), 2 * steps * TILE_ROWS * TILE_DEPTH);
+        let tile = TILE_ROWS * TILE_DEPTH;
+        for r in 0..2 * TILE_ROWS {
+            for t in 0..k {
+                let (b, s, p, e) = (r / TILE_ROWS, t / TILE_DEPTH, (t % TILE_DEPTH) / 2, t % 2);
+                let at = (b * steps + s) * tile + (p * TILE_ROWS + r % TILE_ROWS) * 2 + e;
+                let want = if r < rows { a[r * k + t] } else { 0.0 };
+                assert_eq!(packed[at].to_f32(), bf16::from_f32(want).to_f32());
+            }
+        }
+    }
+
+    #[test]
+    fn tile_config_is_palette_one_with_eight_full_tiles() {
+        let c = TileConfig::all_full().0;
+        assert_eq!(c[0], 1);
+        assert_eq!(&c[16..18], &[64, 0]);
+        assert_eq!(c[48..56], [16; 8]);
+        assert!(c[56..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_tile_path_matches_the_reference_where_the_cpu_has_it() {
+        // On CPUs without AMX this checks nothing beyond `usable()` saying no.
+        if usable() {
+            assert!(self_check());
+            for (m, n, k) in [(1, 1, 32), (300, 70, 128), (16, 32, 64)] {
+                let a: Vec<f32> = crate::shared::test_data(m * k, 1);
+                let w: Vec<bf16> = crate::shared::test_data(n * k, 2)
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect();
+                let mut c = vec![f32::NAN; m * n];
+                gemm_bf16(&a, m, &w, n, k, k, &mut c, true);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k)
+                            .map(|t| bf16::from_f32(a[i * k + t]).to_f32() * w[j * k + t].to_f32())
+                            .sum();
+                        assert!((c[i * n + j] - want).abs() <= 1e-3 * (want.abs() + 1.0));
+                    }
+                }
+            }
+        }
+    }
+}
