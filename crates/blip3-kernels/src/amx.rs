@@ -98,7 +98,9 @@ fn request_tile_permission() -> bool {
 }
 
 /// Runs the kernel on a product with partial tiles in every direction and
-/// compares it with the plain reference on BF16-rounded activations.
+/// compares it with the plain reference on BF16-rounded activations. On the
+/// calling thread only: it runs inside [`usable`]'s one-time initialisation,
+/// which pool workers may be waiting on.
 fn self_check() -> bool {
     let (m, n, k) = (37, 45, 96);
     let value = |i: usize, salt: usize| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0;
@@ -168,7 +170,7 @@ fn gemm_on<T: TileUnit + Default>(
     let out = Output(c.as_mut_ptr());
     for i0 in (0..m).step_by(ROWS_PER_BLOCK) {
         let rows = ROWS_PER_BLOCK.min(m - i0);
-        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k);
+        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k, parallel);
         // Tasks of 32 weight rows (two tiles).
         let run = |j0: usize| {
             let live = (2 * TILE_ROWS).min(n - j0);
@@ -209,27 +211,32 @@ fn gemm_on<T: TileUnit + Default>(
 
 /// Rounds `a` [rows, k] to BF16 and packs it into activation tiles:
 /// [row block of 16 (padded to an even count)][depth step of 32][pair p][row r][2].
-fn pack_activations(a: &[f32], rows: usize, k: usize) -> Vec<bf16> {
+fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Vec<bf16> {
     let blocks = rows.div_ceil(TILE_ROWS).next_multiple_of(2);
     let steps = k / TILE_DEPTH;
     let tile = TILE_ROWS * TILE_DEPTH;
     let mut packed = vec![bf16::ZERO; blocks * steps * tile];
-    packed
-        .par_chunks_mut(steps * tile)
-        .enumerate()
-        .for_each(|(b, block)| {
-            for r in 0..TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS)) {
-                let row = &a[(b * TILE_ROWS + r) * k..][..k];
-                for (s, depth) in row.chunks_exact(TILE_DEPTH).enumerate() {
-                    let t = &mut block[s * tile..(s + 1) * tile];
-                    for (p, pair) in depth.chunks_exact(2).enumerate() {
-                        let at = (p * TILE_ROWS + r) * 2;
-                        t[at] = bf16::from_f32(pair[0]);
-                        t[at + 1] = bf16::from_f32(pair[1]);
-                    }
+    let pack = |(b, block): (usize, &mut [bf16])| {
+        for r in 0..TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS)) {
+            let row = &a[(b * TILE_ROWS + r) * k..][..k];
+            for (s, depth) in row.chunks_exact(TILE_DEPTH).enumerate() {
+                let t = &mut block[s * tile..(s + 1) * tile];
+                for (p, pair) in depth.chunks_exact(2).enumerate() {
+                    let at = (p * TILE_ROWS + r) * 2;
+                    t[at] = bf16::from_f32(pair[0]);
+                    t[at + 1] = bf16::from_f32(pair[1]);
                 }
             }
-        });
+        }
+    };
+    if parallel {
+        packed
+            .par_chunks_mut(steps * tile)
+            .enumerate()
+            .for_each(pack);
+    } else {
+        packed.chunks_mut(steps * tile).enumerate().for_each(pack);
+    }
     packed
 }
 
@@ -502,7 +509,7 @@ mod tests {
     fn activations_pack_into_pair_interleaved_tiles() {
         let (rows, k) = (19, 64);
         let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
-        let packed = pack_activations(&a, rows, k);
+        let packed = pack_activations(&a, rows, k, true);
         let steps = k / TILE_DEPTH;
         assert_eq!(packed.len(), 2 * steps * TILE_ROWS * TILE_DEPTH);
         let tile = TILE_ROWS * TILE_DEPTH;
