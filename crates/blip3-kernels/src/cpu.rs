@@ -90,3 +90,20 @@ impl CpuFeatures {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_reports_the_widest_path() {
+        let features = CpuFeatures::detect();
+        println!("kernel paths: {} ({features:?})", features.describe());
+        // Lets an emulator run prove which paths the other tests exercised.
+        if let Ok(expected) = std::env::var("BLIP3_EXPECT_KERNELS") {
+            assert_eq!(features.describe(), expected);
+        }
+        assert!(!features.without_avx512().avx512);
+        assert_eq!(CpuFeatures::SCALAR.describe(), "scalar");
+    }
+}
