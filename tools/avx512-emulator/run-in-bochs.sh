@@ -19,9 +19,9 @@
 #   BOCHS_LOGLEVEL=n       kernel console loglevel (default 3; 7 = chatty, slows boot)
 #   BOCHS_CMDLINE_EXTRA=.. extra kernel parameters (do not pass another clearcpuid=,
 #                          it would replace the one below)
-#   BOCHS_KERNEL=path      bzImage to boot (default: ./vmlinuz = Debian 6.1.0-50-cloud-amd64)
+#   BOCHS_KERNEL=path      bzImage to boot (default: $BOCHS_STATE/vmlinuz from setup.sh)
 #
-# Kernel workarounds for Bochs 2.7's tigerlake model (see README):
+# Kernel workarounds for Bochs 2.7's tigerlake model:
 #   clearcpuid=pku,xsaves,xsavec : Bochs reports broken XSAVE leaf 0xD data for PKRU
 #       and compacted sizes; without this the kernel disables XSAVE entirely (no AVX
 #       for user space).  With it: XCR0=0xe7, 'standard' XSAVE format.
