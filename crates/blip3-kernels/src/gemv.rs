@@ -79,7 +79,7 @@ mod avx2 {
     use half::bf16;
 
     use super::MAX_ROWS;
-    use crate::shared::hsum256;
+    use crate::shared::{hsum256, prefetch_ahead};
 
     /// Widens 8 BF16 values to F32 (BF16 is the top half of an F32).
     #[inline]
@@ -101,6 +101,9 @@ mod avx2 {
         let xp = x.as_ptr();
         let mut t = 0;
         while t + 16 <= k {
+            if t % 32 == 0 {
+                prefetch_ahead(wp.add(t) as *const u8);
+            }
             let w0 = load8(wp.add(t));
             let w1 = load8(wp.add(t + 8));
             for i in 0..m {

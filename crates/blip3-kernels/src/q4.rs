@@ -229,6 +229,7 @@ mod avx2 {
     use half::f16;
 
     use super::{Activation, BLOCK, CODE_BYTES, GROUP, GROUP_BLOCK_BYTES};
+    use crate::shared::prefetch_ahead;
 
     /// One block of 8 rows: the integer dot products (offset removed) as F32,
     /// and the 8 combined scales.
@@ -241,6 +242,8 @@ mod avx2 {
         let mask = _mm256_set1_epi8(0x0f);
         let cb = codes.as_ptr().add(b * GROUP_BLOCK_BYTES);
         let xb = x.codes.as_ptr().add(b * BLOCK);
+        prefetch_ahead(cb);
+        prefetch_ahead(cb.add(64));
         // Eight `maddubs` of |15 · 127 · 2| ≤ 3810 each: at most 30480, no
         // 16-bit overflow before widening.
         let mut sum = _mm256_setzero_si256();
@@ -303,6 +306,7 @@ mod avx512 {
     use half::f16;
 
     use super::{Activation, BLOCK, GROUP, GROUP_BLOCK_BYTES};
+    use crate::shared::prefetch_ahead;
 
     /// Per block of 8 rows: two 64-byte loads (two chunks of the 8 rows
     /// each), low and high nibbles (unsigned codes 0..=15) `vpdpbusd`-ed
@@ -330,6 +334,7 @@ mod avx512 {
             let xb = x.expanded.as_ptr().add(b * 2 * BLOCK);
             let mut dot = _mm512_setzero_si512();
             for j in 0..2 {
+                prefetch_ahead(cb.add(64 * j));
                 let w = _mm512_loadu_si512(cb.add(64 * j) as *const _);
                 let lo = _mm512_and_si512(w, mask);
                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);

@@ -430,6 +430,7 @@ mod avx2 {
     use half::f16;
 
     use super::{Activation, BLOCK, BLOCK_BYTES, GROUP, SCALE_BYTES, SUPER_BLOCK};
+    use crate::shared::prefetch_ahead;
 
     /// A `pshufb` control that copies byte `j` of each 32-bit lane into both
     /// of the lane's 16-bit halves, zero-extended.
@@ -502,6 +503,9 @@ mod avx2 {
                 // eight `maddubs` of ≤ 2 · 15 · 127 stay within 16 bits.
                 let (mut lo_sum, mut hi_sum) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for c in 0..8 {
+                    if c % 2 == 0 {
+                        prefetch_ahead(cb.add((pair * 8 + c) * 4 * GROUP));
+                    }
                     let v =
                         _mm256_loadu_si256(cb.add((pair * 8 + c) * 4 * GROUP) as *const __m256i);
                     let lo = _mm256_and_si256(v, nibble);

@@ -270,6 +270,7 @@ mod avx2 {
     use half::f16;
 
     use super::{Activation, BLOCK, GROUP};
+    use crate::shared::prefetch_ahead;
 
     /// [`super::quantize_block_scalar`] eight lanes at a time, with the same
     /// results: round half away from zero (`f32::round`), not the vector
@@ -341,6 +342,9 @@ mod avx2 {
             );
             let mut dot = _mm256_setzero_si256();
             for c in 0..BLOCK / 4 {
+                if c % 2 == 0 {
+                    prefetch_ahead(cb.add(c * 4 * GROUP));
+                }
                 let w = _mm256_loadu_si256(cb.add(c * 4 * GROUP) as *const __m256i);
                 let sign = _mm256_set1_epi32((xs.add(4 * c) as *const i32).read_unaligned());
                 let mag = _mm256_set1_epi32((xa.add(4 * c) as *const i32).read_unaligned());
@@ -382,6 +386,7 @@ mod avx512 {
     use half::f16;
 
     use super::{Activation, BLOCK, GROUP};
+    use crate::shared::prefetch_ahead;
 
     /// Per block of 8 rows: four 64-byte loads (two chunks of the 8 rows
     /// each), the weights made unsigned by flipping their sign bit (w + 128),
@@ -407,6 +412,7 @@ mod avx512 {
             let xb = x.expanded.as_ptr().add(b * 2 * BLOCK);
             let mut dot = _mm512_setzero_si512();
             for j in 0..BLOCK / 8 {
+                prefetch_ahead(cb.add(64 * j));
                 let w = _mm512_loadu_si512(cb.add(64 * j) as *const _);
                 let a = _mm512_loadu_si512(xb.add(16 * j) as *const _);
                 dot = _mm512_dpbusd_epi32(dot, _mm512_xor_si512(w, flip), a);
