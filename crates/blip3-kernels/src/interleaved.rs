@@ -253,6 +253,35 @@ pub(crate) fn expand_chunk_pairs(codes: &[i8], out: &mut Vec<i32>) {
     }
 }
 
+/// The end of one block in the AVX-512 VNNI group kernels: `dot` holds the
+/// 8 rows' integer sums of even chunks in dwords 0-7 and of odd chunks in
+/// 8-15; the halves are added with `offset` (the format's correction,
+/// per activation block), and `acc += sum · d[row] · xd` with the 8 rows'
+/// F16 scales at `scales`.
+///
+/// # Safety
+/// AVX-512 F, AVX2, FMA and F16C must be available; `scales` holds 8 values.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn finish_block_avx512(
+    dot: std::arch::x86_64::__m512i,
+    offset: i32,
+    scales: *const f16,
+    xd: f32,
+    acc: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let halves = _mm256_add_epi32(
+        _mm512_castsi512_si256(dot),
+        _mm512_extracti64x4_epi64::<1>(dot),
+    );
+    let sums = _mm256_add_epi32(halves, _mm256_set1_epi32(offset));
+    let d = _mm256_cvtph_ps(_mm_loadu_si128(scales as *const __m128i));
+    let d = _mm256_mul_ps(d, _mm256_set1_ps(xd));
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc)
+}
+
 /// `y` [rows.len(), N] = each activation row against every row of `w`, by
 /// the format's group kernel, groups spread over the thread pool.
 pub(crate) fn gemv_groups<A: GroupDot>(w: &Interleaved, rows: &[A], y: &mut [f32]) {

@@ -306,6 +306,7 @@ mod avx512 {
     use half::f16;
 
     use super::{Activation, BLOCK, GROUP, GROUP_BLOCK_BYTES};
+    use crate::interleaved::finish_block_avx512;
     use crate::shared::prefetch_ahead;
 
     /// Per block of 8 rows: two 64-byte loads (two chunks of the 8 rows
@@ -343,16 +344,8 @@ mod avx512 {
                 dot = _mm512_dpbusd_epi32(dot, lo, x_lo);
                 dot = _mm512_dpbusd_epi32(dot, hi, x_hi);
             }
-            let halves = _mm256_add_epi32(
-                _mm512_castsi512_si256(dot),
-                _mm512_extracti64x4_epi64::<1>(dot),
-            );
-            let dot = _mm256_add_epi32(halves, _mm256_set1_epi32(*x.offsets.get_unchecked(b)));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                scales.as_ptr().add(b * GROUP) as *const __m128i
-            ));
-            let d = _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+            let (offset, xd) = (*x.offsets.get_unchecked(b), *x.scales.get_unchecked(b));
+            acc = finish_block_avx512(dot, offset, scales.as_ptr().add(b * GROUP), xd, acc);
         }
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }

@@ -168,8 +168,8 @@ struct Buffers {
     scales: Vec<f32>,
     /// For the AVX-512 VNNI kernel: [`expand_chunk_pairs`] of `codes`.
     expanded: Vec<i32>,
-    /// For the AVX-512 VNNI kernel: 128 · Σ codes per block.
-    flip_sums: Vec<i32>,
+    /// For the AVX-512 VNNI kernel: −128 · Σ codes per block.
+    offsets: Vec<i32>,
 }
 
 thread_local! {
@@ -184,13 +184,13 @@ impl Buffers {
         self.magnitudes
             .extend(self.codes.iter().map(|v| v.unsigned_abs()));
         self.expanded.clear();
-        self.flip_sums.clear();
+        self.offsets.clear();
         if features.avx512_vnni {
             expand_chunk_pairs(&self.codes, &mut self.expanded);
-            self.flip_sums.extend(
+            self.offsets.extend(
                 self.codes
                     .chunks(BLOCK)
-                    .map(|q| 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>()),
+                    .map(|q| -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>()),
             );
         }
     }
@@ -207,7 +207,7 @@ impl Buffers {
             magnitudes: &self.magnitudes[i * k..(i + 1) * k],
             scales: &self.scales[i * nb..(i + 1) * nb],
             expanded: part(&self.expanded, 2 * BLOCK),
-            flip_sums: part(&self.flip_sums, 1),
+            offsets: part(&self.offsets, 1),
         }
     }
 }
@@ -216,13 +216,13 @@ impl Buffers {
 /// values (the unsigned side of AVX2 `maddubs`; the sign moves onto the
 /// weight) and, for the AVX-512 VNNI kernel, the codes spread to pair with
 /// 64-byte loads (that kernel makes the weight unsigned instead, w + 128,
-/// and subtracts 128 · Σx per block).
+/// and adds the offset −128 · Σx per block).
 struct Activation<'a> {
     codes: &'a [i8],
     magnitudes: &'a [u8],
     scales: &'a [f32],
     expanded: &'a [i32],
-    flip_sums: &'a [i32],
+    offsets: &'a [i32],
 }
 
 /// `y[m·N + n] = Σ_k x[m·K + k] · W[n, k]` for `m ≤ MAX_ROWS` rows, with the
@@ -386,12 +386,14 @@ mod avx512 {
     use half::f16;
 
     use super::{Activation, BLOCK, GROUP};
+    use crate::interleaved::finish_block_avx512;
     use crate::shared::prefetch_ahead;
 
     /// Per block of 8 rows: four 64-byte loads (two chunks of the 8 rows
     /// each), the weights made unsigned by flipping their sign bit (w + 128),
     /// `vpdpbusd` against the spread activation, the two halves added and
-    /// 128 · Σx taken off; then scaled and accumulated as in the AVX2 kernel.
+    /// the offset −128 · Σx added; then scaled and accumulated as in the AVX2
+    /// kernel.
     ///
     /// # Safety
     /// AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C must be available.
@@ -402,7 +404,7 @@ mod avx512 {
             codes.len() >= nb * BLOCK * GROUP
                 && scales.len() >= nb * GROUP
                 && x.expanded.len() >= nb * 2 * BLOCK
-                && x.flip_sums.len() >= nb,
+                && x.offsets.len() >= nb,
             "activation not prepared for the AVX-512 VNNI kernel"
         );
         let flip = _mm512_set1_epi8(i8::MIN);
@@ -417,16 +419,8 @@ mod avx512 {
                 let a = _mm512_loadu_si512(xb.add(16 * j) as *const _);
                 dot = _mm512_dpbusd_epi32(dot, _mm512_xor_si512(w, flip), a);
             }
-            let halves = _mm256_add_epi32(
-                _mm512_castsi512_si256(dot),
-                _mm512_extracti64x4_epi64::<1>(dot),
-            );
-            let dot = _mm256_sub_epi32(halves, _mm256_set1_epi32(*x.flip_sums.get_unchecked(b)));
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                scales.as_ptr().add(b * GROUP) as *const __m128i
-            ));
-            let d = _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), d, acc);
+            let (offset, xd) = (*x.offsets.get_unchecked(b), *x.scales.get_unchecked(b));
+            acc = finish_block_avx512(dot, offset, scales.as_ptr().add(b * GROUP), xd, acc);
         }
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
     }
