@@ -1,7 +1,7 @@
 //! `C = A·Wᵀ` with Intel AMX tiles (`tdpbf16ps`) for BF16 weights: the
 //! prefill and ViT product on Sapphire Rapids and later, where one core's
-//! tile unit does 1024 BF16 multiply-adds per cycle against 32 F32 FMAs for
-//! AVX-512.
+//! tile unit does up to 1024 BF16 multiply-adds per cycle (Intel's figure)
+//! against 32 F32 FMAs for AVX-512.
 //!
 //! The weight is the tile instruction's left operand straight from memory
 //! (16 rows × 32 BF16 of `W` [N, K] per tile, rows `stride` apart), so BF16
