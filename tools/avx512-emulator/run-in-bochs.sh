@@ -1,7 +1,8 @@
 #!/bin/bash
 # run-in-bochs.sh STATIC_BINARY [ARGS...]
 #
-# Boots a Linux kernel in Bochs (cpu model "tigerlake": AVX-512F/BW/VL/VNNI...)
+# Boots a Linux kernel in Bochs 3.0 (cpu model "sapphire_rapids": AVX-512
+# F/BW/VL/VNNI/BF16, AMX-BF16, AVX-VNNI...)
 # with a tiny init that mounts proc/sys/dev/tmp and runs STATIC_BINARY ARGS...,
 # then powers off.  The program's console output is printed to stdout.
 #
@@ -11,7 +12,8 @@
 # Environment knobs:
 #   BOCHS_TIMEOUT=secs     wall-clock limit (default 1800)
 #   BOCHS_MEGS=MiB         guest RAM (default 1024; binary lives in RAM too)
-#   BOCHS_CPU=model        Bochs cpu model (default tigerlake)
+#   BOCHS_CPU=model        Bochs cpu model (default sapphire_rapids; also tigerlake,
+#                          arrow_lake: AVX-VNNI without AVX-512)
 #   BOCHS_IPS=n            emulated instructions per guest second (default 100000000)
 #   BOCHS_ENV="A=1 B=2"    extra environment vars for the program (space separated)
 #   BOCHS_KEEP=1           keep the work dir (iso, bochsrc, logs) and print its path
@@ -21,13 +23,20 @@
 #                          it would replace the one below)
 #   BOCHS_KERNEL=path      bzImage to boot (default: $BOCHS_STATE/vmlinuz from setup.sh)
 #
-# Kernel workarounds for Bochs 2.7's tigerlake model:
+# Kernel workarounds (found with Bochs 2.7's tigerlake model, kept for 3.0):
 #   clearcpuid=pku,xsaves,xsavec : Bochs reports broken XSAVE leaf 0xD data for PKRU
 #       and compacted sizes; without this the kernel disables XSAVE entirely (no AVX
 #       for user space).  With it: XCR0=0xe7, 'standard' XSAVE format.
 #   clearcpuid=fsrm : the kernel's FSRM memmove path corrupts memory under Bochs 2.7
 #       and the boot hangs.  (Only the kernel's view changes: user-space CPUID still
 #       shows every tigerlake feature.)
+#   no5lvl : Bochs 3.0's sapphire_rapids model has LA57, and its SMM return
+#       ("SMM restore: CR4 consistency check failed") panics once the kernel
+#       runs with 5-level paging.
+# AMX stays off in the guest: Linux hands out tile state only with XFD (the
+# XSAVE "extended feature disable" MSR), which Bochs 3.0 does not implement,
+# and XFD needs XSAVES, cleared above; the tests see arch_prctl refuse the
+# tile permission, i.e. the fallback path.
 set -u
 HARNESS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Built and downloaded state (setup.sh): kernel, init, per-run work dirs.
@@ -45,10 +54,14 @@ fi
 
 TIMEOUT="${BOCHS_TIMEOUT:-1800}"
 MEGS="${BOCHS_MEGS:-1024}"
-CPU="${BOCHS_CPU:-tigerlake}"
+CPU="${BOCHS_CPU:-sapphire_rapids}"
 IPS="${BOCHS_IPS:-100000000}"
 KERNEL="${BOCHS_KERNEL:-$STATE/vmlinuz}"
 INIT="$STATE/init"
+# Bochs 3.0 unpacked by setup.sh, with its BIOS image (the VGA BIOS is Debian's vgabios).
+BOCHS_BIN="$STATE/bochs3/bochs-bin"
+SHARE="$STATE/bochs3/root/usr/share/bochs"
+[ -x "$BOCHS_BIN" ] || { echo "run-in-bochs: no Bochs 3.0 at $BOCHS_BIN: run $HARNESS/setup.sh first" >&2; exit 125; }
 [ -f "$KERNEL" ] || { echo "run-in-bochs: no kernel at $KERNEL: run $HARNESS/setup.sh first" >&2; exit 125; }
 if [ ! "$INIT" -nt "$HARNESS/init.c" ]; then
     mkdir -p "$STATE"
@@ -79,7 +92,7 @@ for e in ${BOCHS_ENV:-}; do printf '%s\0' "$e" >> "$R/env"; done
 # ---- bootable ISO (isolinux) ----
 cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 "$W/iso/isolinux/"
 cp "$KERNEL" "$W/iso/vmlinuz"
-CMDLINE="console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 loglevel=${BOCHS_LOGLEVEL:-3} panic=0 nokaslr mitigations=off lpj=1000000 tsc=reliable no_timer_check nosmp clearcpuid=pku,xsaves,xsavec,fsrm cryptomgr.notests init_on_alloc=0 nowatchdog nmi_watchdog=0 pci=noaer audit=0 selinux=0 apparmor=0 init=/init rdinit=/init ${BOCHS_CMDLINE_EXTRA:-}"
+CMDLINE="console=ttyS0,115200 earlyprintk=serial,ttyS0,115200 loglevel=${BOCHS_LOGLEVEL:-3} panic=0 nokaslr mitigations=off lpj=1000000 tsc=reliable no_timer_check nosmp clearcpuid=pku,xsaves,xsavec,fsrm no5lvl cryptomgr.notests init_on_alloc=0 nowatchdog nmi_watchdog=0 pci=noaer audit=0 selinux=0 apparmor=0 init=/init rdinit=/init ${BOCHS_CMDLINE_EXTRA:-}"
 cat > "$W/iso/isolinux/isolinux.cfg" <<EOF
 DEFAULT linux
 PROMPT 0
@@ -99,7 +112,7 @@ cat > "$W/bochsrc" <<EOF
 display_library: rfb, options="timeout=0"
 $MEMLINE
 cpu: model=$CPU, count=1, ips=$IPS, reset_on_triple_fault=0, ignore_bad_msrs=1
-romimage: file=/usr/share/bochs/BIOS-bochs-latest
+romimage: file=$SHARE/BIOS-bochs-latest
 vgaromimage: file=/usr/share/vgabios/vgabios.bin
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
@@ -126,7 +139,7 @@ printf 'c\nquit\n' > "$W/dbg.rc"   # bochs is built with its debugger: just cont
 NETNS=""
 if unshare -n true 2>/dev/null; then NETNS="unshare -n"; fi
 START=$(date +%s)
-$NETNS bochs-bin -q -f "$W/bochsrc" -rc "$W/dbg.rc" </dev/null >"$W/bochs.out" 2>&1 &
+$NETNS "$BOCHS_BIN" -q -f "$W/bochsrc" -rc "$W/dbg.rc" </dev/null >"$W/bochs.out" 2>&1 &
 BPID=$!
 RC=""
 while :; do

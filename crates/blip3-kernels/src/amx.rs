@@ -39,7 +39,11 @@ const ROWS_PER_BLOCK: usize = 256;
 /// kernel passed its check (asked once; the answer is cached).
 pub fn usable() -> bool {
     static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USABLE.get_or_init(|| cpu_has_amx_bf16() && request_tile_permission() && self_check())
+    *USABLE.get_or_init(|| {
+        cpu_has_amx_bf16()
+            && request_tile_permission()
+            && crate::shared::bf16_gemm_matches_reference(gemm_bf16)
+    })
 }
 
 /// CPUID leaf 7 (AMX-TILE, AMX-BF16) and XCR0's tile state bits.
@@ -95,30 +99,6 @@ fn request_tile_permission() -> bool {
     {
         false
     }
-}
-
-/// Runs the kernel on a product with partial tiles in every direction and
-/// compares it with the plain reference on BF16-rounded activations. On the
-/// calling thread only: it runs inside [`usable`]'s one-time initialisation,
-/// which pool workers may be waiting on.
-fn self_check() -> bool {
-    let (m, n, k) = (37, 45, 96);
-    let value = |i: usize, salt: usize| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0;
-    let a: Vec<f32> = (0..m * k).map(|i| value(i, 17)).collect();
-    let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(value(i, 91))).collect();
-    let mut c = vec![f32::NAN; m * n];
-    gemm_bf16(&a, m, &w, n, k, k, &mut c, false);
-    (0..m).all(|i| {
-        (0..n).all(|j| {
-            let want: f64 = (0..k)
-                .map(|t| {
-                    let x = bf16::from_f32(a[i * k + t]).to_f32();
-                    f64::from(x) * f64::from(w[j * k + t].to_f32())
-                })
-                .sum();
-            (f64::from(c[i * n + j]) - want).abs() <= 1e-4 * (want.abs() + 1.0)
-        })
-    })
 }
 
 /// Whether [`gemm_bf16`] takes a product of depth `k`.
@@ -536,7 +516,7 @@ mod tests {
     fn the_tile_path_matches_the_reference_where_the_cpu_has_it() {
         // On CPUs without AMX this checks nothing beyond `usable()` saying no.
         if usable() {
-            assert!(self_check());
+            assert!(crate::shared::bf16_gemm_matches_reference(gemm_bf16));
             for (m, n, k) in [(1, 1, 32), (300, 70, 128), (16, 32, 64)] {
                 let a: Vec<f32> = crate::shared::test_data(m * k, 1);
                 let w: Vec<bf16> = crate::shared::test_data(n * k, 2)

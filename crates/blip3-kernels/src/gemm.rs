@@ -42,7 +42,8 @@ pub trait WeightRows: Sync {
     fn read_row(&self, row: usize, k0: usize, out: &mut [f32]);
 
     /// The rows as BF16 in memory, `(data, stride)` (row `r` at
-    /// `data[r·stride..]`), when stored so: the AMX path reads them in place.
+    /// `data[r·stride..]`), when stored so: the AMX and AVX-512 BF16 paths
+    /// read them without widening.
     fn bf16_rows(&self) -> Option<(&[bf16], usize)> {
         None
     }
@@ -164,10 +165,15 @@ impl Epilogue<'_> {
 }
 
 /// Which micro-kernel the GEMM runs on with `features` (AMX: for BF16
-/// weights whose depth is a multiple of 32; the others take the next one).
+/// weights whose depth is a multiple of 32, else AVX-512 BF16 where present;
+/// other weights take the F32 kernel named last).
 pub fn path(features: CpuFeatures) -> &'static str {
-    if features.amx_bf16 {
+    if features.amx_bf16 && features.avx512_bf16 {
+        "amx-bf16 (bf16 weights), avx512-bf16, avx512"
+    } else if features.amx_bf16 {
         "amx-bf16 (bf16 weights), avx512"
+    } else if features.avx512_bf16 {
+        "avx512-bf16 (bf16 weights), avx512"
     } else if features.avx512 {
         "avx512"
     } else if features.avx2_fma {
@@ -221,9 +227,17 @@ fn gemm_impl(
         return;
     }
     let features = CpuFeatures::detect();
-    if features.amx_bf16 && crate::amx::supports_depth(k) {
+    let bf16_gemm: Option<crate::shared::Bf16Gemm> =
+        if features.amx_bf16 && crate::amx::supports_depth(k) {
+            Some(crate::amx::gemm_bf16)
+        } else if features.avx512_bf16 {
+            Some(crate::avx512_bf16::gemm_bf16)
+        } else {
+            None
+        };
+    if let Some(bf16_gemm) = bf16_gemm {
         if let Some((data, stride)) = w.bf16_rows() {
-            crate::amx::gemm_bf16(a, m, data, n, k, stride, c, parallel);
+            bf16_gemm(a, m, data, n, k, stride, c, parallel);
             if !epilogue.is_identity() {
                 c.par_chunks_mut(n)
                     .for_each(|row| epilogue.apply(features, row, 0));
@@ -662,9 +676,17 @@ mod tests {
             let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
             let wb32: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
             gemm(&a, m, &DenseRows::new(&wb, n, k).unwrap(), &mut c);
+            // The AMX and AVX-512 BF16 paths round the activations to BF16.
+            let features = CpuFeatures::detect();
+            let a_seen: Vec<f32> =
+                if features.avx512_bf16 || (features.amx_bf16 && crate::amx::supports_depth(k)) {
+                    a.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
+                } else {
+                    a.clone()
+                };
             check(
                 &c,
-                &reference(&a, m, &wb32, n, k),
+                &reference(&a_seen, m, &wb32, n, k),
                 k,
                 &format!("bf16 {m}x{n}x{k}"),
             );

@@ -166,12 +166,27 @@ pub(crate) trait GroupDot: Sync {
         self.dot_avx2(codes, scales, out)
     }
 
+    /// The AVX-VNNI (256-bit `vpdpbusd`) kernel; formats without one run
+    /// their AVX2 kernel.
+    ///
+    /// # Safety
+    /// AVX-VNNI, AVX2, FMA and F16C must be available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx_vnni(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        self.dot_avx2(codes, scales, out)
+    }
+
     /// The widest vector kernel the CPU has, else the reference.
     fn dot(&self, features: CpuFeatures, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
         #[cfg(target_arch = "x86_64")]
         if features.avx512_vnni {
             // SAFETY: AVX-512 VNNI (with F, BW, VL, AVX2, FMA, F16C) was detected.
             return unsafe { self.dot_avx512_vnni(codes, scales, out) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if features.avx_vnni {
+            // SAFETY: AVX-VNNI (with AVX2, FMA, F16C) was detected.
+            return unsafe { self.dot_avx_vnni(codes, scales, out) };
         }
         #[cfg(target_arch = "x86_64")]
         if features.avx2_fma && features.f16c {
@@ -185,10 +200,21 @@ pub(crate) trait GroupDot: Sync {
 
 /// Implements [`GroupDot`] for the calling format module's `Activation`
 /// with its `avx2::dot_group` and `dot_group_scalar` (and with
-/// `avx512_vnni`, its `avx512::dot_group`).
+/// `avx512_vnni, avx_vnni`, its `avx512::dot_group` and
+/// `avx2::dot_group_vnni`).
 macro_rules! group_dot_for_activation {
-    (avx512_vnni) => {
+    (avx512_vnni, avx_vnni) => {
         group_dot_for_activation!(@impl
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn dot_avx_vnni(
+                &self,
+                codes: &[u8],
+                scales: &[half::f16],
+                out: &mut [f32; crate::interleaved::GROUP],
+            ) {
+                // The kernel asserts that the slices hold whole blocks.
+                avx2::dot_group_vnni(codes, scales, self, out)
+            }
             #[cfg(target_arch = "x86_64")]
             unsafe fn dot_avx512_vnni(
                 &self,

@@ -12,6 +12,8 @@
 //!   storage format (F32, BF16, F16, Q8_0, Q4_0) while packing.
 //! * [`activation`]: vectorised element-wise activations (GEMM epilogues).
 //! * [`amx`]: the GEMM on BF16 weights with AMX tiles (where the CPU and OS allow).
+//! * [`avx512_bf16`]: the GEMM on BF16 weights with AVX-512 BF16 dot products
+//!   (where there is no AMX).
 //! * [`widen`]: parallel BF16 → F32 widening (candle fallbacks).
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
@@ -27,6 +29,7 @@
 pub mod activation;
 pub mod amx;
 pub mod attention;
+pub mod avx512_bf16;
 pub mod bandwidth;
 pub mod cpu;
 pub mod gemm;

@@ -200,7 +200,7 @@ impl Buffers {
     }
 }
 
-group_dot_for_activation!(avx512_vnni);
+group_dot_for_activation!(avx512_vnni, avx_vnni);
 
 /// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
@@ -231,72 +231,121 @@ mod avx2 {
     use super::{Activation, BLOCK, CODE_BYTES, GROUP, GROUP_BLOCK_BYTES};
     use crate::shared::prefetch_ahead;
 
-    /// One block of 8 rows: the integer dot products (offset removed) as F32,
-    /// and the 8 combined scales.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C; block `b` exists in every slice.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block(codes: &[u8], scales: &[f16], x: &Activation, b: usize) -> (__m256, __m256) {
-        let mask = _mm256_set1_epi8(0x0f);
-        let cb = codes.as_ptr().add(b * GROUP_BLOCK_BYTES);
-        let xb = x.codes.as_ptr().add(b * BLOCK);
-        prefetch_ahead(cb);
-        prefetch_ahead(cb.add(64));
-        // Eight `maddubs` of |15 · 127 · 2| ≤ 3810 each: at most 30480, no
-        // 16-bit overflow before widening.
-        let mut sum = _mm256_setzero_si256();
-        for c in 0..CODE_BYTES / 4 {
-            let v = _mm256_loadu_si256(cb.add(c * GROUP * 4) as *const __m256i);
-            let lo = _mm256_and_si256(v, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
-            let xl = _mm256_set1_epi32((xb.add(4 * c) as *const i32).read_unaligned());
-            let xh = _mm256_set1_epi32((xb.add(4 * c + CODE_BYTES) as *const i32).read_unaligned());
-            sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(lo, xl));
-            sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(hi, xh));
-        }
-        let dot = _mm256_add_epi32(
-            _mm256_madd_epi16(sum, _mm256_set1_epi16(1)),
-            _mm256_set1_epi32(*x.offsets.get_unchecked(b)),
-        );
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(
-            scales.as_ptr().add(b * GROUP) as *const __m128i
-        ));
+    /// A group kernel, `$name`, and its block step, `$block`: per 4-byte
+    /// chunk, `$step(sum, low nibbles, their activations, high nibbles,
+    /// theirs)` adds the chunk's products to `sum`, which `$widen` turns
+    /// into the 8 rows' 32-bit dot products at the end of the block.
+    macro_rules! dot_group_with {
         (
-            _mm256_cvtepi32_ps(dot),
-            _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b))),
-        )
+            $(#[$doc:meta])* $name:ident, $block:ident, $features:tt,
+            |$sum:ident, $lo:ident, $xl:ident, $hi:ident, $xh:ident| $step:expr,
+            |$acc:ident| $widen:expr
+        ) => {
+            /// One block of 8 rows: the integer dot products (offset removed)
+            /// as F32, and the 8 combined scales.
+            ///
+            /// # Safety
+            /// The named instruction sets; block `b` exists in every slice.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn $block(
+                codes: &[u8],
+                scales: &[f16],
+                x: &Activation,
+                b: usize,
+            ) -> (__m256, __m256) {
+                let mask = _mm256_set1_epi8(0x0f);
+                let cb = codes.as_ptr().add(b * GROUP_BLOCK_BYTES);
+                let xb = x.codes.as_ptr().add(b * BLOCK);
+                prefetch_ahead(cb);
+                prefetch_ahead(cb.add(64));
+                let mut sum = _mm256_setzero_si256();
+                for c in 0..CODE_BYTES / 4 {
+                    let v = _mm256_loadu_si256(cb.add(c * GROUP * 4) as *const __m256i);
+                    let lo = _mm256_and_si256(v, mask);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                    let xl = _mm256_set1_epi32((xb.add(4 * c) as *const i32).read_unaligned());
+                    let xh = _mm256_set1_epi32(
+                        (xb.add(4 * c + CODE_BYTES) as *const i32).read_unaligned(),
+                    );
+                    sum = {
+                        let ($sum, $lo, $xl, $hi, $xh) = (sum, lo, xl, hi, xh);
+                        $step
+                    };
+                }
+                let dot = _mm256_add_epi32(
+                    {
+                        let $acc = sum;
+                        $widen
+                    },
+                    _mm256_set1_epi32(*x.offsets.get_unchecked(b)),
+                );
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                    scales.as_ptr().add(b * GROUP) as *const __m128i
+                ));
+                (
+                    _mm256_cvtepi32_ps(dot),
+                    _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b))),
+                )
+            }
+
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The named instruction sets must be available; `codes` and
+            /// `scales` hold the group's blocks for every block of `x`.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                codes: &[u8],
+                scales: &[f16],
+                x: &Activation,
+                out: &mut [f32; GROUP],
+            ) {
+                let nb = x.scales.len();
+                assert!(
+                    codes.len() >= nb * GROUP_BLOCK_BYTES
+                        && scales.len() >= nb * GROUP
+                        && x.codes.len() >= nb * BLOCK
+                        && x.offsets.len() >= nb
+                );
+                // Two accumulators hide the FMA latency.
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut b = 0;
+                while b + 2 <= nb {
+                    let (v0, d0) = $block(codes, scales, x, b);
+                    let (v1, d1) = $block(codes, scales, x, b + 1);
+                    acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+                    acc1 = _mm256_fmadd_ps(v1, d1, acc1);
+                    b += 2;
+                }
+                if b < nb {
+                    let (v0, d0) = $block(codes, scales, x, b);
+                    acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+                }
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
+            }
+        };
     }
 
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `codes` and `scales` hold the
-    /// group's blocks for every block of `x`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_group(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
-        let nb = x.scales.len();
-        assert!(
-            codes.len() >= nb * GROUP_BLOCK_BYTES
-                && scales.len() >= nb * GROUP
-                && x.codes.len() >= nb * BLOCK
-                && x.offsets.len() >= nb
-        );
-        // Two accumulators hide the FMA latency.
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= nb {
-            let (v0, d0) = block(codes, scales, x, b);
-            let (v1, d1) = block(codes, scales, x, b + 1);
-            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
-            acc1 = _mm256_fmadd_ps(v1, d1, acc1);
-            b += 2;
-        }
-        if b < nb {
-            let (v0, d0) = block(codes, scales, x, b);
-            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
-    }
+    dot_group_with!(
+        /// AVX2: `maddubs` pairs summed in 16 bits over the block (eight of
+        /// |15 · 127 · 2| ≤ 3810 each: at most 30480, no overflow), widened once.
+        dot_group, block, "avx2,fma,f16c",
+        |sum, lo, xl, hi, xh| {
+            let sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(lo, xl));
+            _mm256_add_epi16(sum, _mm256_maddubs_epi16(hi, xh))
+        },
+        |sum| _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
+    );
+
+    dot_group_with!(
+        /// AVX-VNNI: `vpdpbusd` straight into 32-bit sums.
+        dot_group_vnni, block_vnni, "avx2,fma,f16c,avxvnni",
+        |sum, lo, xl, hi, xh| {
+            _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(sum, lo, xl), hi, xh)
+        },
+        |sum| sum
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -477,7 +526,11 @@ mod tests {
         let w = Q4Matrix::quantize(&data(n * k, 3), n, k).unwrap();
         // Every vector path this CPU has (AVX2 also where AVX-512 is present).
         let all = CpuFeatures::detect();
-        for features in [all, all.without_avx512()] {
+        let plain_avx2 = CpuFeatures {
+            avx_vnni: false,
+            ..all.without_avx512()
+        };
+        for features in [all, all.without_avx512(), plain_avx2] {
             let mut buf = Buffers::default();
             buf.prepare(&data(k, 4), k, features);
             let x = buf.row(0, k);

@@ -243,7 +243,7 @@ pub fn gemv_q8(w: &Q8Matrix, x: &[f32], y: &mut [f32], m: usize) {
     });
 }
 
-group_dot_for_activation!(avx512_vnni);
+group_dot_for_activation!(avx512_vnni, avx_vnni);
 
 /// The reference group kernel: integer block dot products, scaled per block.
 fn dot_group_scalar(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
@@ -322,61 +322,90 @@ mod avx2 {
         d
     }
 
-    /// # Safety
-    /// AVX2, FMA and F16C must be available.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_group(codes: &[u8], scales: &[f16], x: &Activation, out: &mut [f32; GROUP]) {
-        let nb = x.scales.len();
-        assert!(
-            codes.len() >= nb * BLOCK * GROUP
-                && scales.len() >= nb * GROUP
-                && x.codes.len() >= nb * BLOCK
-                && x.magnitudes.len() >= nb * BLOCK
-        );
-        let ones = _mm256_set1_epi16(1);
-        let block = |b: usize| {
-            let cb = codes.as_ptr().add(b * BLOCK * GROUP);
-            let (xs, xa) = (
-                x.codes.as_ptr().add(b * BLOCK),
-                x.magnitudes.as_ptr().add(b * BLOCK),
-            );
-            let mut dot = _mm256_setzero_si256();
-            for c in 0..BLOCK / 4 {
-                if c % 2 == 0 {
-                    prefetch_ahead(cb.add(c * 4 * GROUP));
+    /// The group kernel with `$step(dot, |x|, w with x's sign)` adding one
+    /// chunk's integer products to the 8 rows' sums.
+    macro_rules! dot_group_with {
+        ($(#[$doc:meta])* $name:ident, $features:tt, |$dot:ident, $mag:ident, $signed:ident| $step:expr) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The named instruction sets must be available.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                codes: &[u8],
+                scales: &[f16],
+                x: &Activation,
+                out: &mut [f32; GROUP],
+            ) {
+                let nb = x.scales.len();
+                assert!(
+                    codes.len() >= nb * BLOCK * GROUP
+                        && scales.len() >= nb * GROUP
+                        && x.codes.len() >= nb * BLOCK
+                        && x.magnitudes.len() >= nb * BLOCK
+                );
+                let block = |b: usize| {
+                    let cb = codes.as_ptr().add(b * BLOCK * GROUP);
+                    let (xs, xa) = (
+                        x.codes.as_ptr().add(b * BLOCK),
+                        x.magnitudes.as_ptr().add(b * BLOCK),
+                    );
+                    let mut dot = _mm256_setzero_si256();
+                    for c in 0..BLOCK / 4 {
+                        if c % 2 == 0 {
+                            prefetch_ahead(cb.add(c * 4 * GROUP));
+                        }
+                        let w = _mm256_loadu_si256(cb.add(c * 4 * GROUP) as *const __m256i);
+                        let sign = _mm256_set1_epi32((xs.add(4 * c) as *const i32).read_unaligned());
+                        let mag = _mm256_set1_epi32((xa.add(4 * c) as *const i32).read_unaligned());
+                        dot = {
+                            let ($dot, $mag, $signed) = (dot, mag, _mm256_sign_epi8(w, sign));
+                            $step
+                        };
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(
+                        scales.as_ptr().add(b * GROUP) as *const __m128i
+                    ));
+                    (
+                        _mm256_cvtepi32_ps(dot),
+                        _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b))),
+                    )
+                };
+                // Two accumulators hide the FMA latency.
+                let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut b = 0;
+                while b + 2 <= nb {
+                    let (v0, d0) = block(b);
+                    let (v1, d1) = block(b + 1);
+                    acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+                    acc1 = _mm256_fmadd_ps(v1, d1, acc1);
+                    b += 2;
                 }
-                let w = _mm256_loadu_si256(cb.add(c * 4 * GROUP) as *const __m256i);
-                let sign = _mm256_set1_epi32((xs.add(4 * c) as *const i32).read_unaligned());
-                let mag = _mm256_set1_epi32((xa.add(4 * c) as *const i32).read_unaligned());
-                // |x| · (w with x's sign): pairs reach 2 · 127 · 127, so widen
-                // each chunk to 32 bits before summing.
-                let pairs = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(w, sign));
-                dot = _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, ones));
+                if b < nb {
+                    let (v0, d0) = block(b);
+                    acc0 = _mm256_fmadd_ps(v0, d0, acc0);
+                }
+                _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
             }
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                scales.as_ptr().add(b * GROUP) as *const __m128i
-            ));
-            (
-                _mm256_cvtepi32_ps(dot),
-                _mm256_mul_ps(d, _mm256_set1_ps(*x.scales.get_unchecked(b))),
-            )
         };
-        // Two accumulators hide the FMA latency.
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= nb {
-            let (v0, d0) = block(b);
-            let (v1, d1) = block(b + 1);
-            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
-            acc1 = _mm256_fmadd_ps(v1, d1, acc1);
-            b += 2;
-        }
-        if b < nb {
-            let (v0, d0) = block(b);
-            acc0 = _mm256_fmadd_ps(v0, d0, acc0);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc0, acc1));
     }
+
+    dot_group_with!(
+        /// AVX2: `maddubs` pairs, widened to 32 bits per chunk.
+        dot_group, "avx2,fma,f16c", |dot, mag, signed| {
+            // |x| · (w with x's sign): pairs reach 2 · 127 · 127, so widen
+            // each chunk to 32 bits before summing.
+            let pairs = _mm256_maddubs_epi16(mag, signed);
+            _mm256_add_epi32(dot, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    );
+
+    dot_group_with!(
+        /// AVX-VNNI: one `vpdpbusd` per chunk.
+        dot_group_vnni, "avx2,fma,f16c,avxvnni", |dot, mag, signed| {
+            _mm256_dpbusd_avx_epi32(dot, mag, signed)
+        }
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -531,7 +560,11 @@ mod tests {
         let w = Q8Matrix::quantize(&data(n * k, 3), n, k).unwrap();
         // Every vector path this CPU has (AVX2 also where AVX-512 is present).
         let all = CpuFeatures::detect();
-        for features in [all, all.without_avx512()] {
+        let plain_avx2 = CpuFeatures {
+            avx_vnni: false,
+            ..all.without_avx512()
+        };
+        for features in [all, all.without_avx512(), plain_avx2] {
             let mut buf = Buffers::default();
             buf.prepare(&data(k, 4), k, features);
             let x = buf.row(0, k);

@@ -87,6 +87,36 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// A GEMM on BF16 weights with BF16-rounded activations:
+/// `(a, m, w, n, k, stride, c, parallel)` as in [`crate::amx::gemm_bf16`].
+pub(crate) type Bf16Gemm = fn(&[f32], usize, &[half::bf16], usize, usize, usize, &mut [f32], bool);
+
+/// Runs `gemm` on a product with partial tiles in every direction and
+/// compares it with a plain reference on BF16-rounded activations: the
+/// one-time check before a path whose instructions the tests could only
+/// emulate is trusted. On the calling thread only: it runs inside a
+/// one-time initialisation, which pool workers may be waiting on.
+pub(crate) fn bf16_gemm_matches_reference(gemm: Bf16Gemm) -> bool {
+    use half::bf16;
+    let (m, n, k) = (37, 45, 96);
+    let value = |i: usize, salt: usize| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0;
+    let a: Vec<f32> = (0..m * k).map(|i| value(i, 17)).collect();
+    let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(value(i, 91))).collect();
+    let mut c = vec![f32::NAN; m * n];
+    gemm(&a, m, &w, n, k, k, &mut c, false);
+    (0..m).all(|i| {
+        (0..n).all(|j| {
+            let want: f64 = (0..k)
+                .map(|t| {
+                    let x = bf16::from_f32(a[i * k + t]).to_f32();
+                    f64::from(x) * f64::from(w[j * k + t].to_f32())
+                })
+                .sum();
+            (f64::from(c[i * n + j]) - want).abs() <= 1e-4 * (want.abs() + 1.0)
+        })
+    })
+}
+
 /// Deterministic values in [-1, 1) (xorshift), for kernel tests.
 #[cfg(test)]
 pub(crate) fn test_data(len: usize, seed: u32) -> Vec<f32> {

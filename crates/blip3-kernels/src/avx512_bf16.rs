@@ -1,0 +1,498 @@
+//! `C = A·Wᵀ` for BF16 weights with AVX-512 BF16 dot products
+//! (`vdpbf16ps`): the prefill and ViT product on CPUs that have AVX512_BF16
+//! but no AMX tiles (AMD Zen 4 and 5, Intel Cooper Lake). One instruction
+//! does 32 BF16 multiply-adds into 16 F32 sums, twice the work of an F32
+//! FMA, and the weight stays 2 bytes per element all the way into the
+//! register.
+//!
+//! The activations are rounded to BF16 (round to nearest even, as PyTorch's
+//! BF16 matmuls and the [`crate::amx`] path do) and packed once per row
+//! range into panels of [`MR`] rows, each depth pair `2p, 2p + 1` of a row
+//! one 32-bit word. The weight is packed per block of [`NC`] rows ×
+//! [`KC_PAIRS`] pairs into panels of [`NR`] rows in the same pair layout, so
+//! one 64-byte load gives 16 output columns their pair. The micro-kernel
+//! keeps an `MR × NR` tile of C in 16 registers: per depth pair it loads two
+//! weight registers and broadcasts each activation row's pair against them.
+//! An odd depth is padded with a zero element.
+//!
+//! [`usable`] runs the kernel once on a small product against a plain
+//! reference and reports the path usable only if it matches, so a machine
+//! where it misbehaves falls back to the F32 GEMM.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::gemm::Output;
+
+/// Activation rows per micro-tile.
+const MR: usize = 8;
+/// Weight rows (output columns) per micro-tile: two 16-lane registers.
+const NR: usize = 32;
+/// Depth pairs per packed block (the activation panel, 8 KiB, stays in L1).
+const KC_PAIRS: usize = 256;
+/// Weight rows per packed block (`NC × KC_PAIRS` pairs, 256 KiB, stay in L2).
+const NC: usize = 256;
+/// Activation rows per parallel row range, at most (a multiple of [`MR`]).
+const ROWS_PER_TASK: usize = 768;
+/// Tasks wanted per thread (load balance against uneven rectangles).
+const TASKS_PER_THREAD: usize = 4;
+
+/// Whether this CPU has AVX-512 F and BF16 and the kernel passed its check
+/// (asked once; the answer is cached).
+pub fn usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        cpu_has_avx512_bf16() && crate::shared::bf16_gemm_matches_reference(gemm_bf16)
+    })
+}
+
+fn cpu_has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `c[i·n + j] = Σ_t a[i·k + t] · w[j·stride + t]` with `vdpbf16ps`, the
+/// activations rounded to BF16; rectangles of `c` spread over the thread
+/// pool when `parallel`.
+///
+/// Panics if the sizes do not fit; call only when [`usable`] said yes.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    a: &[f32],
+    m: usize,
+    w: &[bf16],
+    n: usize,
+    k: usize,
+    stride: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    gemm_on(&Avx512PairDot, a, m, w, n, k, stride, c, parallel);
+}
+
+/// [`gemm_bf16`] with the micro-kernel `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_on<K: PairDot>(
+    kernel: &K,
+    a: &[f32],
+    m: usize,
+    w: &[bf16],
+    n: usize,
+    k: usize,
+    stride: usize,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    assert!(stride >= k && a.len() == m * k && c.len() == m * n, "sizes");
+    assert!(n == 0 || (n - 1) * stride + k <= w.len(), "weight size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    let row_tasks = m.div_ceil(ROWS_PER_TASK);
+    let rows_per_task = m.div_ceil(row_tasks).div_ceil(MR) * MR;
+    let col_tasks = if parallel {
+        (TASKS_PER_THREAD * threads).min(n.div_ceil(NR))
+    } else {
+        1
+    };
+    let cols_per_task = n.div_ceil(col_tasks).div_ceil(NR) * NR;
+    let weights = Weights { w, k, stride };
+    let out = Output(c.as_mut_ptr());
+    for i0 in (0..m).step_by(rows_per_task) {
+        let rows = rows_per_task.min(m - i0);
+        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k);
+        let run = |j0: usize| {
+            let task = Task {
+                packed: &packed,
+                rows,
+                first_row: i0,
+                weights: &weights,
+                cols: j0..(j0 + cols_per_task).min(n),
+            };
+            // SAFETY: `out` points to `c`, [m, n]; the column ranges of one
+            // row range tile it without overlap, each task writes only its
+            // own rectangle, and row ranges run one after another. The
+            // kernel's instructions exist (`usable`) or are emulated.
+            unsafe { task.run(kernel, &out, n) };
+        };
+        if parallel {
+            (0..n).into_par_iter().step_by(cols_per_task).for_each(run);
+        } else {
+            (0..n).step_by(cols_per_task).for_each(run);
+        }
+    }
+}
+
+/// The BF16 weight W [_, k], rows `stride` elements apart.
+struct Weights<'a> {
+    w: &'a [bf16],
+    k: usize,
+    stride: usize,
+}
+
+/// Two BF16 values as one 32-bit word, the first in the low half (the
+/// element order `vdpbf16ps` pairs).
+fn pair(lo: bf16, hi: bf16) -> u32 {
+    u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16)
+}
+
+/// Rounds `a` [rows, k] to BF16 and packs it: depth block `b` (pairs
+/// `b·KC_PAIRS ..`) holds `ceil(rows/MR)` panels of `kp × MR` words
+/// (pair `p` of row `r` at `p·MR + r`); rows past `rows` and the element
+/// past an odd `k` are zero.
+fn pack_activations(a: &[f32], rows: usize, k: usize) -> Vec<u32> {
+    let panels = rows.div_ceil(MR);
+    let pairs = k.div_ceil(2);
+    let mut out = vec![0u32; panels * MR * pairs];
+    let at = |i: usize, t: usize| {
+        if t < k {
+            bf16::from_f32(a[i * k + t])
+        } else {
+            bf16::ZERO
+        }
+    };
+    for p0 in (0..pairs).step_by(KC_PAIRS) {
+        let kp = KC_PAIRS.min(pairs - p0);
+        let block = &mut out[p0 * panels * MR..][..panels * kp * MR];
+        for i in 0..rows {
+            let panel = &mut block[(i / MR) * kp * MR..][..kp * MR];
+            for p in 0..kp {
+                let t = 2 * (p0 + p);
+                panel[p * MR + i % MR] = pair(at(i, t), at(i, t + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Packs weight rows `j0 .. j0 + nc`, pairs `p0 .. p0 + kp` into panels of
+/// `kp × NR` words (pair `p` of row `j0 + q·NR + c` at `q·kp·NR + p·NR + c`);
+/// rows past the block and the element past an odd `k` are zero.
+fn pack_weights(weights: &Weights, j0: usize, nc: usize, p0: usize, kp: usize, out: &mut [u32]) {
+    for q in 0..nc.div_ceil(NR) {
+        let panel = &mut out[q * kp * NR..][..kp * NR];
+        for c in 0..NR {
+            let j = j0 + q * NR + c;
+            if q * NR + c >= nc {
+                for p in 0..kp {
+                    panel[p * NR + c] = 0;
+                }
+                continue;
+            }
+            let row = &weights.w[j * weights.stride..][..weights.k];
+            for p in 0..kp {
+                let t = 2 * (p0 + p);
+                let hi = if t + 1 < weights.k {
+                    row[t + 1]
+                } else {
+                    bf16::ZERO
+                };
+                panel[p * NR + c] = pair(row[t], hi);
+            }
+        }
+    }
+}
+
+/// One rectangle of C: rows `first_row .. first_row + rows`, columns `cols`.
+struct Task<'a> {
+    /// The rectangle's rows of A, packed by [`pack_activations`].
+    packed: &'a [u32],
+    rows: usize,
+    first_row: usize,
+    weights: &'a Weights<'a>,
+    cols: std::ops::Range<usize>,
+}
+
+impl Task<'_> {
+    /// # Safety
+    /// `out` must point to a [_, n] row-major matrix containing this task's
+    /// rectangle, which no other thread accesses meanwhile; `kernel` must be
+    /// runnable on this CPU.
+    unsafe fn run<K: PairDot>(&self, kernel: &K, out: &Output, n: usize) {
+        let m = self.rows;
+        let pairs = self.weights.k.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        let mut packed_w = vec![0u32; NC * KC_PAIRS];
+        let mut tile = [0f32; MR * NR];
+        // Row `r` of this task's output, columns `j .. j + len`.
+        let c_row = |r: usize, j: usize, len: usize| {
+            std::slice::from_raw_parts_mut(out.0.add((self.first_row + r) * n + j), len)
+        };
+        for j0 in self.cols.clone().step_by(NC) {
+            let nc = NC.min(self.cols.end - j0);
+            for p0 in (0..pairs).step_by(KC_PAIRS) {
+                let kp = KC_PAIRS.min(pairs - p0);
+                pack_weights(self.weights, j0, nc, p0, kp, &mut packed_w);
+                let a_block = &self.packed[p0 * panels * MR..][..panels * kp * MR];
+                let accumulate = p0 > 0;
+                for ip in 0..panels {
+                    let a_panel = &a_block[ip * kp * MR..][..kp * MR];
+                    let i = ip * MR;
+                    let rows = MR.min(m - i);
+                    for q in 0..nc.div_ceil(NR) {
+                        let w_panel = &packed_w[q * kp * NR..][..kp * NR];
+                        let j = j0 + q * NR;
+                        let cols = NR.min(self.cols.end - j);
+                        if rows == MR && cols == NR {
+                            let c = c_row(i, j, (MR - 1) * n + NR);
+                            kernel.tile(kp, a_panel, w_panel, c, n, accumulate);
+                        } else {
+                            kernel.tile(kp, a_panel, w_panel, &mut tile, NR, false);
+                            for r in 0..rows {
+                                let dst = c_row(i + r, j, cols);
+                                let src = &tile[r * NR..][..cols];
+                                if accumulate {
+                                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                                } else {
+                                    dst.copy_from_slice(src);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The micro-kernel: `c[r·ldc + col] (+)= Σ_p dot(a[p·MR + r], w[p·NR + col])`
+/// for an `MR × NR` tile, `dot` of two BF16 pairs in F32 as `vdpbf16ps`
+/// does it. [`Avx512PairDot`] runs it on the CPU; the tests also run the
+/// GEMM on an emulation written from the instruction's documented semantics.
+trait PairDot: Sync {
+    /// # Safety
+    /// The instructions the implementation uses must exist on this CPU.
+    /// `a` holds `pairs·MR` words, `w` `pairs·NR` and `c` an `MR × NR`
+    /// tile with row stride `ldc` (checked).
+    unsafe fn tile(
+        &self,
+        pairs: usize,
+        a: &[u32],
+        w: &[u32],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    );
+}
+
+/// `vdpbf16ps` on 16-lane registers.
+struct Avx512PairDot;
+
+impl PairDot for Avx512PairDot {
+    unsafe fn tile(
+        &self,
+        pairs: usize,
+        a: &[u32],
+        w: &[u32],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(a.len() >= pairs * MR && w.len() >= pairs * NR);
+        assert!(c.len() >= (MR - 1) * ldc + NR);
+        #[cfg(target_arch = "x86_64")]
+        kernel::tile(
+            pairs,
+            a.as_ptr(),
+            w.as_ptr(),
+            c.as_mut_ptr(),
+            ldc,
+            accumulate,
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("AVX-512 BF16 is x86-64 only");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// 8 × 32 tile in 16 accumulators (enough independent sums to hide the
+    /// dot product's latency at two per cycle).
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16 must be available; `a` holds `pairs·MR` words,
+    /// `w` `pairs·NR` and `c` an `MR × NR` tile with row stride `ldc`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn tile(
+        pairs: usize,
+        a: *const u32,
+        w: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut lo = [_mm512_setzero_ps(); MR];
+        let mut hi = [_mm512_setzero_ps(); MR];
+        if accumulate {
+            for r in 0..MR {
+                lo[r] = _mm512_loadu_ps(c.add(r * ldc));
+                hi[r] = _mm512_loadu_ps(c.add(r * ldc + 16));
+            }
+        }
+        // The 32-bit words reinterpreted as BF16 pairs (same bits).
+        let pairs_of = |v: __m512i| std::mem::transmute::<__m512i, __m512bh>(v);
+        for p in 0..pairs {
+            let wp = w.add(p * NR);
+            let w_lo = pairs_of(_mm512_loadu_si512(wp as *const __m512i));
+            let w_hi = pairs_of(_mm512_loadu_si512(wp.add(16) as *const __m512i));
+            let ap = a.add(p * MR);
+            for r in 0..MR {
+                let x = pairs_of(_mm512_set1_epi32(*ap.add(r) as i32));
+                lo[r] = _mm512_dpbf16_ps(lo[r], x, w_lo);
+                hi[r] = _mm512_dpbf16_ps(hi[r], x, w_hi);
+            }
+        }
+        for r in 0..MR {
+            _mm512_storeu_ps(c.add(r * ldc), lo[r]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), hi[r]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::test_data;
+
+    /// `vdpbf16ps` from its documented semantics (Intel SDM: per F32 lane,
+    /// `dst += a.bf16[2i+1]·b.bf16[2i+1]`, then `dst += a.bf16[2i]·b.bf16[2i]`,
+    /// each product exact in F32), on plain arrays.
+    struct EmulatedPairDot;
+
+    fn halves(word: u32) -> (f32, f32) {
+        let widen = |bits: u32| f32::from_bits(bits << 16);
+        (widen(word & 0xffff), widen(word >> 16))
+    }
+
+    impl PairDot for EmulatedPairDot {
+        unsafe fn tile(
+            &self,
+            pairs: usize,
+            a: &[u32],
+            w: &[u32],
+            c: &mut [f32],
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            for r in 0..MR {
+                for col in 0..NR {
+                    let mut acc = if accumulate { c[r * ldc + col] } else { 0.0 };
+                    for p in 0..pairs {
+                        let (a0, a1) = halves(a[p * MR + r]);
+                        let (w0, w1) = halves(w[p * NR + col]);
+                        acc += a1 * w1;
+                        acc += a0 * w0;
+                    }
+                    c[r * ldc + col] = acc;
+                }
+            }
+        }
+    }
+
+    /// The product with BF16-rounded activations, in F64.
+    fn reference(a: &[f32], m: usize, w: &[bf16], n: usize, k: usize, stride: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|t| {
+                        let x = bf16::from_f32(a[i * k + t]).to_f32();
+                        f64::from(x) * f64::from(w[j * stride + t].to_f32())
+                    })
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    /// Partial tiles in both directions, odd depths, several depth blocks,
+    /// weight blocks and row ranges, a strided weight view.
+    const SIZES: [(usize, usize, usize, usize); 6] = [
+        (1, 1, 1, 1),
+        (9, 33, 7, 7),
+        (37, 45, 96, 96),
+        (20, 300, 515, 520),
+        (800, 40, 64, 64),
+        (1, 70, 30, 31),
+    ];
+
+    fn check_on<K: PairDot>(kernel: &K) {
+        for (m, n, k, stride) in SIZES {
+            let a = test_data(m * k, 1);
+            let w: Vec<bf16> = test_data(n * stride, 2)
+                .into_iter()
+                .map(bf16::from_f32)
+                .collect();
+            let want = reference(&a, m, &w, n, k, stride);
+            for parallel in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                gemm_on(kernel, &a, m, &w, n, k, stride, &mut c, parallel);
+                for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - r).abs() <= 1e-4 * (r.abs() + 1.0) * (k as f32).sqrt().max(1.0),
+                        "{m}x{n}x{k} at {idx}: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_gemm_on_the_emulated_instruction_matches_the_reference() {
+        check_on(&EmulatedPairDot);
+    }
+
+    #[test]
+    fn the_instruction_path_matches_the_reference_where_the_cpu_has_it() {
+        // On CPUs without AVX-512 BF16 this checks nothing beyond `usable()` saying no.
+        if usable() {
+            check_on(&Avx512PairDot);
+        }
+    }
+
+    #[test]
+    fn activations_pack_into_pair_panels() {
+        let (rows, k) = (11, 2 * KC_PAIRS + 3);
+        let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
+        let packed = pack_activations(&a, rows, k);
+        let (panels, pairs) = (rows.div_ceil(MR), k.div_ceil(2));
+        assert_eq!(packed.len(), panels * MR * pairs);
+        for i in 0..panels * MR {
+            for t in 0..pairs * 2 {
+                let (p, e) = (t / 2, t % 2);
+                let (p0, kp) = if p < KC_PAIRS {
+                    (0, KC_PAIRS)
+                } else {
+                    (KC_PAIRS, pairs - KC_PAIRS)
+                };
+                let word = packed[p0 * panels * MR + (i / MR) * kp * MR + (p - p0) * MR + i % MR];
+                let got = if e == 0 {
+                    halves(word).0
+                } else {
+                    halves(word).1
+                };
+                let want = if i < rows && t < k { a[i * k + t] } else { 0.0 };
+                assert_eq!(got, bf16::from_f32(want).to_f32(), "row {i} depth {t}");
+            }
+        }
+    }
+}
