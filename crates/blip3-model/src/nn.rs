@@ -13,7 +13,7 @@ use blip3_kernels::q4::Q4Matrix;
 use blip3_kernels::q4k::Q4KMatrix;
 use blip3_kernels::q8::{self, Q8Matrix};
 use blip3_kernels::quantized::QuantizedMatrix;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::weights::{Quantization, WeightStore};
 use crate::Result;
@@ -409,31 +409,4 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 /// Exact (erf) GELU, as `nn.GELU()` in the perceiver.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
-}
-
-/// Scaled dot-product attention over `[B, H, Tq, hd]` × `[B, H, Tk, hd]`, with an
-/// optional additive mask broadcastable to `[B, H, Tq, Tk]`; softmax in F32.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    scale: f64,
-    mask: Option<&Tensor>,
-) -> Result<Tensor> {
-    let q = (q * scale)?.contiguous()?;
-    // Matmul reads the transposed key view directly (no strided copy): copying
-    // a [H, L, hd] cache slice element by element costs more than the product.
-    let kt = k.transpose(D::Minus2, D::Minus1)?;
-    let mut scores = match q.matmul(&kt) {
-        Ok(s) => s,
-        Err(_) => q.matmul(&kt.contiguous()?)?,
-    };
-    if let Some(m) = mask {
-        scores = scores.broadcast_add(m)?;
-    }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(match probs.matmul(v) {
-        Ok(out) => out,
-        Err(_) => probs.matmul(&v.contiguous()?)?,
-    })
 }

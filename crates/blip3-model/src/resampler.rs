@@ -5,10 +5,11 @@
 //! latents as extra queries; the anyres mask is not applied. Checkpoints without
 //! `text_projection` (the base model) run the plain resampler.
 
-use candle_core::{Tensor, D};
+use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
+use candle_core::Tensor;
 
 use crate::config::VisionTokenizerConfig;
-use crate::nn::{attention, gelu_erf, LayerNorm, Linear};
+use crate::nn::{gelu_erf, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -54,15 +55,46 @@ impl Layer {
         let kv = self.to_kv.forward(&kv_in)?;
         let inner = heads * dim_head;
         let lk = kv_in.dim(1)?;
-        let split = |t: Tensor, len: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, len, heads, dim_head))?.transpose(1, 2)?)
+        // Query [B, Lq, inner] and kv [B, Lk, 2·inner] = (k | v), heads
+        // side by side in each row: read in place by the blocked attention
+        // kernel (no [B, H, Lq, Lk] score matrix), which writes [B, Lq,
+        // inner] with the heads merged. Max-subtraction before softmax in the
+        // reference is numerically neutral.
+        let query: Vec<f32> = query.flatten_all()?.to_vec1()?;
+        let kv: Vec<f32> = kv.flatten_all()?.to_vec1()?;
+        let media = |offset: usize| Strided {
+            data: &kv,
+            offset,
+            batch: lk * 2 * inner,
+            head: dim_head,
+            token: 2 * inner,
         };
-        let k = split(kv.narrow(D::Minus1, 0, inner)?, lk)?;
-        let v = split(kv.narrow(D::Minus1, inner, inner)?, lk)?;
-        let query = split(query, lq)?;
-        // Max-subtraction before softmax in the reference is numerically neutral.
-        let out = attention(&query, &k, &v, (dim_head as f64).powf(-0.5), None)?;
-        let out = out.transpose(1, 2)?.reshape((b, lq, inner))?;
+        let queries = Strided {
+            data: &query,
+            offset: 0,
+            batch: lq * inner,
+            head: dim_head,
+            token: inner,
+        };
+        let shape = AttentionShape {
+            batch: b,
+            heads,
+            kv_heads: heads,
+            queries: lq,
+            keys: lk,
+            head_dim: dim_head,
+        };
+        let mut out = vec![0f32; b * lq * inner];
+        blip3_kernels::attention::attention(
+            shape,
+            queries,
+            media(0),
+            media(inner),
+            (dim_head as f32).powf(-0.5),
+            Visibility::All,
+            &mut out,
+        );
+        let out = Tensor::from_vec(out, (b, lq, inner), q.device())?;
         let q = (self.to_out.forward(&out)? + q)?;
         let ff = self
             .ff_out
