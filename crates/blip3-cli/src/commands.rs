@@ -381,7 +381,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         "kv_cache": lm.kv_precision().name(),
         "kernels": {
             "matmul": format!("blip3-kernels packing gemm ({simd_name}; weights read in their own format)"),
-            "attention": "blip3-kernels blocked multi-query attention (prefill, ViT); in-place cache attention (decode)",
+            "attention": "blip3-kernels blocked multi-query attention (prefill, ViT, perceiver); in-place cache attention (decode)",
             "kv_cache": lm.kv_precision().name(),
             "decode_gemv": decode_kernel_name(&lm.weight_dtype()),
         },
