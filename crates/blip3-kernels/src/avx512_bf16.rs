@@ -20,9 +20,8 @@
 //! where it misbehaves falls back to the F32 GEMM.
 
 use half::bf16;
-use rayon::prelude::*;
 
-use crate::gemm::Output;
+use crate::gemm::{for_each_rectangle, Output, TileMultiples};
 
 /// Activation rows per micro-tile.
 const MR: usize = 8;
@@ -32,10 +31,6 @@ const NR: usize = 32;
 const KC_PAIRS: usize = 256;
 /// Weight rows per packed block (`NC × KC_PAIRS` pairs, 256 KiB, stay in L2).
 const NC: usize = 256;
-/// Activation rows per parallel row range, at most (a multiple of [`MR`]).
-const ROWS_PER_TASK: usize = 768;
-/// Tasks wanted per thread (load balance against uneven rectangles).
-const TASKS_PER_THREAD: usize = 4;
 
 /// Whether this CPU has AVX-512 F and BF16 and the kernel passed its check
 /// (asked once; the answer is cached).
@@ -98,44 +93,24 @@ fn gemm_on<K: PairDot>(
         c.fill(0.0);
         return;
     }
-    let threads = if parallel {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
-    let row_tasks = m.div_ceil(ROWS_PER_TASK);
-    let rows_per_task = m.div_ceil(row_tasks).div_ceil(MR) * MR;
-    let col_tasks = if parallel {
-        (TASKS_PER_THREAD * threads).min(n.div_ceil(NR))
-    } else {
-        1
-    };
-    let cols_per_task = n.div_ceil(col_tasks).div_ceil(NR) * NR;
     let weights = Weights { w, k, stride };
     let out = Output(c.as_mut_ptr());
-    for i0 in (0..m).step_by(rows_per_task) {
-        let rows = rows_per_task.min(m - i0);
-        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k);
-        let run = |j0: usize| {
-            let task = Task {
-                packed: &packed,
-                rows,
-                first_row: i0,
-                weights: &weights,
-                cols: j0..(j0 + cols_per_task).min(n),
-            };
-            // SAFETY: `out` points to `c`, [m, n]; the column ranges of one
-            // row range tile it without overlap, each task writes only its
-            // own rectangle, and row ranges run one after another. The
-            // kernel's instructions exist (`usable`) or are emulated.
-            unsafe { task.run(kernel, &out, n) };
+    let packed_rows =
+        |i0: usize, rows: usize| pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k);
+    let tiles = TileMultiples { rows: MR, cols: NR };
+    for_each_rectangle(m, n, tiles, parallel, packed_rows, |packed, rect| {
+        let task = Task {
+            packed,
+            rows: rect.rows,
+            first_row: rect.first_row,
+            weights: &weights,
+            cols: rect.cols,
         };
-        if parallel {
-            (0..n).into_par_iter().step_by(cols_per_task).for_each(run);
-        } else {
-            (0..n).step_by(cols_per_task).for_each(run);
-        }
-    }
+        // SAFETY: `out` points to `c`, [m, n]; rectangles tile it without
+        // overlap and each task writes only its own. The kernel's
+        // instructions exist (`usable`) or are emulated.
+        unsafe { task.run(kernel, &out, n) };
+    });
 }
 
 /// The BF16 weight W [_, k], rows `stride` elements apart.

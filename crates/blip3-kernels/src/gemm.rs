@@ -27,7 +27,7 @@ pub const KC: usize = 256;
 const MC: usize = 144;
 /// Rows of W per packed block (a multiple of [`NR`]; `NC × KC` F32 stays in L2).
 const NC: usize = 256;
-/// Rows of A per parallel task, at most (a multiple of [`MR`]).
+/// Rows of A per parallel task, at most (rounded to the micro-tile).
 const ROWS_PER_TASK: usize = 768;
 
 /// A weight matrix W [N, K] whose rows the GEMM reads as F32 while packing.
@@ -245,45 +245,91 @@ fn gemm_impl(
             return;
         }
     }
-    // Rectangles of C: few row ranges (each packs W once more), each split
-    // into enough column ranges to keep every thread busy.
+    let out = Output(c.as_mut_ptr());
+    let packed_rows = |i0: usize, rows: usize| pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
+    let tiles = TileMultiples { rows: MR, cols: NR };
+    for_each_rectangle(m, n, tiles, parallel, packed_rows, |packed_a, rect| {
+        let task = Task {
+            features,
+            packed_a,
+            rows: rect.rows,
+            first_row: rect.first_row,
+            w,
+            cols: rect.cols,
+            epilogue: &epilogue,
+        };
+        // SAFETY: `out` points to `c`, [m, n]; rectangles tile it without
+        // overlap and each task writes only its own.
+        unsafe { task.run(&out, n) };
+    });
+}
+
+/// The sizes rectangles of C are multiples of (the micro-tile).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TileMultiples {
+    /// Rows of C per micro-tile.
+    pub rows: usize,
+    /// Columns of C per micro-tile.
+    pub cols: usize,
+}
+
+/// One rectangle of C [m, n]: rows `first_row .. first_row + rows`,
+/// columns `cols`.
+#[derive(Debug, Clone)]
+pub(crate) struct Rectangle {
+    /// First row of C.
+    pub first_row: usize,
+    /// Rows of C.
+    pub rows: usize,
+    /// Columns of C.
+    pub cols: std::ops::Range<usize>,
+}
+
+/// Cuts C [m, n] into rectangles for the thread pool: few row ranges (each
+/// packs the weight once more), each split into enough column ranges to keep
+/// every thread busy. `pack(first_row, rows)` runs once per row range, then
+/// `run(&packed, rectangle)` once per rectangle of it (in parallel when
+/// `parallel`); row ranges run one after another, so a rectangle never
+/// overlaps another running at the same time.
+pub(crate) fn for_each_rectangle<P: Sync>(
+    m: usize,
+    n: usize,
+    tiles: TileMultiples,
+    parallel: bool,
+    pack: impl Fn(usize, usize) -> P,
+    run: impl Fn(&P, Rectangle) + Sync,
+) {
     let threads = if parallel {
         rayon::current_num_threads().max(1)
     } else {
         1
     };
     let row_tasks = m.div_ceil(ROWS_PER_TASK);
-    let rows_per_task = m.div_ceil(row_tasks).div_ceil(MR) * MR;
+    let rows_per_task = m.div_ceil(row_tasks).div_ceil(tiles.rows) * tiles.rows;
     let col_tasks = if parallel {
-        (TASKS_PER_THREAD * threads).min(n.div_ceil(NR))
+        (TASKS_PER_THREAD * threads).min(n.div_ceil(tiles.cols))
     } else {
         1
     };
-    let cols_per_task = n.div_ceil(col_tasks).div_ceil(NR) * NR;
-    let out = Output(c.as_mut_ptr());
-    for i0 in (0..m).step_by(rows_per_task) {
-        let rows = rows_per_task.min(m - i0);
-        // Packed once per row range, shared by its column tasks.
-        let packed_a = pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
-        let run = |j0: usize| {
-            let task = Task {
-                features,
-                packed_a: &packed_a,
-                rows,
-                first_row: i0,
-                w,
-                cols: j0..(j0 + cols_per_task).min(n),
-                epilogue: &epilogue,
-            };
-            // SAFETY: `out` points to `c`, [m, n]; the column ranges of one
-            // row range tile it without overlap, each task writes only its
-            // own rectangle, and row ranges run one after another.
-            unsafe { task.run(&out, n) };
+    let cols_per_task = n.div_ceil(col_tasks).div_ceil(tiles.cols) * tiles.cols;
+    for first_row in (0..m).step_by(rows_per_task) {
+        let rows = rows_per_task.min(m - first_row);
+        let packed = pack(first_row, rows);
+        let one = |j0: usize| {
+            let cols = j0..(j0 + cols_per_task).min(n);
+            run(
+                &packed,
+                Rectangle {
+                    first_row,
+                    rows,
+                    cols,
+                },
+            );
         };
         if parallel {
-            (0..n).into_par_iter().step_by(cols_per_task).for_each(run);
+            (0..n).into_par_iter().step_by(cols_per_task).for_each(one);
         } else {
-            (0..n).step_by(cols_per_task).for_each(run);
+            (0..n).step_by(cols_per_task).for_each(one);
         }
     }
 }
