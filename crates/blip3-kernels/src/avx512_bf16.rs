@@ -21,7 +21,7 @@
 
 use half::bf16;
 
-use crate::gemm::{for_each_rectangle, Output, TileMultiples};
+use crate::gemm::{for_each_rectangle, store_partial_tile, Output, TileMultiples};
 
 /// Activation rows per micro-tile.
 const MR: usize = 8;
@@ -228,15 +228,8 @@ impl Task<'_> {
                             kernel.tile(kp, a_panel, w_panel, c, n, accumulate);
                         } else {
                             kernel.tile(kp, a_panel, w_panel, &mut tile, NR, false);
-                            for r in 0..rows {
-                                let dst = c_row(i + r, j, cols);
-                                let src = &tile[r * NR..][..cols];
-                                if accumulate {
-                                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                                } else {
-                                    dst.copy_from_slice(src);
-                                }
-                            }
+                            let dst = |r: usize| c_row(i + r, j, cols);
+                            store_partial_tile(&tile, NR, rows, accumulate, dst);
                         }
                     }
                 }

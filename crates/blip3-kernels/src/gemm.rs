@@ -401,15 +401,8 @@ impl Task<'_> {
                                 );
                             } else {
                                 micro_kernel(features, kc, a_panel, b_panel, &mut tile, NR, false);
-                                for r in 0..rows {
-                                    let dst = c_row(i + r, j, cols);
-                                    let src = &tile[r * NR..][..cols];
-                                    if accumulate {
-                                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                                    } else {
-                                        dst.copy_from_slice(src);
-                                    }
-                                }
+                                let dst = |r: usize| c_row(i + r, j, cols);
+                                store_partial_tile(&tile, NR, rows, accumulate, dst);
                             }
                             if last && !self.epilogue.is_identity() {
                                 for r in 0..rows {
@@ -420,6 +413,27 @@ impl Task<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Writes the first `rows` rows of a micro-tile (row stride `tile_cols`)
+/// into the rows `dst(r)` of C, whose length is the tile's live columns:
+/// added to them when `accumulate`, else copied.
+pub(crate) fn store_partial_tile<'a>(
+    tile: &[f32],
+    tile_cols: usize,
+    rows: usize,
+    accumulate: bool,
+    dst: impl Fn(usize) -> &'a mut [f32],
+) {
+    for r in 0..rows {
+        let out = dst(r);
+        let src = &tile[r * tile_cols..][..out.len()];
+        if accumulate {
+            out.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        } else {
+            out.copy_from_slice(src);
         }
     }
 }
