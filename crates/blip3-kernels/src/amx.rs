@@ -23,7 +23,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::gemm::Output;
+use crate::gemm::{Bf16Product, Output};
 
 /// Weight rows (and activation rows) per tile.
 const TILE_ROWS: usize = 16;
@@ -112,38 +112,25 @@ pub fn supports_depth(k: usize) -> bool {
 ///
 /// Panics if the sizes do not fit or `k` is not a multiple of 32; call only
 /// when [`usable`] said yes.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_bf16(
-    a: &[f32],
-    m: usize,
-    w: &[bf16],
-    n: usize,
-    k: usize,
-    stride: usize,
-    c: &mut [f32],
-    parallel: bool,
-) {
-    gemm_on::<AmxTiles>(a, m, w, n, k, stride, c, parallel);
+pub fn gemm_bf16(product: Bf16Product, c: &mut [f32], parallel: bool) {
+    gemm_on::<AmxTiles>(product, c, parallel);
 }
 
 /// [`gemm_bf16`] on the tile unit `T`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_on<T: TileUnit + Default>(
-    a: &[f32],
-    m: usize,
-    w: &[bf16],
-    n: usize,
-    k: usize,
-    stride: usize,
-    c: &mut [f32],
-    parallel: bool,
-) {
+fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel: bool) {
+    let Bf16Product {
+        a,
+        m,
+        w,
+        n,
+        k,
+        stride,
+    } = product;
     assert!(
         supports_depth(k),
         "AMX depth must be a multiple of {TILE_DEPTH}"
     );
-    assert!(stride >= k && a.len() == m * k && c.len() == m * n, "sizes");
-    assert!(n == 0 || (n - 1) * stride + k <= w.len(), "weight size");
+    product.assert_sizes(c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -474,7 +461,15 @@ mod tests {
             let want = reference(&a, m, &w, n, k, stride);
             for parallel in [false, true] {
                 let mut c = vec![f32::NAN; m * n];
-                gemm_on::<EmulatedTiles>(&a, m, &w, n, k, stride, &mut c, parallel);
+                let product = Bf16Product {
+                    a: &a,
+                    m,
+                    w: &w,
+                    n,
+                    k,
+                    stride,
+                };
+                gemm_on::<EmulatedTiles>(product, &mut c, parallel);
                 for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
                     assert!(
                         (g - r).abs() <= 1e-4 * (r.abs() + 1.0),
@@ -524,7 +519,15 @@ mod tests {
                     .map(bf16::from_f32)
                     .collect();
                 let mut c = vec![f32::NAN; m * n];
-                gemm_bf16(&a, m, &w, n, k, k, &mut c, true);
+                let product = Bf16Product {
+                    a: &a,
+                    m,
+                    w: &w,
+                    n,
+                    k,
+                    stride: k,
+                };
+                gemm_bf16(product, &mut c, true);
                 for i in 0..m {
                     for j in 0..n {
                         let want: f32 = (0..k)

@@ -21,7 +21,7 @@
 
 use half::bf16;
 
-use crate::gemm::{for_each_rectangle, store_partial_tile, Output, TileMultiples};
+use crate::gemm::{for_each_rectangle, store_partial_tile, Bf16Product, Output, TileMultiples};
 
 /// Activation rows per micro-tile.
 const MR: usize = 8;
@@ -57,35 +57,21 @@ fn cpu_has_avx512_bf16() -> bool {
 /// pool when `parallel`.
 ///
 /// Panics if the sizes do not fit; call only when [`usable`] said yes.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_bf16(
-    a: &[f32],
-    m: usize,
-    w: &[bf16],
-    n: usize,
-    k: usize,
-    stride: usize,
-    c: &mut [f32],
-    parallel: bool,
-) {
-    gemm_on(&Avx512PairDot, a, m, w, n, k, stride, c, parallel);
+pub fn gemm_bf16(product: Bf16Product, c: &mut [f32], parallel: bool) {
+    gemm_on(&Avx512PairDot, product, c, parallel);
 }
 
 /// [`gemm_bf16`] with the micro-kernel `kernel`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_on<K: PairDot>(
-    kernel: &K,
-    a: &[f32],
-    m: usize,
-    w: &[bf16],
-    n: usize,
-    k: usize,
-    stride: usize,
-    c: &mut [f32],
-    parallel: bool,
-) {
-    assert!(stride >= k && a.len() == m * k && c.len() == m * n, "sizes");
-    assert!(n == 0 || (n - 1) * stride + k <= w.len(), "weight size");
+fn gemm_on<K: PairDot>(kernel: &K, product: Bf16Product, c: &mut [f32], parallel: bool) {
+    let Bf16Product {
+        a,
+        m,
+        w,
+        n,
+        k,
+        stride,
+    } = product;
+    product.assert_sizes(c.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -413,7 +399,15 @@ mod tests {
             let want = reference(&a, m, &w, n, k, stride);
             for parallel in [false, true] {
                 let mut c = vec![f32::NAN; m * n];
-                gemm_on(kernel, &a, m, &w, n, k, stride, &mut c, parallel);
+                let product = Bf16Product {
+                    a: &a,
+                    m,
+                    w: &w,
+                    n,
+                    k,
+                    stride,
+                };
+                gemm_on(kernel, product, &mut c, parallel);
                 for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
                     assert!(
                         (g - r).abs() <= 1e-4 * (r.abs() + 1.0) * (k as f32).sqrt().max(1.0),

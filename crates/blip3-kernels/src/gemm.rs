@@ -49,6 +49,41 @@ pub trait WeightRows: Sync {
     }
 }
 
+/// One product `C = A·Wᵀ` on BF16 weights, for the BF16 GEMM paths
+/// ([`crate::amx`], [`crate::avx512_bf16`]): `c[i·n + j] = Σ_t a[i·k + t] ·
+/// w[j·stride + t]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bf16Product<'a> {
+    /// A [m, k], row-major.
+    pub a: &'a [f32],
+    /// Rows of A (and C).
+    pub m: usize,
+    /// W: n rows of k BF16 values, `stride` apart.
+    pub w: &'a [bf16],
+    /// Rows of W (columns of C).
+    pub n: usize,
+    /// Depth.
+    pub k: usize,
+    /// Distance between W's rows (≥ k).
+    pub stride: usize,
+}
+
+impl Bf16Product<'_> {
+    /// Panics unless A, W and an output of `c_len` values fit the sizes.
+    pub fn assert_sizes(&self, c_len: usize) {
+        let Self {
+            a,
+            m,
+            w,
+            n,
+            k,
+            stride,
+        } = *self;
+        assert!(stride >= k && a.len() == m * k && c_len == m * n, "sizes");
+        assert!(n == 0 || (n - 1) * stride + k <= w.len(), "weight size");
+    }
+}
+
 /// Element types a dense weight may be stored in.
 pub trait DenseElement: Copy + Send + Sync {
     /// Widens `src` into `dst` (same length).
@@ -237,7 +272,15 @@ fn gemm_impl(
         };
     if let Some(bf16_gemm) = bf16_gemm {
         if let Some((data, stride)) = w.bf16_rows() {
-            bf16_gemm(a, m, data, n, k, stride, c, parallel);
+            let product = Bf16Product {
+                a,
+                m,
+                w: data,
+                n,
+                k,
+                stride,
+            };
+            bf16_gemm(product, c, parallel);
             if !epilogue.is_identity() {
                 c.par_chunks_mut(n)
                     .for_each(|row| epilogue.apply(features, row, 0));

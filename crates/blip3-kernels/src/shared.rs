@@ -87,9 +87,9 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// A GEMM on BF16 weights with BF16-rounded activations:
-/// `(a, m, w, n, k, stride, c, parallel)` as in [`crate::amx::gemm_bf16`].
-pub(crate) type Bf16Gemm = fn(&[f32], usize, &[half::bf16], usize, usize, usize, &mut [f32], bool);
+/// A GEMM on BF16 weights with BF16-rounded activations, as
+/// [`crate::amx::gemm_bf16`]: `(product, c, parallel)`.
+pub(crate) type Bf16Gemm = fn(crate::gemm::Bf16Product, &mut [f32], bool);
 
 /// Runs `gemm` on a product with partial tiles in every direction and
 /// compares it with a plain reference on BF16-rounded activations: the
@@ -103,7 +103,15 @@ pub(crate) fn bf16_gemm_matches_reference(gemm: Bf16Gemm) -> bool {
     let a: Vec<f32> = (0..m * k).map(|i| value(i, 17)).collect();
     let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(value(i, 91))).collect();
     let mut c = vec![f32::NAN; m * n];
-    gemm(&a, m, &w, n, k, k, &mut c, false);
+    let product = crate::gemm::Bf16Product {
+        a: &a,
+        m,
+        w: &w,
+        n,
+        k,
+        stride: k,
+    };
+    gemm(product, &mut c, false);
     (0..m).all(|i| {
         (0..n).all(|j| {
             let want: f64 = (0..k)
