@@ -432,52 +432,14 @@ mod tests {
         unsafe fn release(&mut self) {}
     }
 
-    /// The product with BF16-rounded activations, in F64.
-    fn reference(a: &[f32], m: usize, w: &[bf16], n: usize, k: usize, stride: usize) -> Vec<f32> {
-        let mut c = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|t| {
-                        let x = bf16::from_f32(a[i * k + t]).to_f32();
-                        f64::from(x) * f64::from(w[j * stride + t].to_f32())
-                    })
-                    .sum::<f64>() as f32;
-            }
-        }
-        c
-    }
-
     #[test]
     fn the_kernel_on_emulated_tiles_matches_the_reference() {
         // Partial row and column tiles, several depth steps and row blocks,
         // a strided weight view.
-        for (m, n, k, stride) in [(1, 1, 32, 32), (37, 45, 96, 96), (300, 70, 64, 80)] {
-            let a = crate::shared::test_data(m * k, 1);
-            let w: Vec<bf16> = crate::shared::test_data(n * stride, 2)
-                .into_iter()
-                .map(bf16::from_f32)
-                .collect();
-            let want = reference(&a, m, &w, n, k, stride);
-            for parallel in [false, true] {
-                let mut c = vec![f32::NAN; m * n];
-                let product = Bf16Product {
-                    a: &a,
-                    m,
-                    w: &w,
-                    n,
-                    k,
-                    stride,
-                };
-                gemm_on::<EmulatedTiles>(product, &mut c, parallel);
-                for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - r).abs() <= 1e-4 * (r.abs() + 1.0),
-                        "{m}x{n}x{k} at {idx}: {g} vs {r}"
-                    );
-                }
-            }
-        }
+        crate::shared::assert_bf16_gemm(
+            &[(1, 1, 32, 32), (37, 45, 96, 96), (300, 70, 64, 80)],
+            gemm_on::<EmulatedTiles>,
+        );
     }
 
     #[test]
@@ -512,31 +474,10 @@ mod tests {
         // On CPUs without AMX this checks nothing beyond `usable()` saying no.
         if usable() {
             assert!(crate::shared::bf16_gemm_matches_reference(gemm_bf16));
-            for (m, n, k) in [(1, 1, 32), (300, 70, 128), (16, 32, 64)] {
-                let a: Vec<f32> = crate::shared::test_data(m * k, 1);
-                let w: Vec<bf16> = crate::shared::test_data(n * k, 2)
-                    .into_iter()
-                    .map(bf16::from_f32)
-                    .collect();
-                let mut c = vec![f32::NAN; m * n];
-                let product = Bf16Product {
-                    a: &a,
-                    m,
-                    w: &w,
-                    n,
-                    k,
-                    stride: k,
-                };
-                gemm_bf16(product, &mut c, true);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f32 = (0..k)
-                            .map(|t| bf16::from_f32(a[i * k + t]).to_f32() * w[j * k + t].to_f32())
-                            .sum();
-                        assert!((c[i * n + j] - want).abs() <= 1e-3 * (want.abs() + 1.0));
-                    }
-                }
-            }
+            crate::shared::assert_bf16_gemm(
+                &[(1, 1, 32, 32), (300, 70, 128, 128), (16, 32, 64, 64)],
+                gemm_bf16,
+            );
         }
     }
 }

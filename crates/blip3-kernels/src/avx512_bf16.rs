@@ -325,7 +325,6 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::test_data;
 
     /// `vdpbf16ps` from its documented semantics (Intel SDM: per F32 lane,
     /// `dst += a.bf16[2i+1]·b.bf16[2i+1]`, then `dst += a.bf16[2i]·b.bf16[2i]`,
@@ -362,22 +361,6 @@ mod tests {
         }
     }
 
-    /// The product with BF16-rounded activations, in F64.
-    fn reference(a: &[f32], m: usize, w: &[bf16], n: usize, k: usize, stride: usize) -> Vec<f32> {
-        let mut c = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|t| {
-                        let x = bf16::from_f32(a[i * k + t]).to_f32();
-                        f64::from(x) * f64::from(w[j * stride + t].to_f32())
-                    })
-                    .sum::<f64>() as f32;
-            }
-        }
-        c
-    }
-
     /// Partial tiles in both directions, odd depths, several depth blocks,
     /// weight blocks and row ranges, a strided weight view.
     const SIZES: [(usize, usize, usize, usize); 6] = [
@@ -390,32 +373,9 @@ mod tests {
     ];
 
     fn check_on<K: PairDot>(kernel: &K) {
-        for (m, n, k, stride) in SIZES {
-            let a = test_data(m * k, 1);
-            let w: Vec<bf16> = test_data(n * stride, 2)
-                .into_iter()
-                .map(bf16::from_f32)
-                .collect();
-            let want = reference(&a, m, &w, n, k, stride);
-            for parallel in [false, true] {
-                let mut c = vec![f32::NAN; m * n];
-                let product = Bf16Product {
-                    a: &a,
-                    m,
-                    w: &w,
-                    n,
-                    k,
-                    stride,
-                };
-                gemm_on(kernel, product, &mut c, parallel);
-                for (idx, (g, r)) in c.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - r).abs() <= 1e-4 * (r.abs() + 1.0) * (k as f32).sqrt().max(1.0),
-                        "{m}x{n}x{k} at {idx}: {g} vs {r}"
-                    );
-                }
-            }
-        }
+        crate::shared::assert_bf16_gemm(&SIZES, |product, c, parallel| {
+            gemm_on(kernel, product, c, parallel)
+        });
     }
 
     #[test]

@@ -91,18 +91,41 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
 /// [`crate::amx::gemm_bf16`]: `(product, c, parallel)`.
 pub(crate) type Bf16Gemm = fn(crate::gemm::Bf16Product, &mut [f32], bool);
 
+/// The product's output with BF16-rounded activations, in F64: the
+/// reference of the BF16 GEMM paths.
+pub(crate) fn bf16_reference(p: crate::gemm::Bf16Product) -> Vec<f64> {
+    use half::bf16;
+    let mut c = vec![0f64; p.m * p.n];
+    for i in 0..p.m {
+        for j in 0..p.n {
+            c[i * p.n + j] = (0..p.k)
+                .map(|t| {
+                    let x = bf16::from_f32(p.a[i * p.k + t]).to_f32();
+                    f64::from(x) * f64::from(p.w[j * p.stride + t].to_f32())
+                })
+                .sum();
+        }
+    }
+    c
+}
+
+/// Whether `got` is within F32 accumulation error of the F64 reference
+/// `want` for a depth-`k` product.
+pub(crate) fn close_to_reference(got: f32, want: f64, k: usize) -> bool {
+    (f64::from(got) - want).abs() <= 1e-4 * (want.abs() + 1.0) * (k as f64).sqrt().max(1.0)
+}
+
 /// Runs `gemm` on a product with partial tiles in every direction and
-/// compares it with a plain reference on BF16-rounded activations: the
-/// one-time check before a path whose instructions the tests could only
-/// emulate is trusted. On the calling thread only: it runs inside a
-/// one-time initialisation, which pool workers may be waiting on.
+/// compares it with [`bf16_reference`]: the one-time check before a path
+/// whose instructions the tests could only emulate is trusted. On the
+/// calling thread only: it runs inside a one-time initialisation, which pool
+/// workers may be waiting on.
 pub(crate) fn bf16_gemm_matches_reference(gemm: Bf16Gemm) -> bool {
     use half::bf16;
     let (m, n, k) = (37, 45, 96);
     let value = |i: usize, salt: usize| ((i * 2654435761 + salt) % 1000) as f32 / 500.0 - 1.0;
     let a: Vec<f32> = (0..m * k).map(|i| value(i, 17)).collect();
     let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(value(i, 91))).collect();
-    let mut c = vec![f32::NAN; m * n];
     let product = crate::gemm::Bf16Product {
         a: &a,
         m,
@@ -111,18 +134,48 @@ pub(crate) fn bf16_gemm_matches_reference(gemm: Bf16Gemm) -> bool {
         k,
         stride: k,
     };
+    let mut c = vec![f32::NAN; m * n];
     gemm(product, &mut c, false);
-    (0..m).all(|i| {
-        (0..n).all(|j| {
-            let want: f64 = (0..k)
-                .map(|t| {
-                    let x = bf16::from_f32(a[i * k + t]).to_f32();
-                    f64::from(x) * f64::from(w[j * k + t].to_f32())
-                })
-                .sum();
-            (f64::from(c[i * n + j]) - want).abs() <= 1e-4 * (want.abs() + 1.0)
-        })
-    })
+    let want = bf16_reference(product);
+    c.iter()
+        .zip(&want)
+        .all(|(&g, &r)| close_to_reference(g, r, k))
+}
+
+/// Checks a BF16 GEMM against [`bf16_reference`] on random products of the
+/// sizes `(m, n, k, stride)`, serial and parallel.
+#[cfg(test)]
+pub(crate) fn assert_bf16_gemm(
+    sizes: &[(usize, usize, usize, usize)],
+    gemm: impl Fn(crate::gemm::Bf16Product, &mut [f32], bool),
+) {
+    use half::bf16;
+    for &(m, n, k, stride) in sizes {
+        let a = test_data(m * k, 1);
+        let w: Vec<bf16> = test_data(n * stride, 2)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        let product = crate::gemm::Bf16Product {
+            a: &a,
+            m,
+            w: &w,
+            n,
+            k,
+            stride,
+        };
+        let want = bf16_reference(product);
+        for parallel in [false, true] {
+            let mut c = vec![f32::NAN; m * n];
+            gemm(product, &mut c, parallel);
+            for (idx, (&g, &r)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    close_to_reference(g, r, k),
+                    "{m}x{n}x{k} at {idx}: {g} vs {r}"
+                );
+            }
+        }
+    }
 }
 
 /// Deterministic values in [-1, 1) (xorshift), for kernel tests.
