@@ -10,9 +10,11 @@
 #
 #   tools/test-avx512.sh [TEST FILTERS...]
 #
-# Debian as root (installs xorriso, isolinux; unpacks Bochs 3.0 from Debian
-# trixie and downloads a Debian cloud kernel) on first use. About 1 min setup, 1-6 min static build, ~1 min
-# emulated run. Not part of .ci/run (it would double CI's time).
+# BOCHS_CPU=arrow_lake (AVX-VNNI only) or tigerlake (AVX-512 VNNI) pick
+# another model. Debian as root (installs xorriso, isolinux; unpacks Bochs
+# 3.0 from Debian trixie and downloads a Debian cloud kernel) on first use.
+# About 1 min setup, 1-6 min static build, 40 s emulated run. Not part of
+# .ci/run (it would double CI's time).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 EMU="$ROOT/tools/avx512-emulator"

@@ -21,7 +21,9 @@
 
 use half::bf16;
 
-use crate::gemm::{for_each_rectangle, store_partial_tile, Bf16Product, Output, TileMultiples};
+use crate::gemm::{
+    for_each_rectangle, store_partial_tile, Bf16Product, Output, Rectangle, TileMultiples,
+};
 
 /// Activation rows per micro-tile.
 const MR: usize = 8;
@@ -87,10 +89,8 @@ fn gemm_on<K: PairDot>(kernel: &K, product: Bf16Product, c: &mut [f32], parallel
     for_each_rectangle(m, n, tiles, parallel, packed_rows, |packed, rect| {
         let task = Task {
             packed,
-            rows: rect.rows,
-            first_row: rect.first_row,
+            rect,
             weights: &weights,
-            cols: rect.cols,
         };
         // SAFETY: `out` points to `c`, [m, n]; rectangles tile it without
         // overlap and each task writes only its own. The kernel's
@@ -169,14 +169,12 @@ fn pack_weights(weights: &Weights, j0: usize, nc: usize, p0: usize, kp: usize, o
     }
 }
 
-/// One rectangle of C: rows `first_row .. first_row + rows`, columns `cols`.
+/// The work on one rectangle of C.
 struct Task<'a> {
     /// The rectangle's rows of A, packed by [`pack_activations`].
     packed: &'a [u32],
-    rows: usize,
-    first_row: usize,
+    rect: Rectangle,
     weights: &'a Weights<'a>,
-    cols: std::ops::Range<usize>,
 }
 
 impl Task<'_> {
@@ -185,17 +183,17 @@ impl Task<'_> {
     /// rectangle, which no other thread accesses meanwhile; `kernel` must be
     /// runnable on this CPU.
     unsafe fn run<K: PairDot>(&self, kernel: &K, out: &Output, n: usize) {
-        let m = self.rows;
+        let m = self.rect.rows;
         let pairs = self.weights.k.div_ceil(2);
         let panels = m.div_ceil(MR);
         let mut packed_w = vec![0u32; NC * KC_PAIRS];
         let mut tile = [0f32; MR * NR];
         // Row `r` of this task's output, columns `j .. j + len`.
         let c_row = |r: usize, j: usize, len: usize| {
-            std::slice::from_raw_parts_mut(out.0.add((self.first_row + r) * n + j), len)
+            std::slice::from_raw_parts_mut(out.0.add((self.rect.first_row + r) * n + j), len)
         };
-        for j0 in self.cols.clone().step_by(NC) {
-            let nc = NC.min(self.cols.end - j0);
+        for j0 in self.rect.cols.clone().step_by(NC) {
+            let nc = NC.min(self.rect.cols.end - j0);
             for p0 in (0..pairs).step_by(KC_PAIRS) {
                 let kp = KC_PAIRS.min(pairs - p0);
                 pack_weights(self.weights, j0, nc, p0, kp, &mut packed_w);
@@ -208,7 +206,7 @@ impl Task<'_> {
                     for q in 0..nc.div_ceil(NR) {
                         let w_panel = &packed_w[q * kp * NR..][..kp * NR];
                         let j = j0 + q * NR;
-                        let cols = NR.min(self.cols.end - j);
+                        let cols = NR.min(self.rect.cols.end - j);
                         if rows == MR && cols == NR {
                             let c = c_row(i, j, (MR - 1) * n + NR);
                             kernel.tile(kp, a_panel, w_panel, c, n, accumulate);

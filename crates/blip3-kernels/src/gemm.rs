@@ -295,10 +295,8 @@ fn gemm_impl(
         let task = Task {
             features,
             packed_a,
-            rows: rect.rows,
-            first_row: rect.first_row,
+            rect,
             w,
-            cols: rect.cols,
             epilogue: &epilogue,
         };
         // SAFETY: `out` points to `c`, [m, n]; rectangles tile it without
@@ -386,15 +384,13 @@ pub(crate) struct Output(pub(crate) *mut f32);
 unsafe impl Sync for Output {}
 unsafe impl Send for Output {}
 
-/// One rectangle of C: rows `first_row .. first_row + rows`, columns `cols`.
+/// The work on one rectangle of C.
 struct Task<'a> {
     features: CpuFeatures,
     /// The task's rows of A, packed by [`pack_a`].
     packed_a: &'a [f32],
-    rows: usize,
-    first_row: usize,
+    rect: Rectangle,
     w: &'a dyn WeightRows,
-    cols: std::ops::Range<usize>,
     epilogue: &'a Epilogue<'a>,
 }
 
@@ -403,7 +399,7 @@ impl Task<'_> {
     /// `out` must point to a [M, n] row-major matrix containing this task's
     /// rectangle, and no other thread may access that rectangle meanwhile.
     unsafe fn run(&self, out: &Output, n: usize) {
-        let (m, k) = (self.rows, self.w.cols());
+        let (m, k) = (self.rect.rows, self.w.cols());
         let features = self.features;
         let packed_a = self.packed_a;
         let a_panels = m.div_ceil(MR);
@@ -412,10 +408,10 @@ impl Task<'_> {
         let mut tile = [0f32; MR * NR];
         // Row `r` of this task's output, columns `j .. j + len`.
         let c_row = |r: usize, j: usize, len: usize| {
-            std::slice::from_raw_parts_mut(out.0.add((self.first_row + r) * n + j), len)
+            std::slice::from_raw_parts_mut(out.0.add((self.rect.first_row + r) * n + j), len)
         };
-        for j0 in self.cols.clone().step_by(NC) {
-            let nc = NC.min(self.cols.end - j0);
+        for j0 in self.rect.cols.clone().step_by(NC) {
+            let nc = NC.min(self.rect.cols.end - j0);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 pack_b(self.w, j0, nc, k0, kc, &mut packed_b, &mut rows_buf);
@@ -427,7 +423,7 @@ impl Task<'_> {
                     for jp in 0..nc.div_ceil(NR) {
                         let b_panel = &packed_b[jp * kc * NR..][..kc * NR];
                         let j = j0 + jp * NR;
-                        let cols = NR.min(self.cols.end - j);
+                        let cols = NR.min(self.rect.cols.end - j);
                         for ip in ic..a_panels.min(ic + MC / MR) {
                             let a_panel = &a_block[ip * kc * MR..][..kc * MR];
                             let i = ip * MR;
