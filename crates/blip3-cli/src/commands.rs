@@ -6,16 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use blip3_engine::parity::{write_dump, DumpInfo};
-use blip3_engine::prompt::instruct_prompt;
 use blip3_engine::{GenerationParams, Pipeline, PipelineOptions, RunOutput, SamplingParams};
-use blip3_model::checkpoint::{tensor_specs, write_random_checkpoint, StoreDtype, HF_SHARD_BYTES};
+use blip3_model::checkpoint::{write_random_checkpoint, StoreDtype, HF_SHARD_BYTES};
 use blip3_model::weights::WeightDtype;
-use blip3_model::Blip3Config;
-use blip3_preprocess::AspectMode;
+use blip3_model::{Family, ModelConfig, SpliceMode, Variant};
+use blip3_preprocess::{AspectMode, RgbImage};
 
 use crate::{
-    AspectArg, BandwidthArgs, BenchArgs, CompareArgs, DtypeArg, DumpArgs, GenerateArgs,
-    InitRandomArgs, LoadArgs, ModelArgs, QuantArg, QuantizeArgs, SamplingArgs, StoreArg,
+    AspectArg, BandwidthArgs, BenchArgs, CompareArgs, DtypeArg, DumpArgs, FamilyArg, GenerateArgs,
+    InitRandomArgs, LoadArgs, ModelArgs, QuantArg, QuantizeArgs, SamplingArgs, StoreArg, SwitchArg,
 };
 
 impl SamplingArgs {
@@ -31,6 +30,7 @@ impl SamplingArgs {
                 seed: self.seed,
             },
             top_logprobs: 0,
+            completion: false,
         }
     }
 }
@@ -107,10 +107,45 @@ pub(crate) fn load(args: &LoadArgs) -> Result<Pipeline> {
             crate::KvArg::F32 => Some(blip3_model::phi3::KvPrecision::F32),
             crate::KvArg::F16 => Some(blip3_model::phi3::KvPrecision::F16),
         },
+        splice: if args.first_image_only {
+            SpliceMode::FirstOnly
+        } else {
+            SpliceMode::EveryImage
+        },
+        padding_mask: match args.padding_mask {
+            SwitchArg::Auto => None,
+            SwitchArg::On => Some(true),
+            SwitchArg::Off => Some(false),
+        },
         ..Default::default()
     };
     Pipeline::load(&dir, &options)
         .with_context(|| format!("loading model folder {}", dir.display()))
+}
+
+/// Decodes image files in order, naming the one that fails.
+pub(crate) fn load_images(
+    pipeline: &Pipeline,
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<RgbImage>> {
+    paths
+        .iter()
+        .map(|p| {
+            pipeline
+                .load_image(p)
+                .with_context(|| format!("reading image {}", p.display()))
+        })
+        .collect()
+}
+
+/// The prompt the flags ask for: `--prompt` as is with `--raw-prompt`, else
+/// the family's chat frame with one image marker per image.
+pub(crate) fn build_prompt(pipeline: &Pipeline, args: &ModelArgs) -> String {
+    if args.raw_prompt {
+        args.prompt.clone()
+    } else {
+        pipeline.chat_prompt(&args.prompt, args.system.as_deref(), args.images.len())
+    }
 }
 
 fn run(
@@ -119,11 +154,11 @@ fn run(
     params: &GenerationParams,
     capture: bool,
 ) -> Result<(RunOutput, String)> {
-    let image = pipeline
-        .load_image(&args.image)
-        .with_context(|| format!("reading image {}", args.image.display()))?;
-    let prompt = instruct_prompt(&args.prompt, args.system.as_deref());
-    let output = pipeline.generate(&image, &prompt, params, capture, &mut |_| {})?;
+    let images = load_images(pipeline, &args.images)?;
+    let prompt = build_prompt(pipeline, args);
+    let mut params = params.clone();
+    params.completion = args.raw_prompt;
+    let output = pipeline.generate(&images, &prompt, &params, capture, &mut |_| {})?;
     Ok((output, prompt))
 }
 
@@ -148,7 +183,8 @@ pub(crate) fn output_json(output: &RunOutput, load_s: f64) -> serde_json::Value 
             "prefill_tokens_per_s": t.prefill_tokens as f64 / t.prefill_s.max(1e-9),
             "decode_tokens_per_s": (t.generated_tokens.saturating_sub(1)) as f64 / t.decode_s.max(1e-9),
         },
-        "image": output.image,
+        "images": output.images,
+        "image_token_counts": output.image_token_counts,
         "peak_rss_bytes": peak_rss_bytes(),
     })
 }
@@ -181,12 +217,16 @@ pub fn dump(args: DumpArgs) -> Result<ExitCode> {
     let info = DumpInfo {
         question: args.model.prompt.clone(),
         prompt,
-        image_file: args
+        image_files: args
             .model
-            .image
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+            .images
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect(),
     };
     write_dump(&args.out, &output, &info)?;
     eprintln!(
@@ -234,37 +274,35 @@ pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
     };
     let config = match &args.like {
         Some(dir) => {
-            let config = Blip3Config::from_file(&dir.join("config.json"))?;
+            let config = ModelConfig::from_file(&dir.join("config.json"))?;
             copy_non_weight_files(dir, &args.out)?;
             config
         }
         None => {
-            let torch_dtype = match dtype {
-                StoreDtype::F32 => "float32",
-                StoreDtype::Bf16 => "bfloat16",
+            let family = match args.family {
+                FamilyArg::Blip3R1 => Family::Blip3R1,
+                FamilyArg::XgenmmV15 => Family::XgenmmV15,
             };
-            std::fs::write(
-                args.out.join("config.json"),
-                crate::presets::full_config_json(torch_dtype),
-            )?;
-            std::fs::write(
-                args.out.join("preprocessor_config.json"),
-                crate::presets::PREPROCESSOR_CONFIG,
-            )?;
-            std::fs::write(
-                args.out.join("generation_config.json"),
-                crate::presets::GENERATION_CONFIG,
-            )?;
-            for (name, bytes) in crate::presets::TOKENIZER_FILES {
-                std::fs::write(args.out.join(name), bytes)?;
-            }
-            Blip3Config::from_file(&args.out.join("config.json"))?
+            crate::presets::write_full_preset(&args.out, family, dtype)?;
+            ModelConfig::from_file(&args.out.join("config.json"))?
         }
     };
-    let specs = tensor_specs(&config, !args.base);
+    let family = config.family().map_err(anyhow::Error::msg)?;
+    if args.base {
+        // Base checkpoints stop on <|endoftext|> (family spec §1.7).
+        std::fs::write(
+            args.out.join("generation_config.json"),
+            crate::presets::BASE_GENERATION_CONFIG,
+        )?;
+    }
+    let variant = Variant {
+        text_projection: family == Family::Blip3R1 && !args.base,
+    };
+    let specs = family.tensor_specs(&config, variant);
     let params: usize = specs.iter().map(|s| s.numel()).sum();
     eprintln!(
-        "writing {} tensors, {:.3} B parameters ({:.2} GB) to {}",
+        "writing a {family}{} checkpoint: {} tensors, {:.3} B parameters ({:.2} GB) to {}",
+        if args.base { " base" } else { "" },
         specs.len(),
         params as f64 / 1e9,
         (params * if dtype == StoreDtype::F32 { 4 } else { 2 }) as f64 / 1e9,
@@ -348,13 +386,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let load_start = std::time::Instant::now();
     let pipeline = load(&args.model.load)?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let image = pipeline
-        .load_image(&args.model.image)
-        .with_context(|| format!("reading image {}", args.model.image.display()))?;
-    let prompt = instruct_prompt(&args.model.prompt, args.model.system.as_deref());
     let mut runs = Vec::with_capacity(args.repeat);
+    let params = GenerationParams::greedy(args.max_new_tokens);
     for i in 0..args.warmup + args.repeat {
-        let out = pipeline.run(&image, &prompt, args.max_new_tokens, false, &mut |_| {})?;
+        let (out, _) = run(&pipeline, &args.model, &params, false)?;
         if i >= args.warmup {
             runs.push(out);
         }
@@ -387,7 +422,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         },
         "repeat": args.repeat,
         "warmup": args.warmup,
-        "image": runs[0].image,
+        "family": pipeline.family().name(),
+        "images": runs[0].images,
     });
     if args.json {
         println!("{value}");

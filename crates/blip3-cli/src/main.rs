@@ -1,6 +1,7 @@
 //! `blip3`: run BLIP-3 from a Hugging Face model folder.
 
 mod commands;
+mod fewshot;
 mod presets;
 mod run;
 mod serve;
@@ -40,6 +41,48 @@ enum Command {
     Run(RunArgs),
     /// Serve the OpenAI chat-completions API over HTTP.
     Serve(ServeArgs),
+    /// Few-shot captioning or VQA with a base model (OpenFlamingo prompts).
+    Fewshot(FewshotArgs),
+}
+
+#[derive(Args)]
+struct FewshotArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// JSONL demonstrations, one {"image": PATH, "caption": TEXT} (caption) or
+    /// {"image": PATH, "question": TEXT, "answer": TEXT} (vqa) per line; paths
+    /// are relative to this file.
+    #[arg(long)]
+    demos: PathBuf,
+    /// The query image.
+    #[arg(long)]
+    image: PathBuf,
+    /// caption or vqa.
+    #[arg(long, value_enum)]
+    task: TaskArg,
+    /// The query's question (vqa).
+    #[arg(long, required_if_eq("task", "vqa"))]
+    question: Option<String>,
+    /// Use the first K demonstrations (default: all).
+    #[arg(long)]
+    shots: Option<usize>,
+    /// Put Q − 1 `<image placeholder>` tokens after every `<image>` (the model card's prompts).
+    #[arg(long)]
+    placeholders: bool,
+    /// Most new tokens (default: 20 for caption, 5 for vqa).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Print one JSON object (prompt, raw output, answer, ids, timings).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    Caption,
+    Vqa,
 }
 
 #[derive(Args)]
@@ -48,12 +91,14 @@ struct RunArgs {
     load: LoadArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Image file (not with --batch).
-    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
-    image: Option<PathBuf>,
-    /// The question (default: "Describe this image.").
-    #[arg(conflicts_with = "batch")]
-    question: Option<String>,
+    /// Image files then the question: `a.png [b.png ...] "question"` (the
+    /// last argument is the question when it is not an existing file; default
+    /// "Describe this image."). Not with --batch.
+    #[arg(required_unless_present = "batch", conflicts_with = "batch", num_args = 1..)]
+    inputs: Vec<String>,
+    /// Use the question as the whole prompt, without the chat frame (base models).
+    #[arg(long)]
+    raw_prompt: bool,
     /// Replace the default system prompt.
     #[arg(long)]
     system: Option<String>,
@@ -63,7 +108,7 @@ struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// JSONL input, one {"image": PATH, "question"?: TEXT, "id"?: ANY} per line.
+    /// JSONL input, one {"image": PATH | "images": [PATH, ...], "question"?: TEXT, "id"?: ANY} per line.
     #[arg(long, requires = "out")]
     batch: Option<PathBuf>,
     /// JSONL output for --batch (appended; lines already answered are skipped,
@@ -114,20 +159,25 @@ struct ServeArgs {
     vision_cache_dir: Option<PathBuf>,
 }
 
-/// Options shared by commands that run the model on one image and question.
+/// Options shared by commands that run the model on images and a question.
 #[derive(Args, Clone)]
 struct ModelArgs {
     #[command(flatten)]
     load: LoadArgs,
-    /// Image file (PNG, JPEG, WebP, GIF, BMP).
-    #[arg(long)]
-    image: PathBuf,
-    /// The question about the image.
+    /// Image file (PNG, JPEG, WebP, GIF, BMP); repeat for several images, in
+    /// `<image>` order.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The question about the images (with --raw-prompt: the whole prompt,
+    /// one `<image>` per image, no chat frame).
     #[arg(long)]
     prompt: String,
     /// Replace the default system prompt.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw_prompt")]
     system: Option<String>,
+    /// Use --prompt as is, without the chat frame (base models, few-shot).
+    #[arg(long)]
+    raw_prompt: bool,
 }
 
 /// How to load a model folder.
@@ -156,6 +206,21 @@ struct LoadArgs {
     /// Key/value-cache precision: auto (f32 with f32 weights, else f16; `dump`: f32), f32 or f16.
     #[arg(long, value_enum, default_value_t = KvArg::Auto)]
     kv_cache: KvArg,
+    /// Splice only the first image at the first `<image>`, later ones staying
+    /// text: the r-v1 instruct reference's behaviour (default: every `<image>`).
+    #[arg(long)]
+    first_image_only: bool,
+    /// Hide the anyres padding from the perceiver: auto (the family's choice:
+    /// r-v1 off, v1.5 on), on or off.
+    #[arg(long, value_enum, default_value_t = SwitchArg::Auto)]
+    padding_mask: SwitchArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SwitchArg {
+    Auto,
+    On,
+    Off,
 }
 
 /// Token selection (greedy unless --temperature > 0).
@@ -218,7 +283,10 @@ struct InitRandomArgs {
     /// Stored dtype.
     #[arg(long, value_enum, default_value_t = StoreArg::F32)]
     dtype: StoreArg,
-    /// Omit text_projection (the base model's perceiver).
+    /// Model family of --preset: blip3-r1 (r-v1) or xgenmm-v15 (v1.5).
+    #[arg(long, value_enum, default_value_t = FamilyArg::Blip3R1)]
+    family: FamilyArg,
+    /// A base model: r-v1 omits text_projection; both write a base generation config (eos 32000).
     #[arg(long)]
     base: bool,
     /// Output folder (created; must be empty or absent).
@@ -316,9 +384,19 @@ enum AspectArg {
     Pad,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum FamilyArg {
+    /// BLIP-3 r-v1 (open_clip ViT-H/14).
+    #[value(name = "blip3-r1")]
+    Blip3R1,
+    /// xGen-MM v1.5 (SigLIP so400m).
+    #[value(name = "xgenmm-v15")]
+    XgenmmV15,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum PresetArg {
-    /// blip3-phi3-mini-instruct-r-v1 at its real size (4.59 B parameters).
+    /// The family's real size (r-v1: 4.59 B parameters; v1.5: 4.36 B).
     Full,
 }
 
@@ -355,6 +433,7 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(a) => commands::quantize(a),
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Fewshot(a) => fewshot::fewshot(a),
     };
     match result {
         Ok(code) => code,

@@ -6,11 +6,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use blip3_engine::prompt::instruct_prompt;
+use anyhow::{bail, Context, Result};
 use blip3_engine::Pipeline;
 
-use crate::commands::{load, output_json};
+use crate::commands::{load, load_images, output_json};
 use crate::RunArgs;
 
 const DEFAULT_QUESTION: &str = "Describe this image.";
@@ -33,19 +32,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let out = args.out.as_deref().context("--batch needs --out")?;
         return run_batch(&pipeline, &args, batch, out);
     }
-    let image_path = args.image.as_deref().context("an image path is required")?;
-    let question = args.question.as_deref().unwrap_or(DEFAULT_QUESTION);
-    let image = pipeline
-        .load_image(image_path)
-        .with_context(|| format!("reading image {}", image_path.display()))?;
-    let prompt = instruct_prompt(question, args.system.as_deref());
-    let params = args.sampling.params(args.max_new_tokens);
+    let (paths, question) = split_inputs(&args.inputs);
+    let images = load_images(&pipeline, &paths)?;
+    let prompt = prompt_for(&pipeline, &args, question, images.len());
+    let mut params = args.sampling.params(args.max_new_tokens);
+    params.completion = args.raw_prompt;
     let tokenizer = pipeline.tokenizer();
     let mut ids = Vec::new();
     let mut shown = 0usize;
     let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
-    let output = pipeline.generate(&image, &prompt, &params, false, &mut |choice| {
+    let output = pipeline.generate(&images, &prompt, &params, false, &mut |choice| {
         if !stream {
             return;
         }
@@ -71,6 +68,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         writeln!(stdout)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `a.png [b.png ...] [question]`: every argument but a last one that is not
+/// an existing file names an image.
+fn split_inputs(inputs: &[String]) -> (Vec<std::path::PathBuf>, &str) {
+    match inputs.split_last() {
+        Some((last, rest)) if !rest.is_empty() && !Path::new(last).is_file() => {
+            (rest.iter().map(Into::into).collect(), last.as_str())
+        }
+        _ => (inputs.iter().map(Into::into).collect(), DEFAULT_QUESTION),
+    }
+}
+
+/// The chat frame around `question` (or `question` itself with --raw-prompt).
+fn prompt_for(pipeline: &Pipeline, args: &RunArgs, question: &str, num_images: usize) -> String {
+    if args.raw_prompt {
+        question.to_string()
+    } else {
+        pipeline.chat_prompt(question, args.system.as_deref(), num_images)
+    }
 }
 
 /// Answers every line of `input` into `out`, skipping lines already answered
@@ -145,23 +162,32 @@ fn answer_line(
     line: &str,
 ) -> Result<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(line).context("line is not JSON")?;
-    let image = v
-        .get("image")
-        .and_then(|i| i.as_str())
-        .context("line has no \"image\" string")?;
-    let question = v
-        .get("question")
-        .and_then(|q| q.as_str())
-        .unwrap_or(DEFAULT_QUESTION);
-    let path = base.join(image);
-    let img = pipeline
-        .load_image(&path)
-        .with_context(|| format!("reading image {}", path.display()))?;
-    let prompt = instruct_prompt(question, args.system.as_deref());
-    let params = args.sampling.params(args.max_new_tokens);
-    let output = pipeline.generate(&img, &prompt, &params, false, &mut |_| {})?;
+    let files: Vec<&str> = match (v.get("image"), v.get("images")) {
+        (Some(_), Some(_)) => bail!("line has both \"image\" and \"images\""),
+        (Some(i), None) => vec![i.as_str().context("\"image\" is not a string")?],
+        (None, Some(list)) => list
+            .as_array()
+            .context("\"images\" is not a list")?
+            .iter()
+            .map(|i| i.as_str().context("\"images\" holds a non-string"))
+            .collect::<Result<_>>()?,
+        (None, None) => bail!("line has no \"image\" string or \"images\" list"),
+    };
+    let question = match v.get("question") {
+        None => DEFAULT_QUESTION,
+        Some(q) => q.as_str().context("\"question\" is not a string")?,
+    };
+    let paths: Vec<std::path::PathBuf> = files.iter().map(|f| base.join(f)).collect();
+    let images = load_images(pipeline, &paths)?;
+    let prompt = prompt_for(pipeline, args, question, images.len());
+    let mut params = args.sampling.params(args.max_new_tokens);
+    params.completion = args.raw_prompt;
+    let output = pipeline.generate(&images, &prompt, &params, false, &mut |_| {})?;
     let mut record = output_json(&output, 0.0);
-    record["image_file"] = image.into();
+    if let [one] = files.as_slice() {
+        record["image_file"] = (*one).into();
+    }
+    record["image_files"] = files.into();
     record["question"] = question.into();
     if let Some(id) = v.get("id") {
         record["id"] = id.clone();

@@ -1,9 +1,11 @@
-//! The BLIP-3 pipeline on top of the model crate: prompt building, image
+//! The BLIP-3 / xGen-MM pipeline on top of the model crate: prompt building
+//! (chat, raw and few-shot), image
 //! preprocessing, vision encoding, splicing, generation (greedy as the
 //! reference, or sampled) with the reference's stop rules, step-wise sessions
 //! for batching, and the stage-tensor parity dump.
 
 mod error;
+pub mod fewshot;
 pub mod generation;
 pub mod parity;
 pub mod pipeline;
@@ -11,6 +13,7 @@ pub mod prompt;
 pub mod sampling;
 pub mod session;
 
+pub use blip3_model::{Family, SpliceMode};
 pub use error::EngineError;
 pub use generation::StopReason;
 pub use pipeline::{ImageInfo, Pipeline, PipelineOptions, RunOutput, StageTensors, StageTimings};

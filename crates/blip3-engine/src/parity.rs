@@ -70,8 +70,8 @@ pub struct DumpInfo {
     pub question: String,
     /// The full templated prompt.
     pub prompt: String,
-    /// Image file name.
-    pub image_file: String,
+    /// Image file names, in `<image>` order.
+    pub image_files: Vec<String>,
 }
 
 /// Writes `output` (run with `capture = true`) to a safetensors file.
@@ -89,6 +89,15 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
         ("generated_ids".into(), raw_ids(&output.generated_ids)),
         ("debug.vit_tokens".into(), raw_f32(&stages.vit_tokens)?),
     ];
+    let counts: Vec<u32> = stages
+        .image_token_counts
+        .iter()
+        .map(|&c| u32::try_from(c).unwrap_or(u32::MAX))
+        .collect();
+    tensors.push(("image_token_counts".into(), raw_ids(&counts)));
+    if let Some(t) = &stages.vision_attn_mask {
+        tensors.push(("vision_attn_mask".into(), raw_f32(t)?));
+    }
     if let Some(t) = &stages.text_embeds {
         tensors.push(("debug.text_embeds".into(), raw_f32(t)?));
     }
@@ -96,19 +105,45 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
     let metadata: HashMap<String, String> = [
         ("question", info.question.clone()),
         ("prompt", info.prompt.clone()),
-        ("image_file", info.image_file.clone()),
+        ("image_files", json(serde_json::json!(info.image_files))),
         ("stop_reason", output.stop_reason.label()),
         ("generated_text", output.text.clone()),
         (
-            "image_size_wh",
-            json(serde_json::json!(output.image.image_size)),
+            "image_sizes_wh",
+            json(serde_json::json!(output
+                .images
+                .iter()
+                .map(|i| i.image_size)
+                .collect::<Vec<_>>())),
         ),
         (
-            "best_resolution_wh",
-            json(serde_json::json!(output.image.best_resolution)),
+            "best_resolutions_wh",
+            json(serde_json::json!(output
+                .images
+                .iter()
+                .map(|i| i.best_resolution)
+                .collect::<Vec<_>>())),
         ),
-        ("grid_npw_nph", json(serde_json::json!(output.image.grid))),
-        ("num_crops_N", output.image.num_crops.to_string()),
+        (
+            "grids_npw_nph",
+            json(serde_json::json!(output
+                .images
+                .iter()
+                .map(|i| i.grid)
+                .collect::<Vec<_>>())),
+        ),
+        (
+            "num_crops",
+            json(serde_json::json!(output
+                .images
+                .iter()
+                .map(|i| i.num_crops)
+                .collect::<Vec<_>>())),
+        ),
+        (
+            "image_token_counts",
+            json(serde_json::json!(stages.image_token_counts)),
+        ),
         ("engine", format!("blip3-rs {}", env!("CARGO_PKG_VERSION"))),
     ]
     .into_iter()

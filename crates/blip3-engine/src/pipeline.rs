@@ -1,11 +1,12 @@
-//! One image + one prompt → stage tensors and generated ids.
+//! Images + one prompt → stage tensors and generated ids, for every family
+//! member (the model crate's seam decides what differs).
 
 use std::path::Path;
 use std::time::Instant;
 
 use blip3_model::phi3::KvPrecision;
 use blip3_model::weights::{Quantization, WeightDtype};
-use blip3_model::Blip3Model;
+use blip3_model::{Family, SpliceMode, VisionLanguageModel};
 use blip3_preprocess::decode::DEFAULT_MAX_PIXELS;
 use blip3_preprocess::{AspectMode, ImageProcessor, PreprocessedImage, ProcessorConfig, RgbImage};
 use blip3_tokenizer::Tokenizer;
@@ -13,7 +14,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::generation::{StopReason, StopRule};
-use crate::prompt::IMAGE_TOKEN;
+use crate::prompt::{END_OF_CHUNK_TOKEN, IMAGE_TOKEN};
 use crate::sampling::Choice;
 use crate::session::GenerationParams;
 use crate::EngineError;
@@ -33,6 +34,11 @@ pub struct PipelineOptions {
     pub max_pixels: u64,
     /// Key/value-cache element type; `None`: F32 with F32 weights, else F16.
     pub kv_cache: Option<KvPrecision>,
+    /// Which `<image>` tokens get visual tokens (every one by default).
+    pub splice: SpliceMode,
+    /// Hide the anyres padding from the perceiver; `None`: the family's
+    /// default (r-v1 no, v1.5 yes).
+    pub padding_mask: Option<bool>,
 }
 
 impl Default for PipelineOptions {
@@ -44,6 +50,8 @@ impl Default for PipelineOptions {
             aspect: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             kv_cache: None,
+            splice: SpliceMode::default(),
+            padding_mask: None,
         }
     }
 }
@@ -69,19 +77,24 @@ pub struct StageTimings {
     pub generated_tokens: usize,
 }
 
-/// Intermediate tensors, named as in the fixture goldens.
+/// Intermediate tensors, named as in the fixture goldens; with several images
+/// the per-crop tensors are concatenated image by image (ΣN crops).
 #[derive(Debug, Clone)]
 pub struct StageTensors {
-    /// `[N, 3, S, S]`.
+    /// `[ΣN, 3, S, S]`.
     pub pixel_values: Tensor,
-    /// ViT output before regrouping `[N, g², W]`.
+    /// Tower output before regrouping `[ΣN, g², C]`.
     pub vit_tokens: Tensor,
-    /// Perceiver input after regrouping `[N, g², W]`.
+    /// Perceiver input after regrouping `[ΣN, g², C]`.
     pub vision_features: Tensor,
-    /// Perceiver text-query input `[min(T,256), D]` (instruct only).
+    /// The padding mask the perceiver applied `[ΣN, g²]` (when it masks).
+    pub vision_attn_mask: Option<Tensor>,
+    /// Perceiver text-query input `[min(T,256), D]` (r-v1 instruct only).
     pub text_embeds: Option<Tensor>,
-    /// Perceiver output `[N·Q, D]`.
+    /// Perceiver output `[ΣN·Q, D]`, image by image, crop-major.
     pub vision_tokens: Tensor,
+    /// Rows spliced at each `<image>` (N_k·Q).
+    pub image_token_counts: Vec<usize>,
     /// LM input `[L, D]`.
     pub inputs_embeds: Tensor,
     /// Logits at the last prompt position `[initial_tokenizer_len + 3]`.
@@ -101,8 +114,10 @@ pub struct RunOutput {
     pub text: String,
     /// Per-stage timings.
     pub timings: StageTimings,
-    /// How the image was cut.
-    pub image: ImageInfo,
+    /// How each image was cut, in prompt order.
+    pub images: Vec<ImageInfo>,
+    /// Visual tokens spliced per image (N_k·Q), in prompt order.
+    pub image_token_counts: Vec<usize>,
     /// Stage tensors, when requested.
     pub stages: Option<StageTensors>,
 }
@@ -134,13 +149,16 @@ impl ImageInfo {
 
 /// A loaded model folder ready to answer questions about images.
 pub struct Pipeline {
-    model: Blip3Model,
+    model: VisionLanguageModel,
     tokenizer: Tokenizer,
     processor: ImageProcessor,
     aspect: AspectMode,
     stop: StopRule,
+    completion_stop: StopRule,
     image_token_id: u32,
     max_pixels: u64,
+    splice: SpliceMode,
+    padding_mask: bool,
 }
 
 fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
@@ -171,7 +189,7 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
 impl Pipeline {
     /// Loads config, weights, tokenizer and preprocessor of a model folder.
     pub fn load(dir: &Path, options: &PipelineOptions) -> Result<Self, EngineError> {
-        let mut model = Blip3Model::load(
+        let mut model = VisionLanguageModel::load(
             dir,
             &options.device,
             options.weight_dtype,
@@ -182,7 +200,11 @@ impl Pipeline {
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
         let pp_config = ProcessorConfig::from_file(&dir.join("preprocessor_config.json"))?;
-        let processor = ImageProcessor::new(&pp_config)?;
+        let mut processor = ImageProcessor::new(&pp_config)?;
+        if let Some(grids) = &model.config().vision_encoder_config.anyres_grids {
+            let pinpoints: Vec<(usize, usize)> = grids.iter().map(|&[w, h]| (w, h)).collect();
+            processor = processor.with_pinpoints(pinpoints)?;
+        }
         let crop = model.config().vision().image_size;
         if processor.crop_size() != crop {
             return Err(EngineError::Request(format!(
@@ -200,31 +222,74 @@ impl Pipeline {
                 text.initial_tokenizer_len
             );
         }
+        let eos_ids = read_generation_eos(dir, text.eos_token_id);
         let stop = StopRule {
             end_id: tokenizer.token_to_id("<|end|>"),
-            eos_ids: read_generation_eos(dir, text.eos_token_id),
+            eos_ids: eos_ids.clone(),
+        };
+        // Raw (base-model) prompts end a chunk with <|endofchunk|> and never
+        // rely on <|end|> (family spec §1.7).
+        let mut completion_eos = vec![text.eos_token_id];
+        completion_eos.extend(tokenizer.token_to_id(END_OF_CHUNK_TOKEN));
+        completion_eos.extend(eos_ids.iter().filter(|&&id| Some(id) != stop.end_id));
+        completion_eos.dedup();
+        let completion_stop = StopRule {
+            end_id: None,
+            eos_ids: completion_eos,
         };
         let aspect = options.aspect.unwrap_or(
-            if model.config().vision_encoder_config.image_aspect_ratio == "anyres" {
+            if model.config().vision_encoder_config.aspect_ratio() == "anyres" {
                 AspectMode::Anyres
             } else {
                 AspectMode::Pad
             },
         );
+        let padding_mask = options
+            .padding_mask
+            .unwrap_or(model.family().masks_padding());
         Ok(Self {
             model,
             tokenizer,
             processor,
             aspect,
             stop,
+            completion_stop,
             image_token_id,
             max_pixels: options.max_pixels,
+            splice: options.splice,
+            padding_mask,
         })
     }
 
     /// The model.
-    pub fn model(&self) -> &Blip3Model {
+    pub fn model(&self) -> &VisionLanguageModel {
         &self.model
+    }
+
+    /// Which family member is loaded.
+    pub fn family(&self) -> Family {
+        self.model.family()
+    }
+
+    /// The chat prompt for `question` about `num_images` images, with this
+    /// family's image markers (`<image>\n` for r-v1, `<image> ` for v1.5).
+    pub fn chat_prompt(&self, question: &str, system: Option<&str>, num_images: usize) -> String {
+        crate::prompt::chat_prompt(
+            question,
+            system,
+            self.family().chat_image_marker(),
+            num_images,
+        )
+    }
+
+    /// Whether the perceiver hides the anyres padding.
+    pub fn masks_padding(&self) -> bool {
+        self.padding_mask
+    }
+
+    /// How `<image>` tokens are spliced.
+    pub fn splice_mode(&self) -> SpliceMode {
+        self.splice
     }
 
     /// The tokenizer.
@@ -247,19 +312,20 @@ impl Pipeline {
         self.processor.process(image, self.aspect)
     }
 
-    /// Runs the full pipeline on `prompt` (already templated; it should hold one
-    /// `<image>`) and greedily generates up to `max_new_tokens` ids. `on_token`
-    /// sees each id as it is produced. With `capture`, stage tensors are kept.
+    /// Runs the full pipeline on `prompt` (already templated, with one
+    /// `<image>` per image in order) and greedily generates up to
+    /// `max_new_tokens` ids. `on_token` sees each id as it is produced. With
+    /// `capture`, stage tensors are kept.
     pub fn run(
         &self,
-        image: &RgbImage,
+        images: &[RgbImage],
         prompt: &str,
         max_new_tokens: usize,
         capture: bool,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<RunOutput, EngineError> {
         self.generate(
-            image,
+            images,
             prompt,
             &GenerationParams::greedy(max_new_tokens),
             capture,
@@ -271,7 +337,7 @@ impl Pipeline {
     /// chosen token with its log-probabilities.
     pub fn generate(
         &self,
-        image: &RgbImage,
+        images: &[RgbImage],
         prompt: &str,
         params: &GenerationParams,
         capture: bool,
@@ -280,24 +346,33 @@ impl Pipeline {
         let start = Instant::now();
         let device = self.model.device();
         let input_ids = self.tokenizer.encode(prompt, true);
-        let prepared = self.preprocess(image);
+        self.check_image_count(&input_ids, images.len())?;
+        let prepared: Vec<PreprocessedImage> = images.iter().map(|i| self.preprocess(i)).collect();
         let mut timings = StageTimings {
             preprocess_s: start.elapsed().as_secs_f64(),
             ..Default::default()
         };
 
         let t = Instant::now();
-        let (encoded, pixel_values, vit_tokens) = self.encode_image_stages(&prepared)?;
+        let mut encoded = Vec::with_capacity(prepared.len());
+        let (mut pixel_values, mut vit_tokens) = (Vec::new(), Vec::new());
+        for image in &prepared {
+            let (e, pixels, vit) = self.encode_image_stages(image)?;
+            encoded.push(e);
+            if capture {
+                pixel_values.push(pixels);
+                vit_tokens.push(vit);
+            }
+        }
         timings.vision_encode_s = t.elapsed().as_secs_f64();
 
         // Perceiver, then the splice (a copy, negligible, timed with it).
         let t = Instant::now();
-        let (inputs_embeds, text_embeds, vision_tokens) =
-            self.prompt_embeds_stages(&input_ids, &encoded)?;
+        let spliced = self.prompt_embeds_stages(&input_ids, &encoded)?;
         timings.resampler_s = t.elapsed().as_secs_f64();
 
         let t = Instant::now();
-        let mut seq = self.start(&inputs_embeds, &input_ids, params)?;
+        let mut seq = self.start(&spliced.embeds, &input_ids, params)?;
         let last_logits = Tensor::from_slice(seq.logits(), seq.logits().len(), device)?;
         timings.prefill_s = t.elapsed().as_secs_f64();
         timings.prefill_tokens = seq.prompt_positions;
@@ -314,34 +389,86 @@ impl Pipeline {
         timings.decode_s = t.elapsed().as_secs_f64();
         timings.generated_tokens = seq.generated.len();
 
-        let stages = capture.then(|| StageTensors {
-            pixel_values,
-            vit_tokens,
-            vision_features: encoded.features,
-            text_embeds,
-            vision_tokens,
-            inputs_embeds,
-            last_logits,
-        });
+        let image_token_counts = spliced.counts.clone();
+        let stages = if capture {
+            let features: Vec<&Tensor> = encoded.iter().map(|e| &e.features).collect();
+            let cat = |parts: &[Tensor]| -> Result<Tensor, EngineError> {
+                if parts.is_empty() {
+                    return Ok(Tensor::zeros(0, candle_core::DType::F32, device)?);
+                }
+                Ok(Tensor::cat(parts, 0)?)
+            };
+            let features: Vec<Tensor> = features.into_iter().cloned().collect();
+            let mask = match &spliced.mask {
+                Some(m) if !features.is_empty() => {
+                    let v = features[0].dim(1)?;
+                    Some(Tensor::from_slice(m, (m.len() / v.max(1), v), device)?)
+                }
+                _ => None,
+            };
+            Some(StageTensors {
+                pixel_values: cat(&pixel_values)?,
+                vit_tokens: cat(&vit_tokens)?,
+                vision_features: cat(&features)?,
+                vision_attn_mask: mask,
+                text_embeds: spliced.text_embeds,
+                vision_tokens: spliced.vision_tokens,
+                image_token_counts: spliced.counts,
+                inputs_embeds: spliced.embeds,
+                last_logits,
+            })
+        } else {
+            None
+        };
         Ok(RunOutput {
             text: self.tokenizer.decode_answer(&seq.generated),
             input_ids,
             stop_reason: seq.finished.unwrap_or(StopReason::MaxNewTokens),
             generated_ids: seq.generated,
             timings,
-            image: encoded.info,
+            images: encoded.into_iter().map(|e| e.info).collect(),
+            image_token_counts,
             stages,
         })
+    }
+
+    /// Checks that `num_images` images fit the `<image>` tokens of
+    /// `input_ids` under this pipeline's splice mode, before any vision work.
+    pub fn check_image_count(
+        &self,
+        input_ids: &[u32],
+        num_images: usize,
+    ) -> Result<(), EngineError> {
+        let markers = input_ids
+            .iter()
+            .filter(|&&id| id == self.image_token_id)
+            .count();
+        match self.splice {
+            SpliceMode::EveryImage if markers != num_images => Err(EngineError::Request(format!(
+                "the prompt has {markers} <image> token(s) but {num_images} image(s) were given; \
+                 every <image> takes one image, in order"
+            ))),
+            SpliceMode::FirstOnly if num_images > 1 => Err(EngineError::Request(format!(
+                "first-image-only splicing takes one image, {num_images} were given"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The stop rule of a chat prompt (`<|end|>` and the generation config's eos).
+    pub fn stop_rule(&self) -> &StopRule {
+        &self.stop
+    }
+
+    /// The stop rule of a raw completion prompt (base models): `<|endoftext|>`,
+    /// `<|endofchunk|>` and the generation config's eos other than `<|end|>`.
+    pub fn completion_stop_rule(&self) -> &StopRule {
+        &self.completion_stop
     }
 
     /// The `<image>` token id.
     pub fn image_token_id(&self) -> u32 {
         self.image_token_id
-    }
-
-    /// The ids that end generation.
-    pub fn stop_rule(&self) -> &StopRule {
-        &self.stop
     }
 
     /// The aspect mode images are preprocessed with by default.

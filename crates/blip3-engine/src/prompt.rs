@@ -1,4 +1,5 @@
-//! The instruct chat template (spec §11.1).
+//! Prompt templates: the instruct chat frame (spec §11.1, family spec §2.7)
+//! with one image marker per image, and raw prompts for the base models.
 
 /// The model card's system prompt.
 pub const DEFAULT_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
@@ -6,12 +7,32 @@ pub const DEFAULT_SYSTEM: &str = "A chat between a curious user and an artificia
 /// The `<image>` placeholder token text.
 pub const IMAGE_TOKEN: &str = "<image>";
 
+/// The base models' filler token (one added token whose text has a space).
+pub const IMAGE_PLACEHOLDER_TOKEN: &str = "<image placeholder>";
+
+/// The base models' end of an interleaved chunk.
+pub const END_OF_CHUNK_TOKEN: &str = "<|endofchunk|>";
+
+/// r-v1's marker: `<image>` on its own line before the question.
+pub const LINE_IMAGE_MARKER: &str = "<image>\n";
+
+/// `<|system|>\n{system}<|end|>\n<|user|>\n{content}<|end|>\n<|assistant|>\n`
+/// where `content` is `image_marker` once per image, then the question.
+pub fn chat_prompt(
+    question: &str,
+    system: Option<&str>,
+    image_marker: &str,
+    num_images: usize,
+) -> String {
+    let system = system.unwrap_or(DEFAULT_SYSTEM);
+    let images = image_marker.repeat(num_images);
+    format!("<|system|>\n{system}<|end|>\n<|user|>\n{images}{question}<|end|>\n<|assistant|>\n")
+}
+
+/// The r-v1 model card's one-image prompt:
 /// `<|system|>\n{system}<|end|>\n<|user|>\n<image>\n{question}<|end|>\n<|assistant|>\n`.
 pub fn instruct_prompt(question: &str, system: Option<&str>) -> String {
-    let system = system.unwrap_or(DEFAULT_SYSTEM);
-    format!(
-        "<|system|>\n{system}<|end|>\n<|user|>\n{IMAGE_TOKEN}\n{question}<|end|>\n<|assistant|>\n"
-    )
+    chat_prompt(question, system, LINE_IMAGE_MARKER, 1)
 }
 
 #[cfg(test)]
@@ -23,5 +44,18 @@ mod tests {
         let p = instruct_prompt("Q?", None);
         assert!(p.starts_with("<|system|>\nA chat between"));
         assert!(p.ends_with("<|user|>\n<image>\nQ?<|end|>\n<|assistant|>\n"));
+    }
+
+    #[test]
+    fn v15_puts_one_inline_marker_per_image() {
+        let p = chat_prompt("Describe both pictures.", None, "<image> ", 2);
+        assert!(p.ends_with(
+            "<|user|>\n<image> <image> Describe both pictures.<|end|>\n<|assistant|>\n"
+        ));
+        let none = chat_prompt("Hi", Some("S"), "<image> ", 0);
+        assert_eq!(
+            none,
+            "<|system|>\nS<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"
+        );
     }
 }

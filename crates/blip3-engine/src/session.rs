@@ -10,7 +10,7 @@ use blip3_model::phi3::KvCache;
 use blip3_preprocess::PreprocessedImage;
 use candle_core::Tensor;
 
-use crate::generation::StopReason;
+use crate::generation::{StopReason, StopRule};
 use crate::pipeline::{ImageInfo, Pipeline};
 use crate::sampling::{Choice, Sampler, SamplingParams};
 use crate::EngineError;
@@ -24,6 +24,9 @@ pub struct GenerationParams {
     pub sampling: SamplingParams,
     /// Alternatives reported with each token (0 = none).
     pub top_logprobs: usize,
+    /// The prompt is a raw completion (base models, few-shot): stop on
+    /// `<|endoftext|>` / `<|endofchunk|>` instead of the chat's `<|end|>`.
+    pub completion: bool,
 }
 
 impl GenerationParams {
@@ -33,31 +36,71 @@ impl GenerationParams {
             max_new_tokens,
             sampling: SamplingParams::default(),
             top_logprobs: 0,
+            completion: false,
         }
     }
 }
 
-/// The ViT output of one image, regrouped for the perceiver: what does not
-/// depend on the prompt, hence what an image cache keeps.
+/// The tower output of one image, regrouped for the perceiver, with its
+/// padding mask: what does not depend on the prompt, hence what an image
+/// cache keeps.
 #[derive(Debug, Clone)]
 pub struct EncodedImage {
-    /// `[N, g², W]`.
+    /// `[N, g², C]`.
     pub features: Tensor,
+    /// The anyres padding mask `[N·g²]` (1 keep, 0 padded).
+    pub padding_mask: Vec<f32>,
     /// How the image was cut.
     pub info: ImageInfo,
 }
 
 impl EncodedImage {
-    /// Bytes held by the features.
+    /// Rebuilds an encoded image from stored features `[N, g², C]` (e.g. a
+    /// disk cache); the padding mask follows from the image's size and grid.
+    pub fn from_features(features: Tensor, info: ImageInfo) -> Result<Self, EngineError> {
+        let (n, v, _) = features.dims3()?;
+        let g = (v as f64).sqrt().round() as usize;
+        if g * g != v || n != info.num_crops {
+            return Err(EngineError::Request(format!(
+                "features of shape {:?} do not fit {} crops of a square token grid",
+                features.dims(),
+                info.num_crops
+            )));
+        }
+        let padding_mask = blip3_model::anyres::padding_mask(info.image_size, info.grid, n, g);
+        Ok(Self {
+            features,
+            padding_mask,
+            info,
+        })
+    }
+
+    /// Bytes held by the features and the mask.
     pub fn size_bytes(&self) -> usize {
         self.features.elem_count() * self.features.dtype().size_in_bytes()
+            + self.padding_mask.len() * 4
     }
+}
+
+/// The language model's input and what produced it (parity dumps).
+pub(crate) struct Spliced {
+    /// `[L, D]`.
+    pub embeds: Tensor,
+    /// Perceiver text-query input (r-v1 instruct).
+    pub text_embeds: Option<Tensor>,
+    /// Perceiver output `[ΣN·Q, D]`.
+    pub vision_tokens: Tensor,
+    /// Rows per image.
+    pub counts: Vec<usize>,
+    /// The mask the perceiver applied `[ΣN·g²]`, if it masked.
+    pub mask: Option<Vec<f32>>,
 }
 
 /// One sequence being generated: its KV cache, the logits for its next token
 /// and what it has produced so far.
 pub struct Sequence {
     cache: KvCache,
+    stop: StopRule,
     logits: Vec<f32>,
     sampler: Sampler,
     history: Vec<u32>,
@@ -90,13 +133,13 @@ impl Sequence {
 }
 
 impl Pipeline {
-    /// Runs the ViT on a preprocessed image and regroups its tokens.
+    /// Runs the vision tower on a preprocessed image and regroups its tokens.
     pub fn encode_image(&self, prepared: &PreprocessedImage) -> Result<EncodedImage, EngineError> {
         Ok(self.encode_image_stages(prepared)?.0)
     }
 
     /// [`encode_image`](Self::encode_image) that also returns the pixel
-    /// tensor `[N, 3, S, S]` and the ViT tokens before regrouping (parity dumps).
+    /// tensor `[N, 3, S, S]` and the tower tokens before regrouping (parity dumps).
     pub(crate) fn encode_image_stages(
         &self,
         prepared: &PreprocessedImage,
@@ -107,56 +150,84 @@ impl Pipeline {
             (prepared.num_crops, 3, s, s),
             self.model().device(),
         )?;
-        self.model().check_pixels(&pixel_values)?;
-        let vit_tokens = self.model().vision().forward(&pixel_values)?;
-        let g = self.model().vision().config().grid();
-        let features = blip3_model::anyres::regroup_features(&vit_tokens, prepared.grid, g)?;
+        let crops = self
+            .model()
+            .encode_crops(&pixel_values, prepared.grid, prepared.image_size)?;
         let encoded = EncodedImage {
-            features,
+            features: crops.features,
+            padding_mask: crops.padding_mask,
             info: ImageInfo::of(prepared),
         };
-        Ok((encoded, pixel_values, vit_tokens))
+        Ok((encoded, pixel_values, crops.vit_tokens))
     }
 
-    /// Perceiver (conditioned on `input_ids`) and splice: the language model's
-    /// input `[L, D]`. Without an image the prompt must not hold `<image>`.
+    /// Perceiver (conditioned on `input_ids` for r-v1 instruct) and splice:
+    /// the language model's input `[L, D]`. `images` are in `<image>` order;
+    /// their count must fit the prompt's `<image>` tokens.
     pub fn prompt_embeds(
         &self,
         input_ids: &[u32],
-        image: Option<&EncodedImage>,
+        images: &[EncodedImage],
     ) -> Result<Tensor, EngineError> {
-        match image {
-            Some(image) => Ok(self.prompt_embeds_stages(input_ids, image)?.0),
-            None => {
-                if input_ids.contains(&self.image_token_id()) {
-                    return Err(EngineError::Request(
-                        "the prompt has an <image> token but no image was given".into(),
-                    ));
-                }
-                Ok(self.model().lm().embed(input_ids)?)
-            }
-        }
+        Ok(self.prompt_embeds_stages(input_ids, images)?.embeds)
     }
 
-    /// [`prompt_embeds`](Self::prompt_embeds) with an image, also returning the
-    /// perceiver's text-query input and its output tokens `[N·Q, D]` (parity
-    /// dumps).
+    /// [`prompt_embeds`](Self::prompt_embeds) keeping the intermediate
+    /// tensors. All images' crops go through the perceiver as one batch.
     pub(crate) fn prompt_embeds_stages(
         &self,
         input_ids: &[u32],
-        image: &EncodedImage,
-    ) -> Result<(Tensor, Option<Tensor>, Tensor), EngineError> {
-        let text_embeds = self.model().text_queries(input_ids)?;
-        let resampled = self
-            .model()
-            .resampler()
-            .forward(&image.features, text_embeds.as_ref())?;
+        images: &[EncodedImage],
+    ) -> Result<Spliced, EngineError> {
+        self.check_image_count(input_ids, images.len())?;
+        let model = self.model();
+        let d = model.config().text_config.hidden_size;
+        if images.is_empty() {
+            return Ok(Spliced {
+                embeds: model.lm().embed(input_ids)?,
+                text_embeds: None,
+                vision_tokens: Tensor::zeros((0, d), candle_core::DType::F32, model.device())?,
+                counts: Vec::new(),
+                mask: None,
+            });
+        }
+        let text_embeds = model.text_queries(input_ids)?;
+        let parts: Vec<&Tensor> = images.iter().map(|i| &i.features).collect();
+        let features = Tensor::cat(&parts, 0)?;
+        let mask: Option<Vec<f32>> = self.masks_padding().then(|| {
+            images
+                .iter()
+                .flat_map(|i| i.padding_mask.iter().copied())
+                .collect()
+        });
+        let resampled =
+            model
+                .resampler()
+                .forward(&features, mask.as_deref(), text_embeds.as_ref())?;
         let (n, q, d) = resampled.dims3()?;
         let vision_tokens = resampled.reshape((n * q, d))?;
-        let embeds = self
-            .model()
-            .splice(input_ids, &vision_tokens, self.image_token_id())?;
-        Ok((embeds, text_embeds, vision_tokens))
+        let mut blocks = Vec::with_capacity(images.len());
+        let mut counts = Vec::with_capacity(images.len());
+        let mut row = 0;
+        for image in images {
+            let rows = image.features.dim(0)? * q;
+            blocks.push(vision_tokens.narrow(0, row, rows)?);
+            counts.push(rows);
+            row += rows;
+        }
+        let embeds = model.splice(
+            input_ids,
+            &blocks,
+            self.image_token_id(),
+            self.splice_mode(),
+        )?;
+        Ok(Spliced {
+            embeds,
+            text_embeds,
+            vision_tokens,
+            counts,
+            mask,
+        })
     }
 
     /// Prefills `inputs_embeds` `[L, D]` and returns a sequence whose next
@@ -182,6 +253,11 @@ impl Pipeline {
         let logits = lm.logits(&hidden.narrow(0, len - 1, 1)?)?;
         Ok(Sequence {
             cache,
+            stop: if params.completion {
+                self.completion_stop_rule().clone()
+            } else {
+                self.stop_rule().clone()
+            },
             logits: logits.flatten_all()?.to_vec1()?,
             sampler: Sampler::new(params.sampling.clone()),
             history: input_ids.to_vec(),
@@ -212,7 +288,7 @@ impl Pipeline {
             .sample(&seq.logits, &seq.history, seq.top_logprobs);
         seq.generated.push(choice.id);
         seq.history.push(choice.id);
-        if let Some(reason) = self.stop_rule().check(choice.id) {
+        if let Some(reason) = seq.stop.check(choice.id) {
             seq.finished = Some(reason);
         } else if seq.generated.len() >= seq.max_new_tokens {
             seq.finished = Some(StopReason::MaxNewTokens);

@@ -12,6 +12,8 @@ pub enum Activation {
     Identity,
     /// open_clip's QuickGELU, `x · sigmoid(1.702·x)`.
     QuickGelu,
+    /// PyTorch's `gelu(approximate="tanh")` (SigLIP's `gelu_pytorch_tanh`).
+    GeluTanh,
 }
 
 impl Activation {
@@ -20,6 +22,7 @@ impl Activation {
         match self {
             Self::Identity => {}
             Self::QuickGelu => quick_gelu(features, xs),
+            Self::GeluTanh => gelu_tanh(features, xs),
         }
     }
 }
@@ -65,6 +68,33 @@ pub fn quick_gelu(features: CpuFeatures, xs: &mut [f32]) {
     let _ = features;
     for x in xs {
         *x = quick_gelu_scalar(*x);
+    }
+}
+
+/// √(2/π), the scale inside GELU's tanh approximation.
+const GELU_TANH_SCALE: f32 = 0.797_884_6;
+/// The cubic coefficient of GELU's tanh approximation.
+const GELU_TANH_CUBIC: f32 = 0.044_715;
+
+/// GELU (tanh approximation) reference:
+/// `0.5·x·(1 + tanh(u))` with `u = √(2/π)·(x + 0.044715·x³)`, written as the
+/// equal `x / (1 + e^(−2u))` so it shares QuickGELU's vector shape.
+pub fn gelu_tanh_scalar(x: f32) -> f32 {
+    let u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x * x * x);
+    x / (1.0 + (-2.0 * u).exp())
+}
+
+/// GELU (tanh approximation) in place.
+pub fn gelu_tanh(features: CpuFeatures, xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if features.avx2_fma {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        unsafe { avx2::gelu_tanh(xs) };
+        return;
+    }
+    let _ = features;
+    for x in xs {
+        *x = gelu_tanh_scalar(*x);
     }
 }
 
@@ -135,6 +165,26 @@ mod avx2 {
             *x = super::quick_gelu_scalar(*x);
         }
     }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_tanh(xs: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        let scale = _mm256_set1_ps(-2.0 * super::GELU_TANH_SCALE);
+        let cubic = _mm256_set1_ps(super::GELU_TANH_CUBIC);
+        let mut chunks = xs.chunks_exact_mut(8);
+        for c in &mut chunks {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            // −2u = −2·√(2/π)·(x + 0.044715·x³) = (−2√(2/π))·x·(1 + 0.044715·x²).
+            let inner = _mm256_fmadd_ps(_mm256_mul_ps(cubic, x), x, one);
+            let e = exp(_mm256_mul_ps(_mm256_mul_ps(scale, x), inner));
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_div_ps(x, _mm256_add_ps(one, e)));
+        }
+        for x in chunks.into_remainder() {
+            *x = super::gelu_tanh_scalar(*x);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,5 +236,27 @@ mod tests {
             assert!(err <= 1e-6 * w.abs().max(1e-3), "x = {x}: {g} vs {w}");
         }
         assert_eq!(got[got.len() - 6], 1e4);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_the_tanh_formula_over_the_range() {
+        let mut xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.003).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e4, -1e4, 60.0, -60.0, 9.5, -9.5]);
+        let want: Vec<f64> = xs
+            .iter()
+            .map(|&x| {
+                let x = f64::from(x);
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + u.tanh())
+            })
+            .collect();
+        for features in [CpuFeatures::detect(), CpuFeatures::default()] {
+            let mut got = xs.clone();
+            gelu_tanh(features, &mut got);
+            for ((g, w), x) in got.iter().zip(&want).zip(&xs) {
+                let err = (f64::from(*g) - w).abs();
+                assert!(err <= 2e-6 * w.abs().max(1e-2), "x = {x}: {g} vs {w}");
+            }
+        }
     }
 }

@@ -177,9 +177,13 @@ impl<'a> Strided<'a> {
 
 /// Which keys each query may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
+pub enum Visibility<'a> {
     /// Every key (ViT, perceiver).
     All,
+    /// Every key whose entry is `true` in this `[B, keys]` mask (the masked
+    /// perceiver: padded media tokens are hidden, a −∞ logit before the
+    /// softmax). Each sequence must keep at least one key.
+    KeyMask(&'a [bool]),
     /// Query `t` sits at absolute position `query_start + t` and sees keys
     /// `p − window ..= p` of it (`window: None`: all earlier keys).
     Causal {
@@ -223,7 +227,7 @@ pub fn attention(
     k: Strided,
     v: Strided,
     scale: f32,
-    visibility: Visibility,
+    visibility: Visibility<'_>,
     out: &mut [f32],
 ) {
     let AttentionShape {
@@ -239,6 +243,9 @@ pub fn attention(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
         "head grouping"
     );
+    if let Visibility::KeyMask(mask) = visibility {
+        assert_eq!(mask.len(), batch * keys, "key mask size");
+    }
     let features = CpuFeatures::detect();
     let group = heads / kv_heads;
     // One [queries, hd] result per (sequence, head), scattered afterwards.
@@ -264,7 +271,7 @@ pub fn attention(
             for t0 in (0..queries).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(queries - t0);
                 let (lo, hi) = match visibility {
-                    Visibility::All => (0, keys),
+                    Visibility::All | Visibility::KeyMask(_) => (0, keys),
                     Visibility::Causal {
                         query_start,
                         window,
@@ -286,19 +293,29 @@ pub fn attention(
                     gemm_serial(qb, rows, &kw, s);
                 }
                 for (i, row) in s.chunks_exact_mut(span.max(1)).enumerate().take(rows) {
-                    if let Visibility::Causal {
-                        query_start,
-                        window,
-                    } = visibility
-                    {
-                        let p = query_start + t0 + i;
-                        let first = window.map_or(0, |w| p.saturating_sub(w));
-                        for (j, x) in row.iter_mut().enumerate() {
-                            let key = lo + j;
-                            if key > p || key < first {
-                                *x = f32::NEG_INFINITY;
+                    match visibility {
+                        Visibility::Causal {
+                            query_start,
+                            window,
+                        } => {
+                            let p = query_start + t0 + i;
+                            let first = window.map_or(0, |w| p.saturating_sub(w));
+                            for (j, x) in row.iter_mut().enumerate() {
+                                let key = lo + j;
+                                if key > p || key < first {
+                                    *x = f32::NEG_INFINITY;
+                                }
                             }
                         }
+                        Visibility::KeyMask(mask) => {
+                            let keep = &mask[b * keys + lo..b * keys + hi];
+                            for (x, &k) in row.iter_mut().zip(keep) {
+                                if !k {
+                                    *x = f32::NEG_INFINITY;
+                                }
+                            }
+                        }
+                        Visibility::All => {}
                     }
                     softmax(features, row);
                 }
@@ -482,7 +499,7 @@ mod tests {
         v: &[f32],
         shape: AttentionShape,
         scale: f64,
-        visibility: Visibility,
+        visibility: Visibility<'_>,
     ) -> Vec<f32> {
         let AttentionShape {
             batch,
@@ -500,6 +517,7 @@ mod tests {
                     let visible: Vec<usize> = (0..keys)
                         .filter(|&j| match visibility {
                             Visibility::All => true,
+                            Visibility::KeyMask(mask) => mask[b * keys + j],
                             Visibility::Causal {
                                 query_start,
                                 window,
@@ -541,7 +559,22 @@ mod tests {
 
     #[test]
     fn multi_query_attention_matches_reference_with_masks() {
+        // Perceiver-like key masks: sequence 0 hides a leading and a trailing
+        // band (padding rows), sequence 1 hides nothing, sequence 2 all but
+        // the last 8 keys (the latents, always visible).
+        let key_mask: Vec<bool> = (0..3 * 45)
+            .map(|i| {
+                let (b, j) = (i / 45, i % 45);
+                match b {
+                    0 => (6..31).contains(&j) || j >= 37,
+                    1 => true,
+                    _ => j >= 37,
+                }
+            })
+            .collect();
         let cases = [
+            (3, 4, 4, 8, 45, 16, Visibility::KeyMask(&key_mask)),
+            (3, 2, 2, 130, 45, 12, Visibility::KeyMask(&key_mask)),
             // (batch, heads, kv_heads, queries, keys, hd, visibility)
             (2, 3, 3, 37, 37, 20, Visibility::All),
             (1, 2, 2, 200, 200, 80, Visibility::All),

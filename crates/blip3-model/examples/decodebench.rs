@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use blip3_model::phi3::{KvCache, Phi3};
 use blip3_model::weights::{WeightDtype, WeightStore};
-use blip3_model::Blip3Config;
+use blip3_model::ModelConfig;
 use candle_core::Device;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -52,7 +52,7 @@ fn main() -> Result<(), Error> {
     );
     let steps: usize = args.next().map_or(Ok(32), |a| a.parse())?;
     let rounds: usize = args.next().map_or(Ok(4), |a| a.parse())?;
-    let config = Blip3Config::from_file(&dir.join("config.json"))?;
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let t = Instant::now();
     let store = WeightStore::open(&dir, &Device::Cpu, WeightDtype::AsStored)?;
     let lm = Phi3::load(&store, "vlm.lang_model", &config.text_config)?;

@@ -53,9 +53,71 @@ pub fn regroup_features(tokens: &Tensor, grid: (usize, usize), g: usize) -> Resu
     Ok(Tensor::cat(&[&base, &groups], 0)?)
 }
 
+/// The anyres padding mask of one image (`unpad_image` with
+/// `keep_original_shape`, spec §5 step 4), regrouped like the features:
+/// `[(1 + P)·g²]`, the global crop's row all ones, then group k = the raster
+/// slice `[g²k, g²(k+1))` of the stitched `[nph·g, npw·g]` map, where 0 marks
+/// the letterbox border. One crop (pad mode) gives a row of ones.
+pub fn padding_mask(
+    (width, height): (usize, usize),
+    (npw, nph): (usize, usize),
+    num_crops: usize,
+    g: usize,
+) -> Vec<f32> {
+    let v = g * g;
+    let mut mask = vec![1f32; num_crops * v];
+    if num_crops <= 1 || width == 0 || height == 0 {
+        return mask;
+    }
+    let (cw, ch) = (npw * g, nph * g);
+    let stitched = &mut mask[v..];
+    // Python float arithmetic: compare aspect ratios, then truncate.
+    let (w, h) = (width as f64, height as f64);
+    if w / h > cw as f64 / ch as f64 {
+        let new_h = (h * (cw as f64 / w)) as usize;
+        let pad = ch.saturating_sub(new_h) / 2;
+        for y in (0..pad).chain(ch - pad..ch) {
+            stitched[y * cw..(y + 1) * cw].fill(0.0);
+        }
+    } else {
+        let new_w = (w * (ch as f64 / h)) as usize;
+        let pad = cw.saturating_sub(new_w) / 2;
+        for y in 0..ch {
+            for x in (0..pad).chain(cw - pad..cw) {
+                stitched[y * cw + x] = 0.0;
+            }
+        }
+    }
+    mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_mask_matches_the_fixture_counts() {
+        // (size, grid, crops, masked tokens) from the v1.5 fixture, g = 4.
+        let cases = [
+            ((30, 200), (1, 3), 4, 24),
+            ((100, 30), (2, 1), 3, 16),
+            ((500, 100), (3, 1), 4, 24),
+            ((200, 150), (2, 2), 5, 16),
+            ((420, 130), (3, 1), 4, 0),
+            ((40, 25), (1, 2), 3, 24),
+        ];
+        for (size, grid, n, masked) in cases {
+            let m = padding_mask(size, grid, n, 4);
+            assert_eq!(m.len(), n * 16);
+            assert!(m[..16].iter().all(|&x| x == 1.0), "global crop row");
+            let zeros = m.iter().filter(|&&x| x == 0.0).count();
+            assert_eq!(zeros, masked, "{size:?}");
+        }
+        // Spec §10.7 at g = 27: 640×480 on 2×2 masks 7 rows top and bottom.
+        let m = padding_mask((640, 480), (2, 2), 5, 27);
+        assert_eq!(m.iter().filter(|&&x| x == 0.0).count(), 14 * 54);
+        assert_eq!(padding_mask((640, 480), (1, 1), 1, 27), vec![1.0; 729]);
+    }
 
     /// (crop, token) of each regrouped position.
     fn groups(npw: usize, nph: usize, g: usize) -> Vec<Vec<(usize, usize)>> {

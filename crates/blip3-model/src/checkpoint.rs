@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::config::Blip3Config;
-use crate::decoupled::NUM_ADDITIONAL;
+use crate::family::Family;
+use crate::weights::WeightStore;
 use crate::{ModelError, Result};
 
 /// How a tensor is initialised.
@@ -35,7 +35,8 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    fn new(name: impl Into<String>, shape: &[usize], init: Init) -> Self {
+    /// A tensor `name` of `shape` drawn from `init`.
+    pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> Self {
         Self {
             name: name.into(),
             shape: shape.to_vec(),
@@ -49,222 +50,58 @@ impl TensorSpec {
     }
 }
 
-const W_STD: f32 = 0.02;
+/// Standard deviation of random weights (and of the noise on norm weights).
+pub(crate) const W_STD: f32 = 0.02;
 
-/// Every tensor of a BLIP-3 r-v1 checkpoint for `config`, in a stable order
-/// (666 for the real instruct model; `text_projection` only if `instruct`).
-pub fn tensor_specs(config: &Blip3Config, instruct: bool) -> Vec<TensorSpec> {
-    let mut out = Vec::new();
-    let w = Init::Normal(W_STD);
-    let norm = Init::OnePlusNormal(W_STD);
+/// Random weights: Normal(0, 0.02).
+pub(crate) const WEIGHT: Init = Init::Normal(W_STD);
+/// Random norm weights: 1 + Normal(0, 0.02).
+pub(crate) const NORM: Init = Init::OnePlusNormal(W_STD);
 
-    let v = config.vision();
-    let (vw, g, p) = (v.width, v.grid(), v.patch_size);
-    let ve = "vlm.vision_encoder";
-    out.push(TensorSpec::new(format!("{ve}.class_embedding"), &[vw], w));
-    out.push(TensorSpec::new(
-        format!("{ve}.positional_embedding"),
-        &[g * g + 1, vw],
-        w,
-    ));
-    out.push(TensorSpec::new(format!("{ve}.proj"), &[vw, 1024], w));
-    out.push(TensorSpec::new(
-        format!("{ve}.conv1.weight"),
-        &[vw, 3, p, p],
-        w,
-    ));
-    out.push(TensorSpec::new(format!("{ve}.ln_pre.weight"), &[vw], norm));
-    out.push(TensorSpec::new(format!("{ve}.ln_pre.bias"), &[vw], w));
-    for i in 0..v.layers {
-        let b = format!("{ve}.transformer.resblocks.{i}");
-        let mlp = v.mlp_width();
-        out.push(TensorSpec::new(format!("{b}.ln_1.weight"), &[vw], norm));
-        out.push(TensorSpec::new(format!("{b}.ln_1.bias"), &[vw], w));
-        out.push(TensorSpec::new(
-            format!("{b}.attn.in_proj_weight"),
-            &[3 * vw, vw],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.attn.in_proj_bias"),
-            &[3 * vw],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.attn.out_proj.weight"),
-            &[vw, vw],
-            w,
-        ));
-        out.push(TensorSpec::new(format!("{b}.attn.out_proj.bias"), &[vw], w));
-        out.push(TensorSpec::new(format!("{b}.ln_2.weight"), &[vw], norm));
-        out.push(TensorSpec::new(format!("{b}.ln_2.bias"), &[vw], w));
-        out.push(TensorSpec::new(
-            format!("{b}.mlp.c_fc.weight"),
-            &[mlp, vw],
-            w,
-        ));
-        out.push(TensorSpec::new(format!("{b}.mlp.c_fc.bias"), &[mlp], w));
-        out.push(TensorSpec::new(
-            format!("{b}.mlp.c_proj.weight"),
-            &[vw, mlp],
-            w,
-        ));
-        out.push(TensorSpec::new(format!("{b}.mlp.c_proj.bias"), &[vw], w));
+/// Checks an opened checkpoint against a family's key table before any
+/// tensor is read: every key must be present (dense or pre-quantised), except
+/// r-v1's `lm_head.bias`, which older exports lack (zeros, logged). Keys the
+/// table does not know are logged and left unread (v1.5's SigLIP pooling head
+/// among them); shapes are checked as each tensor loads.
+pub fn check_keys(store: &WeightStore, family: Family, specs: &[TensorSpec]) -> Result<()> {
+    let optional = |name: &str| family == Family::Blip3R1 && name == "vlm.lang_model.lm_head.bias";
+    let missing: Vec<&str> = specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| !store.contains_weight(name) && !optional(name))
+        .collect();
+    if let Some(first) = missing.first() {
+        let searched = format!(
+            "{} of the {} tensors a {family} checkpoint holds are absent; is config.json's family right?",
+            missing.len(),
+            specs.len()
+        );
+        return Err(ModelError::MissingTensor {
+            name: (*first).to_string(),
+            searched,
+        });
     }
-    out.push(TensorSpec::new(format!("{ve}.ln_post.weight"), &[vw], norm));
-    out.push(TensorSpec::new(format!("{ve}.ln_post.bias"), &[vw], w));
-
-    let r = &config.vision_tokenizer_config;
-    let vt = "vlm.vision_tokenizer";
-    let (c, d, inner) = (
-        r.vis_feature_dim,
-        r.lang_embedding_dim,
-        r.heads * r.dim_head,
-    );
-    out.push(TensorSpec::new(
-        format!("{vt}.latents"),
-        &[r.num_vis_tokens, c],
-        Init::Normal(1.0),
-    ));
-    out.push(TensorSpec::new(
-        format!("{vt}.projection.weight"),
-        &[d, c],
-        w,
-    ));
-    out.push(TensorSpec::new(format!("{vt}.projection.bias"), &[d], w));
-    if instruct {
-        out.push(TensorSpec::new(
-            format!("{vt}.text_projection.0.weight"),
-            &[c, d],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{vt}.text_projection.0.bias"),
-            &[c],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{vt}.text_projection.2.weight"),
-            &[c, c],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{vt}.text_projection.2.bias"),
-            &[c],
-            w,
-        ));
+    let known: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut unused = 0usize;
+    for name in store.names() {
+        let base = name
+            .rsplit_once('.')
+            .filter(|(_, suffix)| ["q8_0", "q4_0", "q4_k", "scales"].contains(suffix))
+            .map_or(name, |(base, _)| base);
+        if known.contains(base) {
+            continue;
+        }
+        if family.unused_prefixes().iter().any(|p| name.starts_with(p)) {
+            tracing::debug!("{name}: not used by the {family} forward pass, ignored");
+        } else {
+            tracing::warn!("{name}: not a {family} tensor, ignored");
+        }
+        unused += 1;
     }
-    for l in 0..r.depth {
-        let a = format!("{vt}.layers.{l}.0");
-        let f = format!("{vt}.layers.{l}.1");
-        out.push(TensorSpec::new(
-            format!("{a}.norm_media.weight"),
-            &[c],
-            norm,
-        ));
-        out.push(TensorSpec::new(format!("{a}.norm_media.bias"), &[c], w));
-        out.push(TensorSpec::new(
-            format!("{a}.norm_latents.weight"),
-            &[c],
-            norm,
-        ));
-        out.push(TensorSpec::new(format!("{a}.norm_latents.bias"), &[c], w));
-        out.push(TensorSpec::new(format!("{a}.to_q.weight"), &[inner, c], w));
-        out.push(TensorSpec::new(
-            format!("{a}.to_kv.weight"),
-            &[2 * inner, c],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{a}.to_out.weight"),
-            &[c, inner],
-            w,
-        ));
-        out.push(TensorSpec::new(format!("{f}.0.weight"), &[c], norm));
-        out.push(TensorSpec::new(format!("{f}.0.bias"), &[c], w));
-        out.push(TensorSpec::new(
-            format!("{f}.1.weight"),
-            &[c * r.ff_mult, c],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{f}.3.weight"),
-            &[c, c * r.ff_mult],
-            w,
-        ));
+    if unused > 0 {
+        tracing::info!("{unused} checkpoint tensors are not used and were not loaded");
     }
-    out.push(TensorSpec::new(format!("{vt}.norm.weight"), &[c], norm));
-    out.push(TensorSpec::new(format!("{vt}.norm.bias"), &[c], w));
-
-    let t = &config.text_config;
-    let lm = "vlm.lang_model";
-    let (h, vocab) = (t.hidden_size, t.vocab_size);
-    let qkv = (t.num_attention_heads + 2 * t.kv_heads()) * t.head_dim();
-    out.push(TensorSpec::new(
-        format!("{lm}.model.embed_tokens.weight"),
-        &[vocab, h],
-        w,
-    ));
-    out.push(TensorSpec::new(
-        format!("{lm}.model.embed_tokens.additional_embedding.weight"),
-        &[NUM_ADDITIONAL, h],
-        w,
-    ));
-    for i in 0..t.num_hidden_layers {
-        let b = format!("{lm}.model.layers.{i}");
-        out.push(TensorSpec::new(
-            format!("{b}.self_attn.qkv_proj.weight"),
-            &[qkv, h],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.self_attn.o_proj.weight"),
-            &[h, h],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.mlp.gate_up_proj.weight"),
-            &[2 * t.intermediate_size, h],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.mlp.down_proj.weight"),
-            &[h, t.intermediate_size],
-            w,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.input_layernorm.weight"),
-            &[h],
-            norm,
-        ));
-        out.push(TensorSpec::new(
-            format!("{b}.post_attention_layernorm.weight"),
-            &[h],
-            norm,
-        ));
-    }
-    out.push(TensorSpec::new(
-        format!("{lm}.model.norm.weight"),
-        &[h],
-        norm,
-    ));
-    out.push(TensorSpec::new(
-        format!("{lm}.lm_head.weight"),
-        &[vocab, h],
-        w,
-    ));
-    out.push(TensorSpec::new(format!("{lm}.lm_head.bias"), &[vocab], w));
-    out.push(TensorSpec::new(
-        format!("{lm}.lm_head.additional_fc.weight"),
-        &[NUM_ADDITIONAL, h],
-        w,
-    ));
-    out.push(TensorSpec::new(
-        format!("{lm}.lm_head.additional_fc.bias"),
-        &[NUM_ADDITIONAL],
-        w,
-    ));
-    out
+    Ok(())
 }
 
 /// Element type written to a random checkpoint.
@@ -487,19 +324,55 @@ pub fn write_random_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ModelConfig;
 
     #[test]
     fn real_instruct_layout_has_666_tensors_and_4_589_362_243_parameters() {
-        let cfg = Blip3Config::instruct_r_v1();
-        let specs = tensor_specs(&cfg, true);
+        use crate::family::Variant;
+        let cfg = ModelConfig::instruct_r_v1();
+        let family = cfg.family().unwrap();
+        assert_eq!(family, Family::Blip3R1);
+        let instruct = Variant {
+            text_projection: true,
+        };
+        let specs = family.tensor_specs(&cfg, instruct);
         assert_eq!(specs.len(), 666);
         let params: usize = specs.iter().map(TensorSpec::numel).sum();
         assert_eq!(params, 4_589_362_243);
-        let base: usize = tensor_specs(&cfg, false)
+        let base = family.tensor_specs(
+            &cfg,
+            Variant {
+                text_projection: false,
+            },
+        );
+        assert_eq!(base.len(), 662);
+        assert_eq!(
+            base.iter().map(TensorSpec::numel).sum::<usize>(),
+            4_583_789_123
+        );
+    }
+
+    #[test]
+    fn real_v15_layout_has_718_tensors_and_4_359_257_219_parameters() {
+        use crate::family::Variant;
+        let cfg = ModelConfig::xgenmm_v15();
+        let family = cfg.family().unwrap();
+        assert_eq!(family, Family::XgenmmV15);
+        let specs = family.tensor_specs(
+            &cfg,
+            Variant {
+                text_projection: false,
+            },
+        );
+        assert_eq!(specs.len(), 718);
+        let params: usize = specs.iter().map(TensorSpec::numel).sum();
+        assert_eq!(params, 4_359_257_219);
+        let head: usize = specs
             .iter()
+            .filter(|s| s.name.starts_with("vlm.vision_encoder.head."))
             .map(TensorSpec::numel)
             .sum();
-        assert_eq!(base, 4_583_789_123);
+        assert_eq!(head, 15_238_352);
     }
 
     #[test]

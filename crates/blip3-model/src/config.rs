@@ -1,4 +1,5 @@
-//! `config.json` of a BLIP-3 model folder (spec §2), mirroring the HF classes.
+//! `config.json` of a BLIP-3 / xGen-MM model folder (spec §2, family spec §2.8),
+//! mirroring the HF classes.
 //!
 //! The real file only names model types and a handful of fields; everything
 //! else comes from the Python class defaults, reproduced here as serde defaults.
@@ -8,12 +9,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::Family;
 use crate::{ModelError, Result};
 
-/// Top-level `config.json`.
+/// Top-level `config.json` of any family member (r-v1 or v1.5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Blip3Config {
-    /// `blip_3` (init release) or `xgenmm` (renamed release).
+pub struct ModelConfig {
+    /// `blip_3` (init release) or `xgenmm` (renamed release and v1.5).
     pub model_type: String,
     /// Vision tower settings.
     #[serde(default)]
@@ -26,81 +28,84 @@ pub struct Blip3Config {
 }
 
 /// `vision_encoder_config`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VisionEncoderConfig {
-    /// open_clip model name; only `ViT-H-14-378-quickgelu` exists for r-v1.
-    #[serde(default = "default_vit_name")]
-    pub model_name: String,
-    /// Crop size S.
-    #[serde(default = "default_image_size")]
-    pub force_image_size: usize,
-    /// `anyres` or `pad`.
-    #[serde(default = "default_anyres")]
-    pub image_aspect_ratio: String,
-    /// Whether grid crops are sampled (always true for r-v1).
-    #[serde(default = "default_true")]
-    pub anyres_patch_sampling: bool,
-    /// Optional open_clip size override (fixtures); absent = ViT-H-14-378.
-    #[serde(default)]
-    pub vision_cfg: Option<VisionCfg>,
+    /// The tower's name: it decides the family (absent: r-v1's open_clip ViT-H).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    /// Crop size S of r-v1 (absent: 378).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_image_size: Option<usize>,
+    /// Anyres candidate resolutions (w, h) in pixels (v1.5; r-v1 derives them from S).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anyres_grids: Option<Vec<[usize; 2]>>,
+    /// `anyres` or `pad` (absent: `anyres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_aspect_ratio: Option<String>,
+    /// Whether grid crops are sampled (always true in the released models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anyres_patch_sampling: Option<bool>,
+    /// Optional tower size override of the test fixtures, with the tower's own
+    /// field names (open_clip's for r-v1, `SiglipVisionConfig`'s for v1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_cfg: Option<serde_json::Value>,
 }
 
-impl Default for VisionEncoderConfig {
-    fn default() -> Self {
-        Self {
-            model_name: default_vit_name(),
-            force_image_size: default_image_size(),
-            image_aspect_ratio: default_anyres(),
-            anyres_patch_sampling: true,
-            vision_cfg: None,
-        }
+impl VisionEncoderConfig {
+    /// The configured aspect mode, `anyres` when absent.
+    pub fn aspect_ratio(&self) -> &str {
+        self.image_aspect_ratio.as_deref().unwrap_or("anyres")
     }
 }
 
-/// open_clip `vision_cfg` fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Sizes of a ViT-style vision tower, whatever its family.
+#[derive(Debug, Clone, PartialEq)]
 pub struct VisionCfg {
-    /// Crop size.
+    /// Crop size S.
     pub image_size: usize,
-    /// Patch size (14).
+    /// Patch size p (a "valid" convolution with stride p: g = ⌊S / p⌋ patches per side).
     pub patch_size: usize,
-    /// Transformer width W.
+    /// Transformer width C.
     pub width: usize,
-    /// Number of residual blocks.
+    /// Encoder layers.
     pub layers: usize,
-    /// Width of one attention head (heads = width / head_width).
-    pub head_width: usize,
-    /// MLP width factor.
-    #[serde(default = "default_mlp_ratio")]
-    pub mlp_ratio: f64,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP hidden width.
+    pub mlp_width: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
 }
 
 impl VisionCfg {
-    /// ViT-H-14-378 (open_clip `ViT-H-14-378-quickgelu.json`).
-    pub fn vit_h_14_378() -> Self {
-        Self {
-            image_size: 378,
-            patch_size: 14,
-            width: 1280,
-            layers: 32,
-            head_width: 80,
-            mlp_ratio: 4.0,
-        }
-    }
-
-    /// Number of heads.
-    pub fn heads(&self) -> usize {
-        self.width / self.head_width
-    }
-
-    /// Patches per side.
+    /// Patches per side g.
     pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
+        self.image_size / self.patch_size.max(1)
     }
 
-    /// MLP hidden width.
-    pub fn mlp_width(&self) -> usize {
-        (self.width as f64 * self.mlp_ratio) as usize
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.width / self.heads.max(1)
+    }
+
+    /// Checks the sizes are usable; the message names the problem.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.patch_size == 0 || self.image_size < self.patch_size {
+            return Err(format!(
+                "vision image_size {} is smaller than patch_size {}",
+                self.image_size, self.patch_size
+            ));
+        }
+        if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
+            return Err(format!(
+                "vision width {} is not a multiple of the head count {}",
+                self.width, self.heads
+            ));
+        }
+        if self.layers == 0 || self.mlp_width == 0 {
+            return Err("vision tower has no layers or an empty MLP".into());
+        }
+        Ok(())
     }
 }
 
@@ -222,20 +227,8 @@ impl Phi3Config {
     }
 }
 
-fn default_vit_name() -> String {
-    VIT_NAME.to_string()
-}
-fn default_image_size() -> usize {
-    378
-}
 fn default_anyres() -> String {
     "anyres".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_mlp_ratio() -> f64 {
-    4.0
 }
 fn default_vis_dim() -> usize {
     1280
@@ -295,10 +288,7 @@ fn default_eos() -> u32 {
     32000
 }
 
-/// The only vision tower BLIP-3 r-v1 accepts.
-pub const VIT_NAME: &str = "ViT-H-14-378-quickgelu";
-
-impl Blip3Config {
+impl ModelConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |reason: String| ModelError::BadConfig {
@@ -309,71 +299,74 @@ impl Blip3Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let config = Self::from_raw(raw).map_err(bad)?;
         config.validate().map_err(bad)?;
+        Ok(config)
+    }
+
+    /// Parses a `config.json` value. A perceiver input width left out
+    /// (`vis_feature_dim`) follows the family's tower rather than r-v1's 1280.
+    pub fn from_raw(raw: serde_json::Value) -> std::result::Result<Self, String> {
+        let has_dim = raw
+            .get("vision_tokenizer_config")
+            .and_then(|v| v.get("vis_feature_dim"))
+            .is_some();
+        let mut config: Self = serde_json::from_value(raw).map_err(|e| e.to_string())?;
+        if !has_dim {
+            let family = config.family()?;
+            config.vision_tokenizer_config.vis_feature_dim =
+                family.vision_cfg(&config.vision_encoder_config)?.width;
+        }
         Ok(config)
     }
 
     /// The real instruct r-v1 configuration (spec §2.1 with class defaults).
     pub fn instruct_r_v1() -> Self {
-        Self {
-            model_type: "blip_3".into(),
-            vision_encoder_config: VisionEncoderConfig::default(),
-            vision_tokenizer_config: VisionTokenizerConfig::default(),
-            text_config: serde_json::from_value(serde_json::json!({
-                "initial_tokenizer_len": 32012,
-                "model_type": "phi3",
-                "sliding_window": 2047,
-                "torch_dtype": "bfloat16"
-            }))
-            .expect("static Phi-3 config parses"),
-        }
+        Self::from_json_value(crate::blip3_r1::full_config_json("float32"))
     }
 
-    /// Effective open_clip sizes (the override, or ViT-H-14-378 with the crop size).
+    /// The real xGen-MM v1.5 configuration (family spec §2.8).
+    pub fn xgenmm_v15() -> Self {
+        Self::from_json_value(crate::xgenmm_v15::full_config_json("float32"))
+    }
+
+    fn from_json_value(value: serde_json::Value) -> Self {
+        Self::from_raw(value).expect("static config parses")
+    }
+
+    /// The family this configuration belongs to (from the tower's name).
+    pub fn family(&self) -> std::result::Result<Family, String> {
+        Family::detect(self)
+    }
+
+    /// Effective vision tower sizes (the fixture override, or the real tower).
     pub fn vision(&self) -> VisionCfg {
-        self.vision_encoder_config
-            .vision_cfg
-            .clone()
-            .unwrap_or_else(|| {
-                let mut cfg = VisionCfg::vit_h_14_378();
-                cfg.image_size = self.vision_encoder_config.force_image_size;
-                cfg
-            })
+        // `validate` has checked that this resolves; fall back to r-v1 sizes
+        // rather than panic for a config built by hand.
+        self.family()
+            .and_then(|f| f.vision_cfg(&self.vision_encoder_config))
+            .unwrap_or_else(|_| crate::blip3_r1::vit_h_14_378(378))
     }
 
     /// Checks model types and internal consistency; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !matches!(self.model_type.as_str(), "blip_3" | "xgenmm") {
             return Err(format!(
-                "model_type is {:?}; this engine runs BLIP-3 r-v1 (\"blip_3\" or \"xgenmm\")",
+                "model_type is {:?}; this engine runs the BLIP-3 / xGen-MM family (\"blip_3\" or \"xgenmm\")",
                 self.model_type
             ));
         }
-        if self.vision_encoder_config.model_name != VIT_NAME {
-            return Err(format!(
-                "vision_encoder_config.model_name is {:?}; BLIP-3 r-v1 requires {VIT_NAME:?}",
-                self.vision_encoder_config.model_name
-            ));
-        }
-        let v = self.vision();
-        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
-            return Err(format!(
-                "vision image_size {} is not a multiple of patch_size {}",
-                v.image_size, v.patch_size
-            ));
-        }
-        if v.head_width == 0 || !v.width.is_multiple_of(v.head_width) {
-            return Err(format!(
-                "vision width {} is not a multiple of head_width {}",
-                v.width, v.head_width
-            ));
-        }
-        if v.image_size != self.vision_encoder_config.force_image_size {
-            return Err(format!(
-                "vision_cfg.image_size {} differs from force_image_size {}",
-                v.image_size, self.vision_encoder_config.force_image_size
-            ));
+        let family = self.family()?;
+        let v = family.vision_cfg(&self.vision_encoder_config)?;
+        v.validate()?;
+        family.validate(self, &v)?;
+        if let Some(aspect) = &self.vision_encoder_config.image_aspect_ratio {
+            if !matches!(aspect.as_str(), "anyres" | "pad") {
+                return Err(format!(
+                    "vision_encoder_config.image_aspect_ratio is {aspect:?}; expected \"anyres\" or \"pad\""
+                ));
+            }
         }
         let r = &self.vision_tokenizer_config;
         if r.repeat_latents {
@@ -381,9 +374,12 @@ impl Blip3Config {
         }
         if r.vis_feature_dim != v.width {
             return Err(format!(
-                "vision_tokenizer_config.vis_feature_dim {} differs from the ViT width {}",
+                "vision_tokenizer_config.vis_feature_dim {} differs from the vision tower width {}",
                 r.vis_feature_dim, v.width
             ));
+        }
+        if r.heads == 0 || r.dim_head == 0 || r.depth == 0 || r.num_vis_tokens == 0 {
+            return Err("vision_tokenizer_config has a zero size (heads, dim_head, depth or num_vis_tokens)".into());
         }
         let t = &self.text_config;
         if r.lang_embedding_dim != t.hidden_size {
@@ -399,7 +395,7 @@ impl Blip3Config {
             ));
         }
         if t.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err("text_config.rope_scaling is set; r-v1 uses plain RoPE".into());
+            return Err("text_config.rope_scaling is set; the family uses plain RoPE".into());
         }
         if t.num_attention_heads == 0
             || !t.hidden_size.is_multiple_of(t.num_attention_heads)

@@ -196,6 +196,8 @@ impl Linear {
                 match activation {
                     Activation::Identity => y,
                     Activation::QuickGelu => quick_gelu(&y)?,
+                    // candle's `gelu` is the tanh approximation.
+                    Activation::GeluTanh => y.gelu()?,
                 }
             }
         };

@@ -497,3 +497,82 @@ fn add_into(x: &mut [f32], y: &[f32]) {
         *a += b;
     }
 }
+
+/// Phi-3's checkpoint keys under `prefix` (`vlm.lang_model`), with the
+/// decoupled embedding and head (`lm_head.bias` included: the real checkpoints
+/// hold it).
+pub fn tensor_specs(prefix: &str, cfg: &Phi3Config) -> Vec<crate::checkpoint::TensorSpec> {
+    use crate::checkpoint::{TensorSpec, NORM, WEIGHT};
+    use crate::decoupled::NUM_ADDITIONAL;
+    let mut out = Vec::new();
+    let (w, norm) = (WEIGHT, NORM);
+    let t = cfg;
+    let lm = prefix;
+    let (h, vocab) = (t.hidden_size, t.vocab_size);
+    let qkv = (t.num_attention_heads + 2 * t.kv_heads()) * t.head_dim();
+    out.push(TensorSpec::new(
+        format!("{lm}.model.embed_tokens.weight"),
+        &[vocab, h],
+        w,
+    ));
+    out.push(TensorSpec::new(
+        format!("{lm}.model.embed_tokens.additional_embedding.weight"),
+        &[NUM_ADDITIONAL, h],
+        w,
+    ));
+    for i in 0..t.num_hidden_layers {
+        let b = format!("{lm}.model.layers.{i}");
+        out.push(TensorSpec::new(
+            format!("{b}.self_attn.qkv_proj.weight"),
+            &[qkv, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.self_attn.o_proj.weight"),
+            &[h, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.gate_up_proj.weight"),
+            &[2 * t.intermediate_size, h],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.mlp.down_proj.weight"),
+            &[h, t.intermediate_size],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.input_layernorm.weight"),
+            &[h],
+            norm,
+        ));
+        out.push(TensorSpec::new(
+            format!("{b}.post_attention_layernorm.weight"),
+            &[h],
+            norm,
+        ));
+    }
+    out.push(TensorSpec::new(
+        format!("{lm}.model.norm.weight"),
+        &[h],
+        norm,
+    ));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.weight"),
+        &[vocab, h],
+        w,
+    ));
+    out.push(TensorSpec::new(format!("{lm}.lm_head.bias"), &[vocab], w));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.additional_fc.weight"),
+        &[NUM_ADDITIONAL, h],
+        w,
+    ));
+    out.push(TensorSpec::new(
+        format!("{lm}.lm_head.additional_fc.bias"),
+        &[NUM_ADDITIONAL],
+        w,
+    ));
+    out
+}

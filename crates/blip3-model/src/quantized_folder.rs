@@ -21,7 +21,7 @@ use candle_core::Device;
 use safetensors::Dtype;
 
 use crate::weights::{Quantization, WeightDtype, QUANTIZATION_METADATA_KEY, SCALES_SUFFIX};
-use crate::{Blip3Config, Blip3Model, ModelError, Result, WeightStore};
+use crate::{ModelConfig, ModelError, Result, VisionLanguageModel, WeightStore};
 
 /// What [`write_quantized_folder`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub fn write_quantized_folder(
             out.display()
         )));
     }
-    let config = Blip3Config::from_file(&src.join("config.json"))?;
+    let config = ModelConfig::from_file(&src.join("config.json"))?;
     let mut store = WeightStore::open(src, &Device::Cpu, WeightDtype::AsStored)?;
     if let Some(stored) = store.stored_quantization() {
         return Err(ModelError::Input(format!(
@@ -90,7 +90,7 @@ pub fn write_quantized_folder(
     }
     store.set_quantization(Some(format))?;
     // Loading runs exactly the quantisation a `--quantize` load would.
-    let model = Blip3Model::from_store(config, &store)?;
+    let model = VisionLanguageModel::from_store(config, &store)?;
     let quantized = store.quantized_matrices();
 
     let mut names: Vec<&str> = store.names().collect();

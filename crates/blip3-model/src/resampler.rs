@@ -8,6 +8,7 @@
 use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
 use candle_core::Tensor;
 
+use crate::checkpoint::{Init, TensorSpec, NORM, WEIGHT};
 use crate::config::VisionTokenizerConfig;
 use crate::nn::{gelu_erf, LayerNorm, Linear};
 use crate::weights::WeightStore;
@@ -45,8 +46,16 @@ impl Layer {
         })
     }
 
-    /// One attention + feed-forward step on queries `q` [B, Lq, C] over media `x` [B, V, C].
-    fn forward(&self, x: &Tensor, q: &Tensor, heads: usize, dim_head: usize) -> Result<Tensor> {
+    /// One attention + feed-forward step on queries `q` [B, Lq, C] over media
+    /// `x` [B, V, C]; `key_mask` [B, V + Lq] hides keys (padded media).
+    fn forward(
+        &self,
+        x: &Tensor,
+        q: &Tensor,
+        heads: usize,
+        dim_head: usize,
+        key_mask: Option<&[bool]>,
+    ) -> Result<Tensor> {
         let (b, lq, _) = q.dims3()?;
         let xn = self.norm_media.forward(x)?;
         let qn = self.norm_latents.forward(q)?;
@@ -91,7 +100,7 @@ impl Layer {
             media(0),
             media(inner),
             (dim_head as f32).powf(-0.5),
-            Visibility::All,
+            key_mask.map_or(Visibility::All, Visibility::KeyMask),
             &mut out,
         );
         let out = Tensor::from_vec(out, (b, lq, inner), q.device())?;
@@ -166,8 +175,17 @@ impl PerceiverResampler {
 
     /// `features` [N, V, C] (one row per crop group) and the prompt embeddings
     /// `text_embeds` [L', D] (first ≤ 256 ids) → visual tokens [N, Q, D].
-    pub fn forward(&self, features: &Tensor, text_embeds: Option<&Tensor>) -> Result<Tensor> {
-        let (n, _, c) = features.dims3()?;
+    ///
+    /// `media_mask` [N·V] (1 keep, exactly 0 hide) is the anyres padding mask:
+    /// hidden media keys get a −∞ logit in every layer; the latents (and text
+    /// queries) stay visible, so no row is ever fully masked.
+    pub fn forward(
+        &self,
+        features: &Tensor,
+        media_mask: Option<&[f32]>,
+        text_embeds: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (n, v, c) = features.dims3()?;
         let q0 = self
             .latents
             .unsqueeze(0)?
@@ -181,10 +199,131 @@ impl PerceiverResampler {
             }
             _ => q0.contiguous()?,
         };
+        let key_mask = match media_mask {
+            Some(mask) if mask.len() != n * v => {
+                return Err(crate::ModelError::Input(format!(
+                    "perceiver mask has {} entries for {n} crops of {v} tokens",
+                    mask.len()
+                )))
+            }
+            // All ones hides nothing: skip the masked path.
+            Some(mask) if mask.contains(&0.0) => {
+                let lq = q.dim(1)?;
+                let keys = v + lq;
+                let mut keep = vec![true; n * keys];
+                for (i, row) in mask.chunks_exact(v).enumerate() {
+                    for (k, &m) in keep[i * keys..i * keys + v].iter_mut().zip(row) {
+                        *k = m != 0.0;
+                    }
+                }
+                Some(keep)
+            }
+            _ => None,
+        };
         for layer in &self.layers {
-            q = layer.forward(features, &q, self.cfg.heads, self.cfg.dim_head)?;
+            q = layer.forward(
+                features,
+                &q,
+                self.cfg.heads,
+                self.cfg.dim_head,
+                key_mask.as_deref(),
+            )?;
         }
         let q = q.narrow(1, 0, self.cfg.num_vis_tokens)?;
         self.projection.forward(&self.norm.forward(&q)?)
     }
+}
+
+/// The perceiver's checkpoint keys under `prefix` (`vlm.vision_tokenizer`),
+/// `text_projection` only for the instruct r-v1 perceiver.
+pub fn tensor_specs(
+    prefix: &str,
+    cfg: &VisionTokenizerConfig,
+    text_projection: bool,
+) -> Vec<TensorSpec> {
+    let mut out = Vec::new();
+    let (w, norm) = (WEIGHT, NORM);
+    let r = cfg;
+    let vt = prefix;
+    let (c, d, inner) = (
+        r.vis_feature_dim,
+        r.lang_embedding_dim,
+        r.heads * r.dim_head,
+    );
+    out.push(TensorSpec::new(
+        format!("{vt}.latents"),
+        &[r.num_vis_tokens, c],
+        Init::Normal(1.0),
+    ));
+    out.push(TensorSpec::new(
+        format!("{vt}.projection.weight"),
+        &[d, c],
+        w,
+    ));
+    out.push(TensorSpec::new(format!("{vt}.projection.bias"), &[d], w));
+    if text_projection {
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.0.weight"),
+            &[c, d],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.0.bias"),
+            &[c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.2.weight"),
+            &[c, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{vt}.text_projection.2.bias"),
+            &[c],
+            w,
+        ));
+    }
+    for l in 0..r.depth {
+        let a = format!("{vt}.layers.{l}.0");
+        let f = format!("{vt}.layers.{l}.1");
+        out.push(TensorSpec::new(
+            format!("{a}.norm_media.weight"),
+            &[c],
+            norm,
+        ));
+        out.push(TensorSpec::new(format!("{a}.norm_media.bias"), &[c], w));
+        out.push(TensorSpec::new(
+            format!("{a}.norm_latents.weight"),
+            &[c],
+            norm,
+        ));
+        out.push(TensorSpec::new(format!("{a}.norm_latents.bias"), &[c], w));
+        out.push(TensorSpec::new(format!("{a}.to_q.weight"), &[inner, c], w));
+        out.push(TensorSpec::new(
+            format!("{a}.to_kv.weight"),
+            &[2 * inner, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{a}.to_out.weight"),
+            &[c, inner],
+            w,
+        ));
+        out.push(TensorSpec::new(format!("{f}.0.weight"), &[c], norm));
+        out.push(TensorSpec::new(format!("{f}.0.bias"), &[c], w));
+        out.push(TensorSpec::new(
+            format!("{f}.1.weight"),
+            &[c * r.ff_mult, c],
+            w,
+        ));
+        out.push(TensorSpec::new(
+            format!("{f}.3.weight"),
+            &[c, c * r.ff_mult],
+            w,
+        ));
+    }
+    out.push(TensorSpec::new(format!("{vt}.norm.weight"), &[c], norm));
+    out.push(TensorSpec::new(format!("{vt}.norm.bias"), &[c], w));
+
+    out
 }

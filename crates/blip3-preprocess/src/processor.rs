@@ -23,6 +23,9 @@ pub struct ProcessorConfig {
     /// Only `"bicubic"` is used by BLIP-3.
     #[serde(default = "default_interpolation")]
     pub interpolation_mode: String,
+    /// Anyres grids in crops per side (npw, nph) (v1.5); absent or null: r-v1's.
+    #[serde(default)]
+    pub grids: Option<Vec<[usize; 2]>>,
 }
 
 fn default_resize_mode() -> String {
@@ -115,12 +118,41 @@ impl ImageProcessor {
                 path: "preprocessor_config.json".into(),
                 reason,
             })?;
-        Ok(Self {
+        let processor = Self {
             crop,
             mean: config.image_mean,
             std: config.image_std,
             pinpoints: default_pinpoints(crop),
-        })
+        };
+        match &config.grids {
+            Some(grids) => {
+                processor.with_pinpoints(grids.iter().map(|&[w, h]| (w * crop, h * crop)).collect())
+            }
+            None => Ok(processor),
+        }
+    }
+
+    /// Replaces the anyres candidates (w, h), e.g. with v1.5's `anyres_grids`.
+    /// Each must be a whole number of crops per side.
+    pub fn with_pinpoints(
+        mut self,
+        pinpoints: Vec<(usize, usize)>,
+    ) -> Result<Self, PreprocessError> {
+        let s = self.crop;
+        if pinpoints.is_empty()
+            || pinpoints
+                .iter()
+                .any(|&(w, h)| w == 0 || h == 0 || w % s != 0 || h % s != 0)
+        {
+            return Err(PreprocessError::BadConfig {
+                path: "config.json".into(),
+                reason: format!(
+                    "anyres_grids {pinpoints:?} must be non-empty multiples of the crop size {s}"
+                ),
+            });
+        }
+        self.pinpoints = pinpoints;
+        Ok(self)
     }
 
     /// Crop size S.

@@ -287,6 +287,7 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
         max_new_tokens: request.max_tokens.unwrap_or(room),
         sampling,
         top_logprobs: request.top_logprobs,
+        completion: false,
     };
     let (tx, rx) = unbounded_channel();
     let job = Job {

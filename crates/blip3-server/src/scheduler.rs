@@ -335,7 +335,7 @@ fn admit(
 
     let t = Instant::now();
     let embeds = pipeline
-        .prompt_embeds(&job.input_ids, encoded.as_ref())
+        .prompt_embeds(&job.input_ids, encoded.as_slice())
         .map_err(engine)?;
     timings.perceiver_s = t.elapsed().as_secs_f64();
     let positions = embeds.dims().first().copied().unwrap_or(0);

@@ -194,15 +194,15 @@ fn read_entry(path: &std::path::Path) -> std::io::Result<Option<EncodedImage>> {
         .collect();
     let features =
         Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| invalid(e.to_string()))?;
-    Ok(Some(EncodedImage {
-        features,
-        info: ImageInfo {
-            image_size: info.image_size,
-            best_resolution: info.best_resolution,
-            grid: info.grid,
-            num_crops: info.num_crops,
-        },
-    }))
+    let info = ImageInfo {
+        image_size: info.image_size,
+        best_resolution: info.best_resolution,
+        grid: info.grid,
+        num_crops: info.num_crops,
+    };
+    EncodedImage::from_features(features, info)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 #[derive(serde::Deserialize)]

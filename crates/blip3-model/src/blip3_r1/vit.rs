@@ -9,11 +9,10 @@ use crate::config::VisionCfg;
 use blip3_kernels::activation::Activation;
 use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
 
+use crate::family::VisionTower;
 use crate::nn::{LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
-
-const LN_EPS: f32 = 1e-5;
 
 /// One pre-norm residual block (`ResidualAttentionBlock`).
 struct Block {
@@ -27,7 +26,7 @@ struct Block {
 
 impl Block {
     fn load(store: &WeightStore, prefix: &str, cfg: &VisionCfg) -> Result<Self> {
-        let w = cfg.width;
+        let (w, eps) = (cfg.width, cfg.layer_norm_eps as f32);
         let attn = format!("{prefix}.attn");
         // nn.MultiheadAttention stores the fused projection as in_proj_weight/bias.
         let in_proj = Linear::load_weight(
@@ -38,21 +37,15 @@ impl Block {
             Some(store.f32(&format!("{attn}.in_proj_bias"), &[3 * w])?),
         )?;
         Ok(Self {
-            ln_1: LayerNorm::load(store, &format!("{prefix}.ln_1"), w, LN_EPS)?,
+            ln_1: LayerNorm::load(store, &format!("{prefix}.ln_1"), w, eps)?,
             in_proj,
             out_proj: Linear::load(store, &format!("{attn}.out_proj"), w, w, true)?,
-            ln_2: LayerNorm::load(store, &format!("{prefix}.ln_2"), w, LN_EPS)?,
-            c_fc: Linear::load(
-                store,
-                &format!("{prefix}.mlp.c_fc"),
-                w,
-                cfg.mlp_width(),
-                true,
-            )?,
+            ln_2: LayerNorm::load(store, &format!("{prefix}.ln_2"), w, eps)?,
+            c_fc: Linear::load(store, &format!("{prefix}.mlp.c_fc"), w, cfg.mlp_width, true)?,
             c_proj: Linear::load(
                 store,
                 &format!("{prefix}.mlp.c_proj"),
-                cfg.mlp_width(),
+                cfg.mlp_width,
                 w,
                 true,
             )?,
@@ -117,6 +110,7 @@ impl VisionTransformer {
     /// Loads the tower from keys under `prefix` (`vlm.vision_encoder`).
     pub fn load(store: &WeightStore, prefix: &str, cfg: &VisionCfg) -> Result<Self> {
         let (w, p, g) = (cfg.width, cfg.patch_size, cfg.grid());
+        let eps = cfg.layer_norm_eps as f32;
         let conv = store.matrix(&format!("{prefix}.conv1.weight"), &[w, 3, p, p])?;
         let blocks = (0..cfg.layers)
             .map(|i| Block::load(store, &format!("{prefix}.transformer.resblocks.{i}"), cfg))
@@ -128,19 +122,20 @@ impl VisionTransformer {
             class_embedding: store.f32(&format!("{prefix}.class_embedding"), &[w])?,
             positional_embedding: store
                 .f32(&format!("{prefix}.positional_embedding"), &[g * g + 1, w])?,
-            ln_pre: LayerNorm::load(store, &format!("{prefix}.ln_pre"), w, LN_EPS)?,
+            ln_pre: LayerNorm::load(store, &format!("{prefix}.ln_pre"), w, eps)?,
             blocks,
-            ln_post: LayerNorm::load(store, &format!("{prefix}.ln_post"), w, LN_EPS)?,
+            ln_post: LayerNorm::load(store, &format!("{prefix}.ln_post"), w, eps)?,
         })
     }
+}
 
-    /// Sizes of this tower.
-    pub fn config(&self) -> &VisionCfg {
+impl VisionTower for VisionTransformer {
+    fn config(&self) -> &VisionCfg {
         &self.cfg
     }
 
     /// `pixel_values` [N, 3, S, S] → patch tokens [N, g², W] after `ln_post`.
-    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+    fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let (n, _, s, _) = pixel_values.dims4()?;
         let (w, p) = (self.cfg.width, self.cfg.patch_size);
         let g = s / p;
@@ -160,7 +155,7 @@ impl VisionTransformer {
         let x = x.broadcast_add(&self.positional_embedding.unsqueeze(0)?)?;
         let mut x = self.ln_pre.forward(&x)?;
         for block in &self.blocks {
-            x = block.forward(&x, self.cfg.heads())?;
+            x = block.forward(&x, self.cfg.heads)?;
         }
         let x = self.ln_post.forward(&x)?;
         Ok(x.narrow(D::Minus2, 1, g * g)?.contiguous()?)
