@@ -16,7 +16,9 @@ fn start(p: &Pipeline, image: &str, question: &str, params: &GenerationParams) -
     let prepared = p.preprocess(&img);
     let encoded = p.encode_image(&prepared).unwrap();
     let ids = p.tokenizer().encode(&instruct_prompt(question, None), true);
-    let embeds = p.prompt_embeds(&ids, Some(&encoded)).unwrap();
+    let embeds = p
+        .prompt_embeds(&ids, std::slice::from_ref(&encoded))
+        .unwrap();
     p.start(&embeds, &ids, params).unwrap()
 }
 
@@ -54,6 +56,7 @@ fn batched_steps_match_single_sequences() {
                 seed: 42,
             },
             top_logprobs: 0,
+            completion: false,
         },
     ] {
         let expected: Vec<Vec<u32>> = cases

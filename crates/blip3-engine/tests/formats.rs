@@ -36,7 +36,9 @@ fn deviation(options: PipelineOptions) -> Deviation {
             .load_image(&dir.join(case["image"].as_str().unwrap()))
             .unwrap();
         let prompt = instruct_prompt(case["question"].as_str().unwrap(), None);
-        let out = pipeline.run(&image, &prompt, 8, true, &mut |_| {}).unwrap();
+        let out = pipeline
+            .run(std::slice::from_ref(&image), &prompt, 8, true, &mut |_| {})
+            .unwrap();
         let logits: Vec<f32> = out.stages.unwrap().last_logits.to_vec1().unwrap();
         let golden = std::fs::read(dir.join(case["golden"].as_str().unwrap())).unwrap();
         let golden = safetensors::SafeTensors::deserialize(&golden).unwrap();

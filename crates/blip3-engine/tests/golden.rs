@@ -22,7 +22,13 @@ fn run_case(pipeline: &Pipeline, case: &serde_json::Value, out_dir: &Path) -> Ve
         .unwrap();
     let prompt = instruct_prompt(question, None);
     let output = pipeline
-        .run(&image, &prompt, max_new, true, &mut |_| {})
+        .run(
+            std::slice::from_ref(&image),
+            &prompt,
+            max_new,
+            true,
+            &mut |_| {},
+        )
         .unwrap();
     assert_eq!(
         output.stop_reason.label(),
@@ -94,7 +100,9 @@ fn pad_mode_uses_one_squashed_crop() {
         .load_image(&dir.join("images/v2_grid2x2_100x90.png"))
         .unwrap();
     let prompt = instruct_prompt("What is shown in this image?", None);
-    let out = pipeline.run(&image, &prompt, 1, true, &mut |_| {}).unwrap();
+    let out = pipeline
+        .run(std::slice::from_ref(&image), &prompt, 1, true, &mut |_| {})
+        .unwrap();
     let stages = out.stages.unwrap();
     assert_eq!(stages.pixel_values.dims(), &[1, 3, 42, 42]);
     assert_eq!(stages.vision_tokens.dims(), &[8, 96]);
@@ -131,31 +139,80 @@ fn cached_decode_steps_equal_a_full_prefill() {
     // The decode path (in-place cache attention kernel) must give the same
     // hidden states as running the whole sequence through the masked prefill.
     use blip3_model::weights::WeightDtype;
-    use blip3_model::Blip3Model;
+    use blip3_model::VisionLanguageModel;
     for window in [Some(2047), Some(8)] {
         let dir = fixture().join("model");
-        let mut config = blip3_model::Blip3Config::from_file(&dir.join("config.json")).unwrap();
+        let mut config = blip3_model::ModelConfig::from_file(&dir.join("config.json")).unwrap();
         // A short window exercises the band (keys i − W … i) in both paths.
         config.text_config.sliding_window = window;
         let store =
             blip3_model::WeightStore::open(&dir, &candle_core::Device::Cpu, WeightDtype::AsStored)
                 .unwrap();
-        let model = Blip3Model::from_store(config, &store).unwrap();
+        let model = VisionLanguageModel::from_store(config, &store).unwrap();
         check_decode_matches_prefill(&model);
     }
 }
 
-fn check_decode_matches_prefill(model: &blip3_model::Blip3Model) {
+#[test]
+fn cached_decode_past_the_2047_window_equals_a_full_recompute() {
+    // Base 8-shot prompts with placeholders reach ~2.3 k positions: past the
+    // real sliding window (2047) the cached decode path must still agree with
+    // recomputing the whole sequence, and the window must actually bite.
+    let dir = fixture().join("model");
+    let pipeline = blip3_engine::Pipeline::load(&dir, &Default::default()).unwrap();
+    let model = pipeline.model();
+    assert_eq!(model.lm().config().sliding_window, Some(2047));
+    let ids = check_decode_matches_prefill_at(model, 2110, 10);
+    // The same positions without a window give other hidden states.
+    let mut config = model.config().clone();
+    config.text_config.sliding_window = None;
+    let store = blip3_model::WeightStore::open(&dir, &candle_core::Device::Cpu, Default::default())
+        .unwrap();
+    let unwindowed = blip3_model::VisionLanguageModel::from_store(config, &store).unwrap();
+    let last = |m: &blip3_model::VisionLanguageModel| -> Vec<f32> {
+        let lm = m.lm();
+        let embeds = lm.embed(&ids).unwrap();
+        let h = lm.forward(&embeds, &mut lm.new_cache()).unwrap();
+        h.narrow(0, ids.len() - 1, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, b) = (last(model), last(&unwindowed));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff > 1e-4,
+        "the window changed nothing at position 2109 ({diff})"
+    );
+}
+
+fn check_decode_matches_prefill(model: &blip3_model::VisionLanguageModel) {
+    check_decode_matches_prefill_at(model, 45, 5);
+}
+
+/// Prefills `len − steps` positions, decodes `steps` one by one and compares
+/// each with the full sequence's forward pass; returns the ids used.
+fn check_decode_matches_prefill_at(
+    model: &blip3_model::VisionLanguageModel,
+    len: usize,
+    steps: usize,
+) -> Vec<u32> {
     let lm = model.lm();
-    let ids: Vec<u32> = (0..40)
-        .map(|i| 100 + 37 * i)
+    let ids: Vec<u32> = (0..len as u32 - 3)
+        .map(|i| 100 + (37 * i) % 31000)
         .chain([32012, 32007, 5])
         .collect();
     let embeds = lm.embed(&ids).unwrap();
     let mut full = lm.new_cache();
     let all = lm.forward(&embeds, &mut full).unwrap();
     let mut cache = lm.new_cache();
-    let prefix = ids.len() - 5;
+    let prefix = ids.len() - steps;
     lm.forward(&embeds.narrow(0, 0, prefix).unwrap(), &mut cache)
         .unwrap();
     for step in prefix..ids.len() {
@@ -177,4 +234,5 @@ fn check_decode_matches_prefill(model: &blip3_model::Blip3Model) {
             .fold(0f32, f32::max);
         assert!(worst < 1e-4, "step {step}: {worst}");
     }
+    ids
 }

@@ -106,7 +106,13 @@ fn run_case(model: &Path, max_new_tokens: usize) -> blip3_engine::RunOutput {
     let image = pipeline.load_image(&fixture().join(CASE_IMAGE)).unwrap();
     let prompt = instruct_prompt(QUESTION, None);
     pipeline
-        .run(&image, &prompt, max_new_tokens, true, &mut |_| {})
+        .run(
+            std::slice::from_ref(&image),
+            &prompt,
+            max_new_tokens,
+            true,
+            &mut |_| {},
+        )
         .unwrap()
 }
 

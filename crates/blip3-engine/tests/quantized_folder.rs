@@ -29,7 +29,9 @@ fn answer(pipeline: &Pipeline) -> (Vec<u32>, Vec<f32>) {
         .load_image(&dir.join(case["image"].as_str().unwrap()))
         .unwrap();
     let prompt = instruct_prompt(case["question"].as_str().unwrap(), None);
-    let out = pipeline.run(&image, &prompt, 6, true, &mut |_| {}).unwrap();
+    let out = pipeline
+        .run(std::slice::from_ref(&image), &prompt, 6, true, &mut |_| {})
+        .unwrap();
     let logits = out.stages.unwrap().last_logits.to_vec1().unwrap();
     (out.generated_ids, logits)
 }
