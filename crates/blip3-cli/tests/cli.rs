@@ -1,5 +1,6 @@
-//! The `blip3` binary end to end: `dump` + `compare` against a golden, error
-//! messages at the command line, and `init-random --like`.
+//! The `blip3` binary end to end: `dump` + `compare` against a golden (one
+//! and two images), error messages at the command line, `init-random --like`
+//! and `--base`, and a few-shot run on a base model.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -159,7 +160,7 @@ fn init_random_like_writes_a_loadable_deterministic_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["image"]["num_crops"], 4);
+    assert_eq!(v["images"][0]["num_crops"], 4);
 }
 
 #[test]
@@ -266,4 +267,231 @@ fn run_answers_like_generate_and_batches_resume() {
     assert!(log.contains("0 answered, 2 already"), "{log}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn v15() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/xgenmm-v15-tiny")
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn dump_with_two_images_passes_the_v15_golden() {
+    let f = v15();
+    let out = temp("dump2").with_extension("safetensors");
+    let status = blip3()
+        .args(["dump", "--model"])
+        .arg(f.join("model"))
+        .arg("--image")
+        .arg(f.join("images/v6_two_grid2x2_333x250_tall2_50x90_a.png"))
+        .arg("--image")
+        .arg(f.join("images/v6_two_grid2x2_333x250_tall2_50x90_b.png"))
+        .args([
+            "--prompt",
+            "Describe both pictures.",
+            "--max-new-tokens",
+            "10",
+            "--out",
+        ])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cmp = blip3()
+        .args(["compare", "--golden"])
+        .arg(f.join("golden/v6_two_grid2x2_333x250_tall2_50x90.safetensors"))
+        .arg("--candidate")
+        .arg(&out)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&out).ok();
+    let stdout = String::from_utf8_lossy(&cmp.stdout);
+    assert!(cmp.status.success(), "{stdout}");
+    for name in ["vision_attn_mask", "image_token_counts", "generated_ids"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.ends_with("pass")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn generate_and_run_take_several_images() {
+    let f = v15();
+    let (a, b) = (
+        f.join("images/v5_two_wide3_420x130_small_40x25_a.png"),
+        f.join("images/v5_two_wide3_420x130_small_40x25_b.png"),
+    );
+    let question = "What is different between the two images?";
+    let generate = json_of(
+        &blip3()
+            .args(["generate", "--json", "--max-new-tokens", "10", "--model"])
+            .arg(f.join("model"))
+            .arg("--image")
+            .arg(&a)
+            .arg("--image")
+            .arg(&b)
+            .args(["--prompt", question])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(generate["ids"], serde_json::json!([7352, 8745, 32007]));
+    assert_eq!(generate["image_token_counts"], serde_json::json!([32, 24]));
+    let run = json_of(
+        &blip3()
+            .args(["run", "--json", "--max-new-tokens", "10", "--model"])
+            .arg(f.join("model"))
+            .arg(&a)
+            .arg(&b)
+            .arg(question)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run["ids"], generate["ids"]);
+    // A batch line with "images" answers the same.
+    let dir = temp("batch2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = serde_json::json!({"images": [a, b], "question": question, "id": 7});
+    std::fs::write(dir.join("in.jsonl"), format!("{line}\n")).unwrap();
+    let status = blip3()
+        .args(["run", "--max-new-tokens", "10", "--model"])
+        .arg(f.join("model"))
+        .arg("--batch")
+        .arg(dir.join("in.jsonl"))
+        .arg("--out")
+        .arg(dir.join("out.jsonl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let answer: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("out.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(answer["ids"], generate["ids"]);
+    assert_eq!(answer["id"], 7);
+    // One image too few for the markers of a raw prompt: a clear error.
+    let out = blip3()
+        .args(["generate", "--raw-prompt", "--model"])
+        .arg(f.join("model"))
+        .arg("--image")
+        .arg(&a)
+        .args(["--prompt", "<image> <image> two?"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 <image> token(s) but 1 image(s)"), "{err}");
+}
+
+#[test]
+fn fewshot_runs_on_a_base_model_made_by_init_random() {
+    let f = fixture();
+    let base = temp("base");
+    let status = blip3()
+        .args(["init-random", "--base", "--seed", "3", "--like"])
+        .arg(f.join("model"))
+        .arg("--out")
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let st = std::fs::read(base.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+    assert_eq!(
+        st.len(),
+        78,
+        "the fixture's 82 tensors less text_projection"
+    );
+    assert!(st.names().iter().all(|n| !n.contains("text_projection")));
+
+    let demos = base.join("demos.jsonl");
+    let images = f.join("images");
+    let line = |img: &str, q: &str, a: &str| {
+        serde_json::json!({"image": images.join(img), "question": q, "answer": a}).to_string()
+    };
+    std::fs::write(
+        &demos,
+        [
+            line("v1_small_30x20.png", "What color is it?", "red"),
+            line("v3_grid2x1_128x64.png", "How many shapes?", "two"),
+            line("v4_grid3x1_200x60.png", "Is it wide?", "yes"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let query = f.join("images/v2_grid2x2_100x90.png");
+    let few = json_of(
+        &blip3()
+            .args([
+                "fewshot",
+                "--json",
+                "--task",
+                "vqa",
+                "--shots",
+                "2",
+                "--placeholders",
+            ])
+            .args([
+                "--question",
+                "What is this?",
+                "--repetition-penalty",
+                "2.0",
+                "--model",
+            ])
+            .arg(&base)
+            .arg("--demos")
+            .arg(&demos)
+            .arg("--image")
+            .arg(&query)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(few["shots"], 2);
+    // One squashed crop (Q = 8 tokens) per image, demonstrations first.
+    assert_eq!(few["image_token_counts"], serde_json::json!([8, 8, 8]));
+    let prompt = few["prompt"].as_str().unwrap();
+    assert!(prompt.starts_with("<image><image placeholder>"), "{prompt}");
+    assert_eq!(prompt.matches("<image placeholder>").count(), 3 * 7);
+    assert!(
+        prompt.ends_with("<image>Question:What is this? Short answer:")
+            || prompt.ends_with("<image placeholder>Question:What is this? Short answer:"),
+        "{prompt}"
+    );
+    let stop = few["stop_reason"].as_str().unwrap();
+    assert!(
+        ["eos_32000", "eos_32014", "max_new_tokens"].contains(&stop),
+        "{stop}"
+    );
+    assert!(few["ids"].as_array().unwrap().len() <= 5);
+
+    // The same prompt through `generate --raw-prompt --aspect pad` gives the same ids.
+    let mut cmd = blip3();
+    cmd.args(["generate", "--json", "--raw-prompt", "--aspect", "pad"])
+        .args([
+            "--max-new-tokens",
+            "5",
+            "--repetition-penalty",
+            "2.0",
+            "--model",
+        ])
+        .arg(&base)
+        .args(["--prompt", prompt]);
+    for img in ["v1_small_30x20.png", "v3_grid2x1_128x64.png"] {
+        cmd.arg("--image").arg(images.join(img));
+    }
+    let same = json_of(&cmd.arg("--image").arg(&query).output().unwrap());
+    std::fs::remove_dir_all(&base).ok();
+    assert_eq!(same["ids"], few["ids"]);
 }

@@ -108,3 +108,23 @@ fn decode_round_trip_and_end_cut() {
     answer.extend([32007, 32000]);
     assert_eq!(tok.decode_answer(&answer), "A red square.");
 }
+
+#[test]
+fn base_model_tokens_are_matched_whole() {
+    // `<image placeholder>` holds a space: it must be matched as one added
+    // token before any whitespace handling; `<|endofchunk|>` likewise.
+    let tok = Tokenizer::from_dir(&fixture_dir()).unwrap();
+    assert_eq!(tok.token_to_id("<image>"), Some(32012));
+    assert_eq!(tok.token_to_id("<image placeholder>"), Some(32013));
+    assert_eq!(tok.token_to_id("<|endofchunk|>"), Some(32014));
+    let ids = tok.encode(
+        "<image><image placeholder><image placeholder>Output:a cat<|endofchunk|>",
+        false,
+    );
+    assert_eq!(&ids[..3], &[32012, 32013, 32013]);
+    assert_eq!(*ids.last().unwrap(), 32014);
+    assert_eq!(ids.iter().filter(|&&i| i == 32013).count(), 2);
+    // Text that only resembles it stays text.
+    let near = tok.encode("<image  placeholder>", false);
+    assert!(!near.contains(&32013) && !near.contains(&32012));
+}
