@@ -1,16 +1,29 @@
-//! Deviation caused by lower-precision weight formats on the fixture cases:
+//! Deviation caused by lower-precision weight formats on the fixture cases of
+//! both families (r-v1 and v1.5, two-image cases included):
 //! `last_logits` max |Δ| against the F32 reference goldens and greedy-id
 //! agreement. Run with `--nocapture` to print the table used in BENCHMARKS.md.
 
 use std::path::PathBuf;
 
 use blip3_engine::parity::read_f32;
-use blip3_engine::prompt::instruct_prompt;
 use blip3_engine::{Pipeline, PipelineOptions};
 use blip3_model::weights::{Quantization, WeightDtype};
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/blip3-tiny")
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(name)
+}
+
+/// A case's images: `"images": [...]` (v1.5 fixture) or `"image"` (r-v1).
+fn case_images(case: &serde_json::Value) -> Vec<String> {
+    match case["images"].as_array() {
+        Some(list) => list
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
+        None => vec![case["image"].as_str().unwrap().to_string()],
+    }
 }
 
 struct Deviation {
@@ -20,8 +33,8 @@ struct Deviation {
     ids_total: usize,
 }
 
-fn deviation(options: PipelineOptions) -> Deviation {
-    let dir = fixture();
+fn deviation(fixture_name: &str, options: PipelineOptions) -> Deviation {
+    let dir = fixture(fixture_name);
     let pipeline = Pipeline::load(&dir.join("model"), &options).unwrap();
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
@@ -32,12 +45,14 @@ fn deviation(options: PipelineOptions) -> Deviation {
         ids_total: 0,
     };
     for case in cases["cases"].as_array().unwrap() {
-        let image = pipeline
-            .load_image(&dir.join(case["image"].as_str().unwrap()))
-            .unwrap();
-        let prompt = instruct_prompt(case["question"].as_str().unwrap(), None);
+        let images: Vec<_> = case_images(case)
+            .iter()
+            .map(|f| pipeline.load_image(&dir.join(f)).unwrap())
+            .collect();
+        let prompt = pipeline.chat_prompt(case["question"].as_str().unwrap(), None, images.len());
+        let max_new = case["max_new_tokens"].as_u64().unwrap() as usize;
         let out = pipeline
-            .run(std::slice::from_ref(&image), &prompt, 8, true, &mut |_| {})
+            .run(&images, &prompt, max_new, true, &mut |_| {})
             .unwrap();
         let logits: Vec<f32> = out.stages.unwrap().last_logits.to_vec1().unwrap();
         let golden = std::fs::read(dir.join(case["golden"].as_str().unwrap())).unwrap();
@@ -111,13 +126,16 @@ fn weight_formats_stay_within_their_documented_deviation() {
         ),
     ];
     println!(
-        "| weights | last_logits max abs err | max err / peak | greedy ids agreeing (prefix) |"
+        "| model | weights | last_logits max abs err | max err / peak | greedy ids agreeing (prefix) |"
     );
-    println!("|---|---|---|---|");
-    for (name, options, bound) in formats {
-        let d = deviation(options);
+    println!("|---|---|---|---|---|");
+    for ((name, options, bound), fixture_name) in formats
+        .iter()
+        .flat_map(|f| ["blip3-tiny", "xgenmm-v15-tiny"].map(|fx| (f.clone(), fx)))
+    {
+        let d = deviation(fixture_name, options);
         println!(
-            "| {name} | {:.2e} | {:.2e} | {}/{} |",
+            "| {fixture_name} | {name} | {:.2e} | {:.2e} | {}/{} |",
             d.worst_logit_abs, d.worst_logit_rel, d.ids_agree, d.ids_total
         );
         assert!(

@@ -119,3 +119,38 @@ fn prequantized_folders_match_load_time_quantization() {
         let _ = std::fs::remove_dir_all(&nested);
     }
 }
+
+#[test]
+fn v15_prequantized_folder_matches_load_time_quantization_on_two_images() {
+    // SigLIP and the perceiver (64-wide rows) quantise; the tiny LM's 80-wide
+    // rows are not whole blocks and stay dense, in both paths alike.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/xgenmm-v15-tiny");
+    let src = dir.join("model");
+    let out = scratch("v15-q8_0");
+    let written = write_quantized_folder(&src, &out, Quantization::Q8_0).unwrap();
+    assert!(written.quantized_tensors > 0);
+    let run = |p: &Pipeline| {
+        let images: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|s| {
+                p.load_image(&dir.join(format!("images/v5_two_wide3_420x130_small_40x25_{s}.png")))
+                    .unwrap()
+            })
+            .collect();
+        let prompt = p.chat_prompt("What is different between the two images?", None, 2);
+        let out = p.run(&images, &prompt, 4, true, &mut |_| {}).unwrap();
+        let logits: Vec<f32> = out.stages.unwrap().last_logits.to_vec1().unwrap();
+        (out.generated_ids, logits)
+    };
+    let stored = Pipeline::load(&out, &PipelineOptions::default()).unwrap();
+    let at_load = Pipeline::load(
+        &src,
+        &PipelineOptions {
+            quantization: Some(Quantization::Q8_0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(run(&stored), run(&at_load));
+}
