@@ -11,7 +11,9 @@ use crate::PreprocessError;
 /// `preprocessor_config.json` fields the pipeline uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProcessorConfig {
-    /// Crop size `[S, S]` (378 for the real model).
+    /// Crop size `[S, S]` (378 for r-v1, 384 for v1.5); transformers'
+    /// `{"height": S, "width": S}` form is read too.
+    #[serde(deserialize_with = "size_list")]
     pub size: Vec<usize>,
     /// Per-channel mean (OpenAI CLIP statistics).
     pub image_mean: [f32; 3],
@@ -26,6 +28,20 @@ pub struct ProcessorConfig {
     /// Anyres grids in crops per side (npw, nph) (v1.5); absent or null: r-v1's.
     #[serde(default)]
     pub grids: Option<Vec<[usize; 2]>>,
+}
+
+/// `size` as a list `[S, S]` or a `{"height", "width"}` object.
+fn size_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        List(Vec<usize>),
+        Object { height: usize, width: usize },
+    }
+    Ok(match Size::deserialize(d)? {
+        Size::List(v) => v,
+        Size::Object { height, width } => vec![height, width],
+    })
 }
 
 fn default_resize_mode() -> String {
