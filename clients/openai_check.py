@@ -6,8 +6,10 @@
 Starts the server on a free loopback port, compares its answers with
 `blip3 generate --json` (same ids and text), exercises n, stop, logprobs,
 detail=low and streaming with usage, sends each documented bad input and
-checks its 4xx, then checks that a good request still succeeds. Stops the
-server (SIGTERM, graceful) at the end. Needs `pip install openai`.
+checks its 4xx, then checks that a good request still succeeds. Then starts a
+second server on the tiny xGen-MM v1.5 model (the multi-image family) and
+checks a two-image chat against `blip3 generate --image A --image B`. Stops
+each server (SIGTERM, graceful) at the end. Needs `pip install openai`.
 """
 
 import argparse
@@ -28,6 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "testdata", "blip3-tiny", "model")
 IMAGE = os.path.join(ROOT, "testdata", "blip3-tiny", "images", "v2_grid2x2_100x90.png")
 QUESTION = "What is shown in this image?"
+V15_MODEL = os.path.join(ROOT, "testdata", "xgenmm-v15-tiny", "model")
+V15_IMAGES = [os.path.join(ROOT, "testdata", "xgenmm-v15-tiny", "images", f"v5_two_wide3_420x130_small_40x25_{s}.png")
+              for s in "ab"]
+TWO_QUESTION = "Describe both pictures."
 
 
 def data_url(path):
@@ -35,16 +41,20 @@ def data_url(path):
         return "data:image/png;base64," + base64.b64encode(f.read()).decode()
 
 
+def image_part(url, detail="auto"):
+    return {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+
+
 def user(url, detail="auto", text=QUESTION):
-    return [{"role": "user", "content": [
-        {"type": "text", "text": text},
-        {"type": "image_url", "image_url": {"url": url, "detail": detail}},
-    ]}]
+    # Each image is spliced where its part stands: image first, as the
+    # model card's prompt (and `blip3 generate`) has it.
+    return [{"role": "user", "content": [image_part(url, detail), {"type": "text", "text": text}]}]
 
 
-def start_server(blip3):
+def start_server(blip3, model=MODEL, name="blip3-tiny"):
+    # Loopback only (the default --host), on a free port.
     proc = subprocess.Popen(
-        [blip3, "serve", "--model", MODEL, "--port", "0", "--served-model-name", "blip3-tiny"],
+        [blip3, "serve", "--model", model, "--port", "0", "--served-model-name", name],
         stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -59,15 +69,58 @@ def start_server(blip3):
     raise SystemExit("the server did not start")
 
 
-def expect_status(client, status, **kwargs):
+def expect_status(client, status, model="blip3-tiny", code=None, **kwargs):
     try:
-        client.chat.completions.create(model="blip3-tiny", **kwargs)
+        client.chat.completions.create(model=model, **kwargs)
     except openai.APIStatusError as e:
         assert e.status_code == status, (e.status_code, status, e.message)
         body = e.response.json()
         assert "message" in body["error"] and "type" in body["error"], body
+        assert code is None or body["error"].get("code") == code, (code, body)
         return body["error"]["message"]
     raise AssertionError(f"expected HTTP {status} for {kwargs}")
+
+
+def stop_server(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SystemExit("the server did not stop on SIGTERM")
+    assert proc.returncode == 0, proc.returncode
+
+
+def check_two_images(blip3):
+    """Two image_url parts in one message on the v1.5 tiny model: the same text
+    as `blip3 generate --image A --image B`; image-count errors are 400s."""
+    ref = json.loads(subprocess.check_output(
+        [blip3, "generate", "--model", V15_MODEL, "--image", V15_IMAGES[0], "--image", V15_IMAGES[1],
+         "--prompt", TWO_QUESTION, "--max-new-tokens", "8", "--json"], text=True))
+    proc, base_url = start_server(blip3, V15_MODEL, "xgenmm-v15-tiny")
+    try:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+        a, b = (data_url(p) for p in V15_IMAGES)
+        messages = [{"role": "user", "content": [
+            image_part(a), image_part(b), {"type": "text", "text": TWO_QUESTION}]}]
+        r = client.chat.completions.create(model="xgenmm-v15-tiny", messages=messages, max_tokens=8,
+                                           temperature=0)
+        assert r.choices[0].message.content == ref["text"], (r.choices[0].message.content, ref["text"])
+        assert r.choices[0].token_ids == ref["ids"], (r.choices[0].token_ids, ref["ids"])
+        assert r.usage.prompt_tokens == ref["timings"]["prefill_tokens"]
+        assert r.usage.prompt_tokens_details.image_tokens == sum(ref["image_token_counts"])
+        print("two images (v1.5): same text as blip3 generate --image A --image B", repr(ref["text"]))
+
+        typed = [{"role": "user", "content": [image_part(a), {"type": "text", "text": "Compare with <image>."}]}]
+        msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="image_count_mismatch",
+                            messages=typed, max_tokens=4)
+        print(f"  400: {msg}")
+        many = [{"role": "user", "content": [image_part(a)] * 9 + [{"type": "text", "text": "Hi"}]}]
+        msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="too_many_images",
+                            messages=many, max_tokens=4)
+        print(f"  400: {msg}")
+    finally:
+        stop_server(proc)
 
 
 def main():
@@ -134,6 +187,7 @@ def main():
             (400, dict(messages=user("http://127.0.0.1:1/x.png"))),
             (400, dict(messages=user(url), max_tokens=100000)),
             (400, dict(messages=user(url), n=99)),
+            (400, dict(messages=user(url, text="What is <image>?"))),
         ]
         for status, kwargs in bad:
             msg = expect_status(client, status, **kwargs)
@@ -151,13 +205,8 @@ def main():
         assert r.choices[0].token_ids == ref["ids"]
         print("bad inputs answered with 4xx; the next request still succeeds")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise SystemExit("the server did not stop on SIGTERM")
-    assert proc.returncode == 0, proc.returncode
+        stop_server(proc)
+    check_two_images(args.blip3)
     print("openai client check passed")
 
 

@@ -1,7 +1,7 @@
 //! The OpenAI chat-completions wire format: parsing a request body into a
 //! generation request (with precise 4xx errors), and the response objects.
 
-use blip3_engine::prompt::{DEFAULT_SYSTEM, IMAGE_TOKEN};
+use blip3_engine::prompt::DEFAULT_SYSTEM;
 use blip3_engine::SamplingParams;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,6 +34,9 @@ pub struct ImageRef {
     pub url: String,
     /// Requested detail.
     pub detail: Detail,
+    /// Where the part stands in the request (`messages[0].content[1]`), for
+    /// error messages.
+    pub at: String,
 }
 
 /// A validated chat request.
@@ -41,10 +44,10 @@ pub struct ImageRef {
 pub struct ChatRequest {
     /// Model name echoed back.
     pub model: Option<String>,
-    /// The templated prompt.
+    /// The templated prompt: one image marker per image, where its part stands.
     pub prompt: String,
-    /// The image, if any (at most one: BLIP-3 r-v1 takes one image per prompt).
-    pub image: Option<ImageRef>,
+    /// The images, in prompt (`<image>`) order.
+    pub images: Vec<ImageRef>,
     /// `max_tokens` / `max_completion_tokens` (None: up to the context).
     pub max_tokens: Option<usize>,
     /// Token selection.
@@ -118,8 +121,11 @@ struct ImageUrl {
     detail: Option<String>,
 }
 
-/// Parses and validates a request body.
-pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
+/// Parses and validates a request body. `image_marker` is the loaded model
+/// family's text for one image in a chat turn
+/// ([`Family::chat_image_marker`](blip3_engine::Family::chat_image_marker):
+/// `"<image>\n"` for r-v1, `"<image> "` for v1.5).
+pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     if !body.is_object() {
@@ -150,7 +156,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid("'model' must be a string", "model")),
     };
-    let (prompt, image) = template(body.get("messages"))?;
+    let (prompt, images) = template(body.get("messages"), image_marker)?;
 
     let max_tokens = match get_uint(&body, "max_completion_tokens")? {
         Some(v) => Some(v),
@@ -257,7 +263,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     Ok(ChatRequest {
         model,
         prompt,
-        image,
+        images,
         max_tokens: max_tokens.map(|v| v as usize),
         sampling: SamplingParams {
             temperature,
@@ -278,9 +284,13 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
 
 /// Builds the Phi-3 instruct prompt from the messages (spec §11.1): an
 /// optional system message, alternating user/assistant turns, and the
-/// assistant tag to answer after. The image, if any, is placed as `<image>\n`
-/// at the start of the user turn that carries it.
-fn template(messages: Option<&Value>) -> Result<(String, Option<ImageRef>), ApiError> {
+/// assistant tag to answer after. Each image part of a user turn becomes
+/// `image_marker` where the part stands (see [`content`]); the images are
+/// returned in that order.
+fn template(
+    messages: Option<&Value>,
+    image_marker: &str,
+) -> Result<(String, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     let Some(Value::Array(messages)) = messages else {
         return Err(invalid("'messages' must be a non-empty array", P));
@@ -290,17 +300,17 @@ fn template(messages: Option<&Value>) -> Result<(String, Option<ImageRef>), ApiE
     }
     let mut system = DEFAULT_SYSTEM.to_string();
     let mut turns = String::new();
-    let mut image = None;
+    let mut images = Vec::new();
     let mut last_role = "";
     for (i, m) in messages.iter().enumerate() {
         let role = m
             .get("role")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("messages[{i}].role must be a string"), P))?;
-        let (text, img) = content(m.get("content"), i)?;
+        let (text, imgs) = content(m.get("content"), i, image_marker)?;
         match role {
             "system" | "developer" => {
-                if img.is_some() {
+                if !imgs.is_empty() {
                     return Err(invalid(
                         format!("messages[{i}]: a system message cannot hold an image"),
                         P,
@@ -309,6 +319,12 @@ fn template(messages: Option<&Value>) -> Result<(String, Option<ImageRef>), ApiE
                 system = text;
             }
             "user" | "assistant" => {
+                if role != "user" && !imgs.is_empty() {
+                    return Err(invalid(
+                        format!("messages[{i}]: only user messages can hold an image"),
+                        P,
+                    ));
+                }
                 let tag = if role == "user" {
                     "<|user|>"
                 } else {
@@ -316,26 +332,9 @@ fn template(messages: Option<&Value>) -> Result<(String, Option<ImageRef>), ApiE
                 };
                 turns.push_str(tag);
                 turns.push('\n');
-                if let Some(img) = img {
-                    if role != "user" {
-                        return Err(invalid(
-                            format!("messages[{i}]: only user messages can hold an image"),
-                            P,
-                        ));
-                    }
-                    if image.is_some() {
-                        return Err(invalid(
-                            "this model takes one image per request; several were given",
-                            P,
-                        )
-                        .with_code("too_many_images"));
-                    }
-                    image = Some(img);
-                    turns.push_str(IMAGE_TOKEN);
-                    turns.push('\n');
-                }
                 turns.push_str(&text);
                 turns.push_str("<|end|>\n");
+                images.extend(imgs);
             }
             other => {
                 return Err(invalid(
@@ -353,18 +352,29 @@ fn template(messages: Option<&Value>) -> Result<(String, Option<ImageRef>), ApiE
     }
     Ok((
         format!("<|system|>\n{system}<|end|>\n{turns}<|assistant|>\n"),
-        image,
+        images,
     ))
 }
 
-/// A message's text (parts joined by newlines) and its image part, if any.
-fn content(content: Option<&Value>, i: usize) -> Result<(String, Option<ImageRef>), ApiError> {
+/// A message's text and its image parts, in order. Parts are joined by
+/// newlines, except after an image: an image part contributes `image_marker`
+/// at its place, and the marker ends in its own separator. So for v1.5
+/// (`"<image> "`) `[image, image, "Describe both."]` is
+/// `"<image> <image> Describe both."`, and for r-v1 (`"<image>\n"`)
+/// `[image, "Q"]` is `"<image>\nQ"`, the model card's one-image prompt.
+fn content(
+    content: Option<&Value>,
+    i: usize,
+    image_marker: &str,
+) -> Result<(String, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     match content {
-        Some(Value::String(s)) => Ok((s.clone(), None)),
+        Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
         Some(Value::Array(parts)) => {
-            let mut texts = Vec::new();
-            let mut image = None;
+            let mut text = String::new();
+            let mut images = Vec::new();
+            // Whether the next part needs a newline before it.
+            let mut separate = false;
             for (j, part) in parts.iter().enumerate() {
                 let kind = part.get("type").and_then(Value::as_str).ok_or_else(|| {
                     invalid(
@@ -373,14 +383,16 @@ fn content(content: Option<&Value>, i: usize) -> Result<(String, Option<ImageRef
                     )
                 })?;
                 match kind {
-                    "text" => texts.push(
-                        part.get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                invalid(format!("messages[{i}].content[{j}].text must be a string"), P)
-                            })?
-                            .to_string(),
-                    ),
+                    "text" => {
+                        let t = part.get("text").and_then(Value::as_str).ok_or_else(|| {
+                            invalid(format!("messages[{i}].content[{j}].text must be a string"), P)
+                        })?;
+                        if separate {
+                            text.push('\n');
+                        }
+                        text.push_str(t);
+                        separate = true;
+                    }
                     "image_url" => {
                         let spec: ImageUrl = serde_json::from_value(
                             part.get("image_url").cloned().unwrap_or(Value::Null),
@@ -396,21 +408,20 @@ fn content(content: Option<&Value>, i: usize) -> Result<(String, Option<ImageRef
                             Some("low") => Detail::Low,
                             Some(other) => {
                                 return Err(invalid(
-                                    format!("image_url.detail '{other}' is not one of low, high, auto"),
+                                    format!("messages[{i}].content[{j}].image_url.detail '{other}' is not one of low, high, auto"),
                                     P,
                                 ))
                             }
                         };
-                        if image.is_some() {
-                            return Err(invalid(
-                                "this model takes one image per request; several were given",
-                                P,
-                            )
-                            .with_code("too_many_images"));
+                        if separate {
+                            text.push('\n');
                         }
-                        image = Some(ImageRef {
+                        text.push_str(image_marker);
+                        separate = false;
+                        images.push(ImageRef {
                             url: spec.url,
                             detail,
+                            at: format!("messages[{i}].content[{j}]"),
                         });
                     }
                     other => {
@@ -422,7 +433,7 @@ fn content(content: Option<&Value>, i: usize) -> Result<(String, Option<ImageRef
                     }
                 }
             }
-            Ok((texts.join("\n"), image))
+            Ok((text, images))
         }
         Some(Value::Null) | None => Err(invalid(format!("messages[{i}].content is missing"), P)),
         Some(_) => Err(invalid(
@@ -447,24 +458,113 @@ pub fn logprob_entry(token: &str, logprob: f32, top: &[(String, f32)]) -> Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blip3_engine::prompt::{chat_prompt, instruct_prompt, LINE_IMAGE_MARKER};
+
+    /// v1.5's marker (`Family::XgenmmV15.chat_image_marker()`).
+    const INLINE: &str = "<image> ";
 
     fn parse(v: Value) -> Result<ChatRequest, ApiError> {
-        parse_chat(v.to_string().as_bytes())
+        parse_chat(v.to_string().as_bytes(), LINE_IMAGE_MARKER)
+    }
+
+    fn image(url: &str, detail: &str) -> Value {
+        json!({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+    }
+
+    fn text(t: &str) -> Value {
+        json!({"type": "text", "text": t})
     }
 
     #[test]
     fn single_user_turn_with_image_matches_the_instruct_template() {
         let r = parse(json!({"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}
+            image("data:image/png;base64,AA==", "low"),
+            text("What is this?"),
         ]}]}))
+        .unwrap();
+        assert_eq!(r.prompt, instruct_prompt("What is this?", None));
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].detail, Detail::Low);
+        assert_eq!(r.images[0].at, "messages[0].content[0]");
+        assert_eq!((r.n, r.max_tokens, r.stream), (1, None, false));
+    }
+
+    #[test]
+    fn family_markers_go_where_the_image_parts_stand() {
+        for marker in [INLINE, LINE_IMAGE_MARKER] {
+            let body = json!({"messages": [{"role": "user", "content": [
+                image("a", "high"), image("b", "low"), text("Describe both.")
+            ]}]});
+            let r = parse_chat(body.to_string().as_bytes(), marker).unwrap();
+            assert_eq!(r.prompt, chat_prompt("Describe both.", None, marker, 2));
+            let urls: Vec<_> = r
+                .images
+                .iter()
+                .map(|i| (i.url.as_str(), i.detail))
+                .collect();
+            assert_eq!(urls, [("a", Detail::High), ("b", Detail::Low)]);
+        }
+        let r = parse_chat(
+            json!({"messages": [{"role": "user", "content": [
+                image("a", "auto"), image("b", "auto"), text("Describe both.")
+            ]}]})
+            .to_string()
+            .as_bytes(),
+            INLINE,
+        )
+        .unwrap();
+        assert!(r
+            .prompt
+            .ends_with("<|user|>\n<image> <image> Describe both.<|end|>\n<|assistant|>\n"));
+
+        // Interleaved: text parts joined by newlines, a marker in place of
+        // each image (it carries its own separator).
+        let r = parse_chat(
+            json!({"messages": [{"role": "user", "content": [
+                text("First:"), image("a", "auto"), text("Second:"), text("(below)"),
+                image("b", "auto"), text("Compare.")
+            ]}]})
+            .to_string()
+            .as_bytes(),
+            INLINE,
+        )
+        .unwrap();
+        assert!(
+            r.prompt.ends_with(
+                "<|user|>\nFirst:\n<image> Second:\n(below)\n<image> Compare.<|end|>\n<|assistant|>\n"
+            ),
+            "{}",
+            r.prompt
+        );
+    }
+
+    #[test]
+    fn images_in_several_user_turns_keep_their_order() {
+        let r = parse(json!({"messages": [
+            {"role": "user", "content": [image("a", "low"), text("What is this?")]},
+            {"role": "assistant", "content": "A cat."},
+            {"role": "user", "content": [image("b", "high"), text("And this?")]}
+        ]}))
         .unwrap();
         assert_eq!(
             r.prompt,
-            blip3_engine::prompt::instruct_prompt("What is this?", None)
+            format!(
+                "<|system|>\n{DEFAULT_SYSTEM}<|end|>\n<|user|>\n<image>\nWhat is this?<|end|>\n\
+                 <|assistant|>\nA cat.<|end|>\n<|user|>\n<image>\nAnd this?<|end|>\n<|assistant|>\n"
+            )
         );
-        assert_eq!(r.image.unwrap().detail, Detail::Low);
-        assert_eq!((r.n, r.max_tokens, r.stream), (1, None, false));
+        let got: Vec<_> = r
+            .images
+            .iter()
+            .map(|i| (i.url.as_str(), i.detail, i.at.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Detail::Low, "messages[0].content[0]"),
+                ("b", Detail::High, "messages[2].content[0]")
+            ]
+        );
     }
 
     #[test]
@@ -496,10 +596,22 @@ mod tests {
                 "robot",
             ),
             (
+                json!({"messages": [
+                    {"role": "system", "content": [image("a", "auto")]},
+                    {"role": "user", "content": "hi"}]}),
+                "system message cannot hold an image",
+            ),
+            (
+                json!({"messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [image("a", "auto")]},
+                    {"role": "user", "content": "hi"}]}),
+                "only user messages",
+            ),
+            (
                 json!({"messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "a"}},
-                {"type": "image_url", "image_url": {"url": "b"}}]}]}),
-                "one image",
+                    image("a", "auto"), image("b", "huge")]}]}),
+                "messages[0].content[1].image_url.detail 'huge'",
             ),
         ];
         for (body, needle) in cases {
@@ -507,7 +619,7 @@ mod tests {
             assert_eq!(e.status.as_u16(), 400, "{body}");
             assert!(e.message.contains(needle), "{body}: {}", e.message);
         }
-        let e = parse_chat(b"{not json").unwrap_err();
+        let e = parse_chat(b"{not json", LINE_IMAGE_MARKER).unwrap_err();
         assert!(e.message.contains("not valid JSON"));
     }
 
@@ -524,6 +636,7 @@ mod tests {
             r.prompt,
             "<|system|>\nBe brief.<|end|>\n<|user|>\nA<|end|>\n<|assistant|>\nB<|end|>\n<|user|>\nC<|end|>\n<|assistant|>\n"
         );
+        assert!(r.images.is_empty());
         assert_eq!((r.n, r.stop.len(), r.seeded), (2, 1, true));
         assert!((r.sampling.temperature - 0.7).abs() < 1e-6);
     }

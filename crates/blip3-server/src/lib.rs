@@ -7,6 +7,11 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`,
 //! `GET /metrics`.
+//!
+//! A request may carry several images (`image_url` parts, in one or several
+//! user messages, up to [`ServerConfig::max_images`]); each becomes the
+//! loaded family's image marker where its part stands, and each is cached
+//! and encoded on its own.
 
 pub mod api;
 pub mod error;
@@ -36,7 +41,7 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::api::{logprob_entry, ChatRequest, Detail};
+use crate::api::{logprob_entry, ChatRequest, Detail, ImageRef};
 use crate::error::ApiError;
 use crate::media::MediaPolicy;
 use crate::metrics::Metrics;
@@ -64,6 +69,8 @@ pub struct ServerConfig {
     pub vision_cache_bytes: usize,
     /// Disk tier of the image cache.
     pub vision_cache_dir: Option<PathBuf>,
+    /// Most images in one request (over it: 400 `too_many_images`).
+    pub max_images: usize,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +90,7 @@ impl Default for ServerConfig {
             max_pixels: blip3_preprocess::decode::DEFAULT_MAX_PIXELS,
             vision_cache_bytes: 512 << 20,
             vision_cache_dir: None,
+            max_images: 8,
         }
     }
 }
@@ -230,9 +238,11 @@ async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     }
 }
 
-/// Validates the request, prepares its image and queues it.
+/// Validates the request, prepares its images and queues it.
 async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
-    let request = api::parse_chat(body)?;
+    let pipeline = state.pipeline.clone();
+    // The model family decides how an image is marked in a chat turn.
+    let request = api::parse_chat(body, pipeline.family().chat_image_marker())?;
     if let Some(name) = &request.model {
         if !name.is_empty() && name != &state.config.model_name {
             return Err(ApiError::not_found(
@@ -244,21 +254,29 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
             ));
         }
     }
-    let pipeline = state.pipeline.clone();
+    let max_images = state.config.max_images;
+    if request.images.len() > max_images {
+        return Err(ApiError::invalid(
+            format!(
+                "{} images were given; this server takes at most {max_images} per request",
+                request.images.len()
+            ),
+            Some("messages"),
+        )
+        .with_code("too_many_images"));
+    }
     let input_ids = pipeline.tokenizer().encode(&request.prompt, true);
-    let image = prepare_image(state, &request).await?;
-    // Context check: prompt positions are known once the crop count is.
-    let crops = match &image {
-        JobImage::None => 0,
-        JobImage::Cached(e) => e.info.num_crops,
-        JobImage::Prepared { image, .. } => image.num_crops,
-    };
+    check_image_count(&pipeline, &input_ids, request.images.len())?;
+    let images = prepare_images(state, &request.images).await?;
+    // Context check: each image's `<image>` token becomes crops × latents
+    // positions, known once the crop counts are.
     let latents = pipeline
         .model()
         .config()
         .vision_tokenizer_config
         .num_vis_tokens;
-    let positions = input_ids.len() + crops * latents - usize::from(crops > 0);
+    let visual: usize = images.iter().map(|i| i.num_crops() * latents).sum();
+    let positions = (input_ids.len() + visual).saturating_sub(images.len());
     let context = pipeline.model().lm().config().max_position_embeddings;
     if positions >= context {
         return Err(ApiError::invalid(
@@ -292,7 +310,7 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
     let (tx, rx) = unbounded_channel();
     let job = Job {
         input_ids,
-        image,
+        images,
         params,
         n: request.n,
         stop: request.stop.clone(),
@@ -336,12 +354,58 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
     }
 }
 
-/// Reads the image bytes, checks the cache, else decodes and preprocesses
-/// (off the async threads).
-async fn prepare_image(state: &Arc<AppState>, request: &ChatRequest) -> Result<JobImage, ApiError> {
-    let Some(image_ref) = &request.image else {
-        return Ok(JobImage::None);
+/// Checks that the prompt's `<image>` tokens match the images, before any
+/// image is fetched. Text that reads `<image>` tokenizes to the image token,
+/// so a user typing it would otherwise shift every image.
+fn check_image_count(
+    pipeline: &Pipeline,
+    input_ids: &[u32],
+    images: usize,
+) -> Result<(), ApiError> {
+    let image_token = pipeline.image_token_id();
+    let markers = input_ids.iter().filter(|&&id| id == image_token).count();
+    let mismatch = |detail: String| {
+        ApiError::invalid(
+            format!("the prompt holds {markers} <image> token(s) for {images} image(s): {detail}"),
+            Some("messages"),
+        )
+        .with_code("image_count_mismatch")
     };
+    if markers != images {
+        return Err(mismatch(
+            "the text '<image>' is reserved for the image parts; remove it from text content"
+                .into(),
+        ));
+    }
+    // The splice mode's own rule (e.g. first-image-only takes one image).
+    pipeline
+        .check_image_count(input_ids, images)
+        .map_err(|e| mismatch(e.to_string()))
+}
+
+/// Prepares each image in order: reads its bytes, checks the cache, else
+/// decodes and preprocesses it (off the async threads). Errors name the
+/// content part at fault.
+async fn prepare_images(
+    state: &Arc<AppState>,
+    images: &[ImageRef],
+) -> Result<Vec<JobImage>, ApiError> {
+    let mut prepared = Vec::with_capacity(images.len());
+    for image_ref in images {
+        let image = prepare_image(state, image_ref).await.map_err(|mut e| {
+            if images.len() > 1 {
+                e.message = format!("{}: {}", image_ref.at, e.message);
+            }
+            e
+        })?;
+        prepared.push(image);
+    }
+    Ok(prepared)
+}
+
+/// One image: from the cache, or decoded and preprocessed under its `detail`
+/// (low: the global view alone; high/auto: the pipeline's aspect mode).
+async fn prepare_image(state: &Arc<AppState>, image_ref: &ImageRef) -> Result<JobImage, ApiError> {
     let policy = state.config.media.clone();
     let url = image_ref.url.clone();
     let bytes = tokio::task::spawn_blocking(move || media::fetch(&url, &policy))

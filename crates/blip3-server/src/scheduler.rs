@@ -2,7 +2,8 @@
 //!
 //! One OS thread owns the model's compute. Each turn of its loop it
 //! 1. admits queued requests while fewer than `max_batch` sequences run:
-//!    image encoding (or an image-cache hit), perceiver, prefill, first token;
+//!    image encoding (or an image-cache hit, per image), perceiver over all
+//!    of the request's images, prefill, first token;
 //! 2. runs one decoder pass for every running sequence at once
 //!    ([`Pipeline::step`]: the weights are streamed once per pass for up to
 //!    four sequences, each with its own KV cache and position);
@@ -28,10 +29,8 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::vision_cache::{Tier, VisionCache};
 
-/// The image of a job, as far as the HTTP side could take it.
+/// One image of a job, as far as the HTTP side could take it.
 pub enum JobImage {
-    /// No image.
-    None,
     /// Decoded and preprocessed; the ViT still has to run. Cached under `key`.
     Prepared {
         /// Crops and pixel values.
@@ -43,12 +42,22 @@ pub enum JobImage {
     Cached(EncodedImage),
 }
 
+impl JobImage {
+    /// Crops the image was cut into (each becomes `num_vis_tokens` positions).
+    pub fn num_crops(&self) -> usize {
+        match self {
+            JobImage::Prepared { image, .. } => image.num_crops,
+            JobImage::Cached(e) => e.info.num_crops,
+        }
+    }
+}
+
 /// One chat request for the engine.
 pub struct Job {
     /// Prompt ids (BOS included).
     pub input_ids: Vec<u32>,
-    /// The image.
-    pub image: JobImage,
+    /// The images, in `<image>` order (as many as the prompt's `<image>` tokens).
+    pub images: Vec<JobImage>,
     /// Per-choice settings (choice `i` uses `seed + i`).
     pub params: GenerationParams,
     /// Choices.
@@ -79,7 +88,7 @@ pub struct TokenLogprob {
 pub struct Timings {
     /// Waiting in the queue.
     pub queue_s: f64,
-    /// ViT (0 on a cache hit).
+    /// ViT over the images not in the cache (0 when all were).
     pub image_encode_s: f64,
     /// Perceiver + splice.
     pub perceiver_s: f64,
@@ -89,7 +98,8 @@ pub struct Timings {
     pub decode_s: f64,
     /// Accept to first token.
     pub ttft_s: f64,
-    /// Whether the image came from the cache (`ram`, `disk`) or not (`miss`, `none`).
+    /// Where the images came from: `ram` or `disk` (all from that cache
+    /// tier), `miss` (all encoded), `mixed`, or `none` (no image).
     pub image_cache: &'static str,
 }
 
@@ -98,7 +108,7 @@ pub struct Timings {
 pub struct Usage {
     /// Prompt positions (text + visual tokens).
     pub prompt_tokens: usize,
-    /// Of which visual tokens.
+    /// Of which visual tokens: Σ over images of crops × `num_vis_tokens`.
     pub image_tokens: usize,
     /// Generated tokens over all choices.
     pub completion_tokens: usize,
@@ -280,8 +290,8 @@ fn running(active: &[Active]) -> usize {
         .sum()
 }
 
-/// Encodes the image (or takes it from the cache), prefills every choice and
-/// chooses their first tokens.
+/// Encodes every image not in the cache (or takes it from there), prefills
+/// every choice and chooses their first tokens.
 fn admit(
     pipeline: &Pipeline,
     job: Job,
@@ -294,55 +304,67 @@ fn admit(
     };
     let mut timings = Timings {
         queue_s: job.accepted.elapsed().as_secs_f64(),
-        image_cache: "none",
         ..Default::default()
     };
     let t = Instant::now();
-    let encoded = match &job.image {
-        JobImage::None => None,
-        JobImage::Cached(e) => {
-            timings.image_cache = "ram";
-            Some(e.clone())
-        }
-        JobImage::Prepared { image, key } => {
-            // Another request may have encoded the same image meanwhile.
-            let hit = cache.lock().ok().and_then(|mut c| c.get(key));
-            match hit {
-                Some((e, tier)) => {
-                    Metrics::add(&metrics.cache_hits, 1);
-                    if tier == Tier::Disk {
-                        Metrics::add(&metrics.cache_disk_hits, 1);
+    let mut encoded = Vec::with_capacity(job.images.len());
+    let mut sources = Vec::with_capacity(job.images.len());
+    for image in &job.images {
+        match image {
+            JobImage::Cached(e) => {
+                sources.push("ram");
+                encoded.push(e.clone());
+            }
+            JobImage::Prepared { image, key } => {
+                // Another request (or an earlier image of this one) may have
+                // encoded the same image meanwhile.
+                let hit = cache.lock().ok().and_then(|mut c| c.get(key));
+                match hit {
+                    Some((e, tier)) => {
+                        Metrics::add(&metrics.cache_hits, 1);
+                        if tier == Tier::Disk {
+                            Metrics::add(&metrics.cache_disk_hits, 1);
+                        }
+                        sources.push(if tier == Tier::Disk { "disk" } else { "ram" });
+                        encoded.push(e);
                     }
-                    timings.image_cache = if tier == Tier::Disk { "disk" } else { "ram" };
-                    Some(e)
-                }
-                None => {
-                    Metrics::add(&metrics.cache_misses, 1);
-                    timings.image_cache = "miss";
-                    let e = pipeline.encode_image(image).map_err(engine)?;
-                    if let Ok(mut c) = cache.lock() {
-                        c.insert(key.clone(), e.clone());
-                        metrics
-                            .cache_bytes
-                            .store(c.bytes() as u64, Ordering::Relaxed);
+                    None => {
+                        Metrics::add(&metrics.cache_misses, 1);
+                        sources.push("miss");
+                        let e = pipeline.encode_image(image).map_err(engine)?;
+                        if let Ok(mut c) = cache.lock() {
+                            c.insert(key.clone(), e.clone());
+                            metrics
+                                .cache_bytes
+                                .store(c.bytes() as u64, Ordering::Relaxed);
+                        }
+                        encoded.push(e);
                     }
-                    Some(e)
                 }
             }
         }
+    }
+    timings.image_cache = match sources.split_first() {
+        None => "none",
+        Some((first, rest)) if rest.iter().all(|s| s == first) => *first,
+        Some(_) => "mixed",
     };
     timings.image_encode_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let embeds = pipeline
-        .prompt_embeds(&job.input_ids, encoded.as_slice())
+        .prompt_embeds(&job.input_ids, &encoded)
         .map_err(engine)?;
     timings.perceiver_s = t.elapsed().as_secs_f64();
     let positions = embeds.dims().first().copied().unwrap_or(0);
+    let latents = pipeline
+        .model()
+        .config()
+        .vision_tokenizer_config
+        .num_vis_tokens;
     let usage = Usage {
         prompt_tokens: positions,
-        image_tokens: positions.saturating_sub(job.input_ids.len().saturating_sub(1))
-            * usize::from(encoded.is_some()),
+        image_tokens: encoded.iter().map(|e| e.info.num_crops * latents).sum(),
         completion_tokens: 0,
     };
 

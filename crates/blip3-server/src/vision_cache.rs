@@ -218,27 +218,29 @@ mod tests {
     use super::*;
 
     fn entry(n: usize, fill: f32) -> EncodedImage {
-        EncodedImage {
-            features: Tensor::from_vec(vec![fill; n * 4], (n, 2, 2), &Device::Cpu).unwrap(),
-            info: ImageInfo {
+        EncodedImage::from_features(
+            Tensor::from_vec(vec![fill; n * 4], (n, 4, 1), &Device::Cpu).unwrap(),
+            ImageInfo {
                 image_size: (10, 20),
-                best_resolution: (42, 84),
-                grid: (1, 2),
+                best_resolution: (42, 42),
+                grid: (1, 1),
                 num_crops: n,
             },
-        }
+        )
+        .unwrap()
     }
 
     #[test]
     fn lru_evicts_oldest_within_budget() {
-        let mut c = VisionCache::new(2 * 48, None).unwrap();
+        let size = entry(3, 1.0).size_bytes();
+        let mut c = VisionCache::new(2 * size, None).unwrap();
         c.insert("a".into(), entry(3, 1.0));
         c.insert("b".into(), entry(3, 2.0));
         assert!(c.get("a").is_some()); // a is now the most recent
         c.insert("c".into(), entry(3, 3.0));
         assert!(c.get("b").is_none());
         assert!(c.get("a").is_some() && c.get("c").is_some());
-        assert_eq!(c.bytes(), 96);
+        assert_eq!(c.bytes(), 2 * size);
     }
 
     #[test]
@@ -250,6 +252,7 @@ mod tests {
         let (got, tier) = fresh.get("k").unwrap();
         assert_eq!(tier, Tier::Disk);
         assert_eq!(got.info, entry(2, 0.5).info);
+        assert_eq!(got.padding_mask, entry(2, 0.5).padding_mask);
         let v: Vec<f32> = got.features.flatten_all().unwrap().to_vec1().unwrap();
         assert!(v.iter().all(|&x| x == 0.5));
         assert_eq!(fresh.get("k").unwrap().1, Tier::Ram);

@@ -1,14 +1,15 @@
-//! The server on the bundled tiny model, driven through its router: answers
-//! match the engine's own greedy run, batching does not change any answer,
-//! every bad input gets a 4xx in OpenAI's shape and the next request works.
+//! The server on the bundled tiny models, driven through its router: answers
+//! match the engine's own greedy run (one image, and several images on r-v1
+//! and v1.5), batching does not change any answer, every bad input gets a
+//! 4xx in OpenAI's shape and the next request works.
 
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use blip3_engine::prompt::instruct_prompt;
-use blip3_engine::{Pipeline, PipelineOptions};
+use blip3_engine::prompt::{instruct_prompt, DEFAULT_SYSTEM};
+use blip3_engine::{GenerationParams, Pipeline, PipelineOptions};
 use blip3_server::{Server, ServerConfig};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -21,8 +22,16 @@ fn fixture() -> PathBuf {
 const IMAGE: &str = "images/v2_grid2x2_100x90.png";
 const QUESTION: &str = "What is shown in this image?";
 
+fn v15_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/xgenmm-v15-tiny")
+}
+
 fn data_url(path: &str) -> String {
-    let bytes = std::fs::read(fixture().join(path)).unwrap();
+    data_url_in(&fixture(), path)
+}
+
+fn data_url_in(dir: &std::path::Path, path: &str) -> String {
+    let bytes = std::fs::read(dir.join(path)).unwrap();
     format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -37,8 +46,8 @@ fn chat(extra: Value, detail: &str) -> Value {
     let mut body = json!({
         "model": "tiny",
         "messages": [{"role": "user", "content": [
-            {"type": "text", "text": QUESTION},
-            {"type": "image_url", "image_url": {"url": data_url(IMAGE), "detail": detail}}
+            {"type": "image_url", "image_url": {"url": data_url(IMAGE), "detail": detail}},
+            {"type": "text", "text": QUESTION}
         ]}],
         "max_tokens": 8,
     });
@@ -68,6 +77,26 @@ async fn post(router: &axum::Router, body: Vec<u8>) -> (StatusCode, Value, Strin
     (status, json, text)
 }
 
+/// Greedy ids of `prompt` with already encoded images, through the engine's
+/// step API (as the server runs it, without the server).
+fn greedy_ids(
+    p: &Pipeline,
+    prompt: &str,
+    images: &[blip3_engine::EncodedImage],
+    max_new_tokens: usize,
+) -> Vec<u32> {
+    let ids = p.tokenizer().encode(prompt, true);
+    let embeds = p.prompt_embeds(&ids, images).unwrap();
+    let mut seq = p
+        .start(&embeds, &ids, &GenerationParams::greedy(max_new_tokens))
+        .unwrap();
+    while seq.finished.is_none() {
+        p.choose(&mut seq).unwrap();
+        p.step(&mut [&mut seq]).unwrap();
+    }
+    seq.generated
+}
+
 fn ids(choice: &Value) -> Vec<u32> {
     choice["token_ids"]
         .as_array()
@@ -83,23 +112,14 @@ async fn chat_completions_match_the_engine_and_reject_bad_input() {
     let image = reference.load_image(&fixture().join(IMAGE)).unwrap();
     let prompt = instruct_prompt(QUESTION, None);
     let expected = reference
-        .run(&image, &prompt, 8, false, &mut |_| {})
+        .run(std::slice::from_ref(&image), &prompt, 8, false, &mut |_| {})
         .unwrap();
     // detail: low is the global view alone (the processor's pad mode).
     let low = {
         let p = &reference;
         let prepared = p.preprocess_with(&image, blip3_preprocess::AspectMode::Pad);
         let encoded = p.encode_image(&prepared).unwrap();
-        let ids = p.tokenizer().encode(&prompt, true);
-        let embeds = p.prompt_embeds(&ids, Some(&encoded)).unwrap();
-        let mut seq = p
-            .start(&embeds, &ids, &blip3_engine::GenerationParams::greedy(8))
-            .unwrap();
-        while seq.finished.is_none() {
-            p.choose(&mut seq).unwrap();
-            p.step(&mut [&mut seq]).unwrap();
-        }
-        seq.generated
+        greedy_ids(p, &prompt, &[encoded], 8)
     };
 
     let server = Server::start(
@@ -406,4 +426,196 @@ async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
     );
     drop(router);
     server.stop();
+}
+
+fn image_part(url: &str, detail: &str) -> Value {
+    json!({"type": "image_url", "image_url": {"url": url, "detail": detail}})
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "text", "text": text})
+}
+
+/// Several images in one request on the model in `dir` (images `a`, `b`):
+/// in one message, per-image detail, across user turns, through the cache;
+/// and the image-count errors.
+async fn several_images_match_the_engine(dir: PathBuf, a: &str, b: &str) {
+    const ASK: &str = "Describe both pictures.";
+    let reference = Pipeline::load(&dir.join("model"), &PipelineOptions::default()).unwrap();
+    let marker = reference.family().chat_image_marker();
+    let images = [a, b].map(|f| reference.load_image(&dir.join(f)).unwrap());
+    let prompt = reference.chat_prompt(ASK, None, 2);
+    let expected = reference
+        .generate(
+            &images,
+            &prompt,
+            &GenerationParams::greedy(8),
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(expected.image_token_counts.len(), 2);
+    let latents = reference
+        .model()
+        .config()
+        .vision_tokenizer_config
+        .num_vis_tokens;
+
+    let server = Server::start(
+        Pipeline::load(&dir.join("model"), &PipelineOptions::default()).unwrap(),
+        ServerConfig {
+            model_name: "tiny".into(),
+            max_images: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = server.router();
+    let (url_a, url_b) = (data_url_in(&dir, a), data_url_in(&dir, b));
+    let request = |content: Value| {
+        json!({"model": "tiny", "messages": [{"role": "user", "content": content}],
+               "max_tokens": 8, "temperature": 0})
+        .to_string()
+        .into_bytes()
+    };
+
+    // Two image parts, then the question: the engine's two-image chat prompt.
+    let two = request(json!([
+        image_part(&url_a, "auto"),
+        image_part(&url_b, "high"),
+        text_part(ASK)
+    ]));
+    let (status, body, text) = post(&router, two.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let choice = &body["choices"][0];
+    assert_eq!(ids(choice), expected.generated_ids);
+    assert_eq!(choice["message"]["content"], expected.text);
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        expected.timings.prefill_tokens
+    );
+    let image_tokens: usize = expected.image_token_counts.iter().sum();
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["image_tokens"],
+        image_tokens
+    );
+    let crops: usize = expected.images.iter().map(|i| i.num_crops).sum();
+    assert_eq!(image_tokens, crops * latents);
+    assert_eq!(body["usage"]["timings"]["image_cache"], "miss");
+
+    // Again: both images come from the cache, same answer.
+    let (status, body, _) = post(&router, two).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body["choices"][0]), expected.generated_ids);
+    assert_eq!(body["usage"]["timings"]["image_cache"], "ram");
+
+    // detail per image: the first squashed to one crop, the second tiled.
+    let mixed = {
+        let low = reference.preprocess_with(&images[0], blip3_preprocess::AspectMode::Pad);
+        let high = reference.preprocess(&images[1]);
+        let encoded = [low, high].map(|p| reference.encode_image(&p).unwrap());
+        greedy_ids(&reference, &prompt, &encoded, 8)
+    };
+    let (status, body, text) = post(
+        &router,
+        request(json!([
+            image_part(&url_a, "low"),
+            image_part(&url_b, "auto"),
+            text_part(ASK)
+        ])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(ids(&body["choices"][0]), mixed);
+    assert_eq!(body["usage"]["timings"]["image_cache"], "mixed");
+
+    // One image in each of two user turns, each where it stands.
+    let turns = format!(
+        "<|system|>\n{DEFAULT_SYSTEM}<|end|>\n<|user|>\n{marker}First.<|end|>\n\
+         <|assistant|>\nOK.<|end|>\n<|user|>\n{marker}Second.<|end|>\n<|assistant|>\n"
+    );
+    let expected_turns = reference
+        .generate(
+            &images,
+            &turns,
+            &GenerationParams::greedy(8),
+            false,
+            &mut |_| {},
+        )
+        .unwrap();
+    let body = json!({"messages": [
+        {"role": "user", "content": [image_part(&url_a, "auto"), text_part("First.")]},
+        {"role": "assistant", "content": "OK."},
+        {"role": "user", "content": [image_part(&url_b, "auto"), text_part("Second.")]}
+    ], "max_tokens": 8});
+    let (status, body, text) = post(&router, body.to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(ids(&body["choices"][0]), expected_turns.generated_ids);
+
+    // Typed "<image>" text is plain text to the user but the image token to
+    // the model: refused before any image work. Over the cap: refused too.
+    let bad = [
+        (
+            request(json!([
+                image_part(&url_a, "auto"),
+                text_part("Compare with <image>.")
+            ])),
+            "image_count_mismatch",
+            "2 <image> token(s) for 1 image(s)",
+        ),
+        (
+            request(json!([text_part("<image> What is this?")])),
+            "image_count_mismatch",
+            "<image>",
+        ),
+        (
+            request(json!([
+                image_part(&url_a, "auto"),
+                image_part(&url_b, "auto"),
+                image_part(&url_a, "low"),
+                text_part(ASK)
+            ])),
+            "too_many_images",
+            "at most 2",
+        ),
+        (
+            request(json!([
+                image_part(&url_a, "auto"),
+                image_part("data:image/png;base64,aGVsbG8gd29ybGQ=", "auto"),
+                text_part(ASK)
+            ])),
+            "invalid_image",
+            "messages[0].content[1]",
+        ),
+    ];
+    for (body, code, needle) in bad {
+        let (status, json, text) = post(&router, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{text}");
+        assert_eq!(json["error"]["code"], code, "{text}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    drop(router);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_images_on_r_v1_match_the_engine() {
+    several_images_match_the_engine(
+        fixture(),
+        "images/v2_grid2x2_100x90.png",
+        "images/v3_grid2x1_128x64.png",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_images_on_v15_match_the_engine() {
+    several_images_match_the_engine(
+        v15_fixture(),
+        "images/v5_two_wide3_420x130_small_40x25_a.png",
+        "images/v5_two_wide3_420x130_small_40x25_b.png",
+    )
+    .await;
 }
