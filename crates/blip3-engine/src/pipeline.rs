@@ -222,7 +222,12 @@ impl Pipeline {
                 text.initial_tokenizer_len
             );
         }
-        let eos_ids = read_generation_eos(dir, text.eos_token_id);
+        // The generation config's eos, plus the LM's own <|endoftext|>: the
+        // v1.5 reference stops on either 32007 or 32000.
+        let mut eos_ids = read_generation_eos(dir, text.eos_token_id);
+        if !eos_ids.contains(&text.eos_token_id) {
+            eos_ids.push(text.eos_token_id);
+        }
         let stop = StopRule {
             end_id: tokenizer.token_to_id("<|end|>"),
             eos_ids: eos_ids.clone(),

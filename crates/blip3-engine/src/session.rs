@@ -60,7 +60,9 @@ impl EncodedImage {
     pub fn from_features(features: Tensor, info: ImageInfo) -> Result<Self, EngineError> {
         let (n, v, _) = features.dims3()?;
         let g = (v as f64).sqrt().round() as usize;
-        if g * g != v || n != info.num_crops {
+        let (npw, nph) = info.grid;
+        let cut_fits = n == 1 || n == 1 + npw * nph;
+        if g * g != v || n != info.num_crops || !cut_fits {
             return Err(EngineError::Request(format!(
                 "features of shape {:?} do not fit {} crops of a square token grid",
                 features.dims(),

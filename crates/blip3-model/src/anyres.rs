@@ -66,7 +66,9 @@ pub fn padding_mask(
 ) -> Vec<f32> {
     let v = g * g;
     let mut mask = vec![1f32; num_crops * v];
-    if num_crops <= 1 || width == 0 || height == 0 {
+    // One crop (pad mode) has no border; a crop count that does not fit the
+    // grid (not an anyres cut) is left unmasked rather than misread.
+    if num_crops <= 1 || num_crops != 1 + npw * nph || width == 0 || height == 0 {
         return mask;
     }
     let (cw, ch) = (npw * g, nph * g);
