@@ -7,9 +7,12 @@ Starts the server on a free loopback port, compares its answers with
 `blip3 generate --json` (same ids and text), exercises n, stop, logprobs,
 detail=low and streaming with usage, sends each documented bad input and
 checks its 4xx, then checks that a good request still succeeds. Then starts a
-second server on the tiny xGen-MM v1.5 model (the multi-image family) and
-checks a two-image chat against `blip3 generate --image A --image B`. Stops
-each server (SIGTERM, graceful) at the end. Needs `pip install openai`.
+second server on the tiny xGen-MM v1.5 model (the multi-image family, with
+`--max-images 4`) and checks a two-image chat against
+`blip3 generate --image A --image B`, and `/v1/completions` (raw prompts, the
+base models' format) with image parts against
+`blip3 generate --raw-prompt --image A --image B`. Stops each server (SIGTERM,
+graceful) at the end. Needs `pip install openai`.
 """
 
 import argparse
@@ -34,6 +37,8 @@ V15_MODEL = os.path.join(ROOT, "testdata", "xgenmm-v15-tiny", "model")
 V15_IMAGES = [os.path.join(ROOT, "testdata", "xgenmm-v15-tiny", "images", f"v5_two_wide3_420x130_small_40x25_{s}.png")
               for s in "ab"]
 TWO_QUESTION = "Describe both pictures."
+# A base model's few-shot prompt: one bare <image> per image, no chat frame.
+RAW_PROMPT = "<image>Output:a red square<|endofchunk|><image>Output:"
 
 
 def data_url(path):
@@ -51,10 +56,10 @@ def user(url, detail="auto", text=QUESTION):
     return [{"role": "user", "content": [image_part(url, detail), {"type": "text", "text": text}]}]
 
 
-def start_server(blip3, model=MODEL, name="blip3-tiny"):
+def start_server(blip3, model=MODEL, name="blip3-tiny", extra=()):
     # Loopback only (the default --host), on a free port.
     proc = subprocess.Popen(
-        [blip3, "serve", "--model", model, "--port", "0", "--served-model-name", name],
+        [blip3, "serve", "--model", model, "--port", "0", "--served-model-name", name, *extra],
         stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -81,6 +86,16 @@ def expect_status(client, status, model="blip3-tiny", code=None, **kwargs):
     raise AssertionError(f"expected HTTP {status} for {kwargs}")
 
 
+def expect_completion_status(client, status, code, **kwargs):
+    try:
+        client.completions.create(model="xgenmm-v15-tiny", **kwargs)
+    except openai.APIStatusError as e:
+        body = e.response.json()
+        assert e.status_code == status and body["error"].get("code") == code, (e.status_code, body)
+        return body["error"]["message"]
+    raise AssertionError(f"expected HTTP {status} for {kwargs}")
+
+
 def stop_server(proc):
     proc.send_signal(signal.SIGTERM)
     try:
@@ -97,7 +112,7 @@ def check_two_images(blip3):
     ref = json.loads(subprocess.check_output(
         [blip3, "generate", "--model", V15_MODEL, "--image", V15_IMAGES[0], "--image", V15_IMAGES[1],
          "--prompt", TWO_QUESTION, "--max-new-tokens", "8", "--json"], text=True))
-    proc, base_url = start_server(blip3, V15_MODEL, "xgenmm-v15-tiny")
+    proc, base_url = start_server(blip3, V15_MODEL, "xgenmm-v15-tiny", ["--max-images", "4"])
     try:
         client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
         a, b = (data_url(p) for p in V15_IMAGES)
@@ -115,12 +130,72 @@ def check_two_images(blip3):
         msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="image_count_mismatch",
                             messages=typed, max_tokens=4)
         print(f"  400: {msg}")
-        many = [{"role": "user", "content": [image_part(a)] * 9 + [{"type": "text", "text": "Hi"}]}]
+        many = [{"role": "user", "content": [image_part(a)] * 5 + [{"type": "text", "text": "Hi"}]}]
         msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="too_many_images",
                             messages=many, max_tokens=4)
-        print(f"  400: {msg}")
+        assert "at most 4" in msg, msg
+        print(f"  400 (--max-images 4): {msg}")
+        check_completions(blip3, client, base_url, a, b)
     finally:
         stop_server(proc)
+
+
+def check_completions(blip3, client, base_url, a, b):
+    """/v1/completions on the v1.5 tiny model: a raw prompt given as content
+    parts (each image part a bare <image>) gives the same text and ids as
+    `blip3 generate --raw-prompt` (the completion stop rule); a plain string
+    prompt too; bad prompts are 400s."""
+    def generate(prompt, images, max_new_tokens):
+        cmd = [blip3, "generate", "--model", V15_MODEL, "--raw-prompt", "--prompt", prompt,
+               "--max-new-tokens", str(max_new_tokens), "--json"]
+        for image in images:
+            cmd += ["--image", image]
+        return json.loads(subprocess.check_output(cmd, text=True))
+
+    ref = generate(RAW_PROMPT, V15_IMAGES, 8)
+    parts = [image_part(a), {"type": "text", "text": "Output:a red square<|endofchunk|>"},
+             image_part(b), {"type": "text", "text": "Output:"}]
+    # The client types `prompt` as text or token ids but sends the list as is.
+    r = client.completions.create(model="xgenmm-v15-tiny", prompt=parts, max_tokens=8, temperature=0)
+    assert r.object == "text_completion", r.object
+    assert r.choices[0].text == ref["text"], (r.choices[0].text, ref["text"])
+    assert r.choices[0].token_ids == ref["ids"], (r.choices[0].token_ids, ref["ids"])
+    assert r.choices[0].finish_reason == ("length" if ref["stop_reason"] == "max_new_tokens" else "stop")
+    assert r.usage.prompt_tokens == ref["timings"]["prefill_tokens"]
+    assert r.usage.prompt_tokens_details.image_tokens == sum(ref["image_token_counts"])
+    print("completions with image parts: same text as blip3 generate --raw-prompt", repr(ref["text"]))
+
+    # The same body by hand (no client): the wire format itself.
+    req = urllib.request.Request(
+        base_url + "/completions",
+        data=json.dumps({"model": "xgenmm-v15-tiny", "prompt": parts, "max_tokens": 8}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        body = json.loads(resp.read())
+    assert body["choices"][0]["text"] == ref["text"] and body["choices"][0]["token_ids"] == ref["ids"], body
+
+    chunks = list(client.completions.create(model="xgenmm-v15-tiny", prompt=parts, max_tokens=8,
+                                            stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == ref["text"], (text, ref["text"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(ref["ids"])
+    print("completions streaming: same text, usage chunk present")
+
+    # A plain string prompt, no image; max_tokens defaults to 16 as OpenAI's.
+    plain = generate("A photo of", [], 16)
+    r = client.completions.create(model="xgenmm-v15-tiny", prompt="A photo of", logprobs=2)
+    assert r.choices[0].text == plain["text"] and r.choices[0].token_ids == plain["ids"], (r, plain)
+    assert len(r.choices[0].logprobs.tokens) == len(plain["ids"])
+    print("completions with a string prompt (default max_tokens 16) and logprobs: ok")
+
+    for kwargs, code in [
+        (dict(prompt=["A photo of", "A drawing of"]), "unsupported_parameter"),
+        (dict(prompt="A photo of", echo=True), "unsupported_parameter"),
+        (dict(prompt="<image>Output:"), "image_count_mismatch"),
+        (dict(prompt=[image_part(a), {"type": "text", "text": "<image>Output:"}]), "image_count_mismatch"),
+    ]:
+        msg = expect_completion_status(client, 400, code, **kwargs)
+        print(f"  400: {msg}")
 
 
 def main():
@@ -143,6 +218,13 @@ def main():
         assert choice.message.content == ref["text"]
         assert r.usage.completion_tokens == len(ref["ids"])
         print("non-streaming: same ids as blip3 generate", ref["ids"])
+
+        # r-v1 puts the image first whatever the part order (the text first is
+        # what many OpenAI clients send).
+        text_first = [{"role": "user", "content": [{"type": "text", "text": QUESTION}, image_part(url)]}]
+        r = client.chat.completions.create(model="blip3-tiny", messages=text_first, max_tokens=8)
+        assert r.choices[0].token_ids == ref["ids"], (r.choices[0].token_ids, ref["ids"])
+        print("r-v1, [text, image] order: the same prompt and ids")
 
         chunks = list(client.chat.completions.create(
             model="blip3-tiny", messages=user(url), max_tokens=8, stream=True,

@@ -157,6 +157,10 @@ struct ServeArgs {
     /// Disk tier of the image-embedding cache.
     #[arg(long)]
     vision_cache_dir: Option<PathBuf>,
+    /// Most images in one request, over all its image parts (over it: 400
+    /// too_many_images; 0 = text only).
+    #[arg(long, default_value_t = 8)]
+    max_images: usize,
 }
 
 /// Options shared by commands that run the model on images and a question.

@@ -61,8 +61,7 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
         max_pixels: args.load.max_pixels,
         vision_cache_bytes: args.vision_cache_mib << 20,
         vision_cache_dir: args.vision_cache_dir.clone(),
-        // Not on the command line yet: the server's defaults (e.g. max_images).
-        ..ServerConfig::default()
+        max_images: args.max_images,
     };
     let server = Server::start(pipeline, config).context("starting the engine")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

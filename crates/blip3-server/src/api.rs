@@ -1,10 +1,11 @@
-//! The OpenAI chat-completions wire format: parsing a request body into a
-//! generation request (with precise 4xx errors), and the response objects.
+//! The OpenAI wire formats: parsing a request body of
+//! `/v1/chat/completions` or `/v1/completions` into one generation request
+//! (with precise 4xx errors), and the response pieces.
 
-use blip3_engine::prompt::DEFAULT_SYSTEM;
-use blip3_engine::SamplingParams;
+use blip3_engine::prompt::{DEFAULT_SYSTEM, IMAGE_TOKEN};
+use blip3_engine::{Family, SamplingParams};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 
@@ -27,6 +28,65 @@ impl Detail {
     }
 }
 
+/// The route a request came through: it decides the prompt format, the stop
+/// rule, the defaults and the response objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: the Phi-3 instruct chat frame.
+    Chat,
+    /// `POST /v1/completions`: a raw prompt (base models, few-shot), the
+    /// completion stop rule.
+    Completion,
+}
+
+impl Endpoint {
+    /// The request field that holds the prompt (for error `param`s).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completion => "prompt",
+        }
+    }
+}
+
+/// Where a chat message's image markers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Where each image part stands among the text parts (v1.5: VLMEvalKit
+    /// interleaves images and text).
+    Inline,
+    /// All of a message's markers first, in order, then its text (r-v1:
+    /// trained with `<image>\n` per image at the start of the user turn), so
+    /// `[text, image]` and `[image, text]` give the same prompt.
+    Leading,
+}
+
+/// How a chat turn marks its images: the loaded family's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatImages<'a> {
+    /// The text of one image
+    /// ([`Family::chat_image_marker`]: `"<image>\n"` for r-v1, `"<image> "`
+    /// for v1.5).
+    pub marker: &'a str,
+    /// Where the markers go.
+    pub placement: Placement,
+}
+
+impl ChatImages<'static> {
+    /// The family's marker and placement: r-v1 leads each message with its
+    /// markers, v1.5 keeps them inline.
+    pub fn of(family: Family) -> Self {
+        let placement = match family {
+            Family::Blip3R1 => Placement::Leading,
+            Family::XgenmmV15 => Placement::Inline,
+        };
+        Self {
+            marker: family.chat_image_marker(),
+            placement,
+        }
+    }
+}
+
 /// A request's image reference.
 #[derive(Debug, Clone)]
 pub struct ImageRef {
@@ -34,21 +94,25 @@ pub struct ImageRef {
     pub url: String,
     /// Requested detail.
     pub detail: Detail,
-    /// Where the part stands in the request (`messages[0].content[1]`), for
-    /// error messages.
+    /// Where the part stands in the request (`messages[0].content[1]`,
+    /// `prompt[2]`), for error messages.
     pub at: String,
 }
 
-/// A validated chat request.
+/// A validated request of either endpoint.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub struct Request {
+    /// The route it came through.
+    pub endpoint: Endpoint,
     /// Model name echoed back.
     pub model: Option<String>,
-    /// The templated prompt: one image marker per image, where its part stands.
+    /// The prompt text: the templated chat prompt with one image marker per
+    /// image, or the raw completion prompt with one `<image>` per image part.
     pub prompt: String,
     /// The images, in prompt (`<image>`) order.
     pub images: Vec<ImageRef>,
-    /// `max_tokens` / `max_completion_tokens` (None: up to the context).
+    /// `max_tokens` (or chat's `max_completion_tokens`); None: the
+    /// endpoint's default (chat: up to the context; completions: 16).
     pub max_tokens: Option<usize>,
     /// Token selection.
     pub sampling: SamplingParams,
@@ -68,6 +132,9 @@ pub struct ChatRequest {
     pub include_usage: bool,
 }
 
+/// OpenAI's default `max_tokens` on `/v1/completions`.
+pub const COMPLETION_DEFAULT_MAX_TOKENS: usize = 16;
+
 /// Fields that change the answer and that this server does not implement:
 /// refused rather than silently ignored.
 const REJECTED: [&str; 7] = [
@@ -80,11 +147,21 @@ const REJECTED: [&str; 7] = [
     "audio",
 ];
 
+/// The same for `/v1/completions` (`echo` and `best_of` are checked by value).
+const REJECTED_COMPLETION: [&str; 2] = ["logit_bias", "suffix"];
+
 /// Most choices per request.
 pub const MAX_N: usize = 8;
 
+/// Most alternatives per token (`top_logprobs`, completions' `logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 fn invalid(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::invalid(message, Some(param))
+}
+
+fn unsupported(message: impl Into<String>, param: &str) -> ApiError {
+    invalid(message, param).with_code("unsupported_parameter")
 }
 
 fn get_f32(body: &Value, field: &str) -> Result<Option<f32>, ApiError> {
@@ -121,11 +198,8 @@ struct ImageUrl {
     detail: Option<String>,
 }
 
-/// Parses and validates a request body. `image_marker` is the loaded model
-/// family's text for one image in a chat turn
-/// ([`Family::chat_image_marker`](blip3_engine::Family::chat_image_marker):
-/// `"<image>\n"` for r-v1, `"<image> "` for v1.5).
-pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiError> {
+/// Parses a body into a JSON object and refuses the unsupported `fields`.
+fn object(body: &[u8], rejected: &[&str]) -> Result<Value, ApiError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     if !body.is_object() {
@@ -134,45 +208,140 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
             None,
         ));
     }
-    for field in REJECTED {
+    for &field in rejected {
         if body.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(
-                invalid(format!("'{field}' is not supported by this server"), field)
-                    .with_code("unsupported_parameter"),
-            );
+            return Err(unsupported(
+                format!("'{field}' is not supported by this server"),
+                field,
+            ));
         }
     }
     for field in ["frequency_penalty", "presence_penalty"] {
         if get_f32(&body, field)?.is_some_and(|v| v != 0.0) {
-            return Err(invalid(
+            return Err(unsupported(
                 format!("'{field}' is not supported; use 'repetition_penalty'"),
                 field,
-            )
-            .with_code("unsupported_parameter"));
+            ));
         }
     }
+    Ok(body)
+}
+
+/// Parses and validates a `/v1/chat/completions` body. `images` is the loaded
+/// model family's marker and placement ([`ChatImages::of`]).
+pub fn parse_chat(body: &[u8], images: ChatImages<'_>) -> Result<Request, ApiError> {
+    let body = object(body, &REJECTED)?;
+    let (prompt, image_refs) = template(body.get("messages"), images)?;
+    let max_tokens = match get_uint(&body, "max_completion_tokens")? {
+        Some(v) => Some(v),
+        None => get_uint(&body, "max_tokens")?,
+    };
+    let logprobs = get_bool(&body, "logprobs")?.unwrap_or(false);
+    let top_logprobs = get_uint(&body, "top_logprobs")?.unwrap_or(0) as usize;
+    if top_logprobs > MAX_TOP_LOGPROBS {
+        return Err(invalid(
+            format!("'top_logprobs' must be between 0 and {MAX_TOP_LOGPROBS}"),
+            "top_logprobs",
+        ));
+    }
+    if top_logprobs > 0 && !logprobs {
+        return Err(invalid(
+            "'top_logprobs' requires 'logprobs': true",
+            "top_logprobs",
+        ));
+    }
+    options(
+        &body,
+        Endpoint::Chat,
+        prompt,
+        image_refs,
+        max_tokens,
+        (logprobs, top_logprobs),
+    )
+}
+
+/// Parses and validates a `/v1/completions` body (OpenAI's legacy
+/// completions). `prompt` is one raw prompt: a string, a one-string array,
+/// or an array of content parts like a chat message's, where each
+/// `image_url` part becomes a bare `<image>` at its place and text parts are
+/// joined verbatim (the base models' few-shot format:
+/// `<image>Output:a cat<|endofchunk|><image>Output:`).
+pub fn parse_completion(body: &[u8]) -> Result<Request, ApiError> {
+    let body = object(body, &REJECTED_COMPLETION)?;
+    if get_bool(&body, "echo")? == Some(true) {
+        return Err(unsupported(
+            "'echo' is not supported by this server (the answer never repeats the prompt)",
+            "echo",
+        ));
+    }
+    let (prompt, image_refs) = completion_prompt(body.get("prompt"))?;
+    let max_tokens = get_uint(&body, "max_tokens")?;
+    // Legacy logprobs: an integer, the number of alternatives per token.
+    let logprobs = match body.get("logprobs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(k) if k as usize <= MAX_TOP_LOGPROBS => Some(k as usize),
+            _ => {
+                return Err(invalid(
+                    format!("'logprobs' must be an integer between 0 and {MAX_TOP_LOGPROBS}"),
+                    "logprobs",
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(invalid(
+                format!(
+                    "'logprobs' on /v1/completions is an integer between 0 and {MAX_TOP_LOGPROBS} \
+                     (alternatives per token), not a boolean"
+                ),
+                "logprobs",
+            ))
+        }
+    };
+    let request = options(
+        &body,
+        Endpoint::Completion,
+        prompt,
+        image_refs,
+        max_tokens,
+        (logprobs.is_some(), logprobs.unwrap_or(0)),
+    )?;
+    if let Some(best_of) = get_uint(&body, "best_of")? {
+        if best_of as usize != request.n {
+            return Err(unsupported(
+                "'best_of' is not supported (only best_of = n, the default)",
+                "best_of",
+            ));
+        }
+    }
+    Ok(request)
+}
+
+/// The options both endpoints share: sampling, `n`, `stop`, streaming.
+fn options(
+    body: &Value,
+    endpoint: Endpoint,
+    prompt: String,
+    images: Vec<ImageRef>,
+    max_tokens: Option<u64>,
+    (logprobs, top_logprobs): (bool, usize),
+) -> Result<Request, ApiError> {
     let model = match body.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid("'model' must be a string", "model")),
     };
-    let (prompt, images) = template(body.get("messages"), image_marker)?;
-
-    let max_tokens = match get_uint(&body, "max_completion_tokens")? {
-        Some(v) => Some(v),
-        None => get_uint(&body, "max_tokens")?,
-    };
     if max_tokens == Some(0) {
         return Err(invalid("'max_tokens' must be at least 1", "max_tokens"));
     }
-    let temperature = get_f32(&body, "temperature")?.unwrap_or(0.0);
+    let temperature = get_f32(body, "temperature")?.unwrap_or(0.0);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(invalid(
             "'temperature' must be between 0 and 2",
             "temperature",
         ));
     }
-    let top_p = get_f32(&body, "top_p")?.unwrap_or(1.0);
+    let top_p = get_f32(body, "top_p")?.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(invalid("'top_p' must be in (0, 1]", "top_p"));
     }
@@ -184,7 +353,7 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
             None => return Err(invalid("'top_k' must be an integer", "top_k")),
         },
     };
-    let repetition_penalty = get_f32(&body, "repetition_penalty")?.unwrap_or(1.0);
+    let repetition_penalty = get_f32(body, "repetition_penalty")?.unwrap_or(1.0);
     if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
         return Err(invalid(
             "'repetition_penalty' must be positive",
@@ -200,7 +369,7 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
                 .ok_or_else(|| invalid("'seed' must be an integer", "seed"))?,
         ),
     };
-    let n = get_uint(&body, "n")?.unwrap_or(1) as usize;
+    let n = get_uint(body, "n")?.unwrap_or(1) as usize;
     if !(1..=MAX_N).contains(&n) {
         return Err(invalid(format!("'n' must be between 1 and {MAX_N}"), "n"));
     }
@@ -225,21 +394,7 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
             "stop",
         ));
     }
-    let logprobs = get_bool(&body, "logprobs")?.unwrap_or(false);
-    let top_logprobs = get_uint(&body, "top_logprobs")?.unwrap_or(0) as usize;
-    if top_logprobs > 20 {
-        return Err(invalid(
-            "'top_logprobs' must be between 0 and 20",
-            "top_logprobs",
-        ));
-    }
-    if top_logprobs > 0 && !logprobs {
-        return Err(invalid(
-            "'top_logprobs' requires 'logprobs': true",
-            "top_logprobs",
-        ));
-    }
-    let stream = get_bool(&body, "stream")?.unwrap_or(false);
+    let stream = get_bool(body, "stream")?.unwrap_or(false);
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => {
@@ -260,7 +415,8 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
             ))
         }
     };
-    Ok(ChatRequest {
+    Ok(Request {
+        endpoint,
         model,
         prompt,
         images,
@@ -284,12 +440,12 @@ pub fn parse_chat(body: &[u8], image_marker: &str) -> Result<ChatRequest, ApiErr
 
 /// Builds the Phi-3 instruct prompt from the messages (spec §11.1): an
 /// optional system message, alternating user/assistant turns, and the
-/// assistant tag to answer after. Each image part of a user turn becomes
-/// `image_marker` where the part stands (see [`content`]); the images are
-/// returned in that order.
+/// assistant tag to answer after. Each image part of a user turn becomes the
+/// family's marker, placed as the family wants (see [`content`]); the images
+/// are returned in part order.
 fn template(
     messages: Option<&Value>,
-    image_marker: &str,
+    images_format: ChatImages<'_>,
 ) -> Result<(String, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     let Some(Value::Array(messages)) = messages else {
@@ -307,7 +463,7 @@ fn template(
             .get("role")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("messages[{i}].role must be a string"), P))?;
-        let (text, imgs) = content(m.get("content"), i, image_marker)?;
+        let (text, imgs) = content(m.get("content"), i, images_format)?;
         match role {
             "system" | "developer" => {
                 if !imgs.is_empty() {
@@ -356,84 +512,107 @@ fn template(
     ))
 }
 
-/// A message's text and its image parts, in order. Parts are joined by
-/// newlines, except after an image: an image part contributes `image_marker`
-/// at its place, and the marker ends in its own separator. So for v1.5
-/// (`"<image> "`) `[image, image, "Describe both."]` is
-/// `"<image> <image> Describe both."`, and for r-v1 (`"<image>\n"`)
-/// `[image, "Q"]` is `"<image>\nQ"`, the model card's one-image prompt.
+/// One content part.
+enum Part<'a> {
+    Text(&'a str),
+    Image(ImageRef),
+}
+
+/// Reads the content part `part` found at `at` (`messages[0].content[1]`,
+/// `prompt[2]`); errors name it and carry `param`.
+fn part<'a>(part: &'a Value, at: &str, param: &str) -> Result<Part<'a>, ApiError> {
+    let kind = part
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{at}.type must be a string"), param))?;
+    match kind {
+        "text" => part
+            .get("text")
+            .and_then(Value::as_str)
+            .map(Part::Text)
+            .ok_or_else(|| invalid(format!("{at}.text must be a string"), param)),
+        "image_url" => {
+            let spec: ImageUrl =
+                serde_json::from_value(part.get("image_url").cloned().unwrap_or(Value::Null))
+                    .map_err(|_| {
+                        invalid(
+                            format!("{at}.image_url must be an object with a 'url' string"),
+                            param,
+                        )
+                    })?;
+            let detail = match spec.detail.as_deref() {
+                None | Some("auto") | Some("high") => Detail::High,
+                Some("low") => Detail::Low,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{at}.image_url.detail '{other}' is not one of low, high, auto"),
+                        param,
+                    ))
+                }
+            };
+            Ok(Part::Image(ImageRef {
+                url: spec.url,
+                detail,
+                at: at.to_string(),
+            }))
+        }
+        other => Err(invalid(
+            format!("{at}: content part type '{other}' is not supported (text, image_url)"),
+            param,
+        )
+        .with_code("unsupported_content_type")),
+    }
+}
+
+/// A message's text and its image parts, in order. Text parts are joined by
+/// newlines. Each image part contributes the family's marker (which ends in
+/// its own separator):
+/// - [`Placement::Inline`] (v1.5, `"<image> "`): where the part stands, so
+///   `[image, image, "Describe both."]` is `"<image> <image> Describe both."`
+///   and `["First:", image, "Compare."]` is `"First:\n<image> Compare."`;
+/// - [`Placement::Leading`] (r-v1, `"<image>\n"`): all markers first, then
+///   the text, so `[image, "Q"]` and `["Q", image]` are both `"<image>\nQ"`,
+///   the model card's one-image prompt.
 fn content(
     content: Option<&Value>,
     i: usize,
-    image_marker: &str,
+    format: ChatImages<'_>,
 ) -> Result<(String, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     match content {
         Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
         Some(Value::Array(parts)) => {
             let mut text = String::new();
+            let mut leading = String::new();
             let mut images = Vec::new();
-            // Whether the next part needs a newline before it.
+            // Whether the next text part needs a newline before it.
             let mut separate = false;
-            for (j, part) in parts.iter().enumerate() {
-                let kind = part.get("type").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(
-                        format!("messages[{i}].content[{j}].type must be a string"),
-                        P,
-                    )
-                })?;
-                match kind {
-                    "text" => {
-                        let t = part.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            invalid(format!("messages[{i}].content[{j}].text must be a string"), P)
-                        })?;
+            for (j, p) in parts.iter().enumerate() {
+                match part(p, &format!("messages[{i}].content[{j}]"), P)? {
+                    Part::Text(t) => {
                         if separate {
                             text.push('\n');
                         }
                         text.push_str(t);
                         separate = true;
                     }
-                    "image_url" => {
-                        let spec: ImageUrl = serde_json::from_value(
-                            part.get("image_url").cloned().unwrap_or(Value::Null),
-                        )
-                        .map_err(|_| {
-                            invalid(
-                                format!("messages[{i}].content[{j}].image_url must be an object with a 'url' string"),
-                                P,
-                            )
-                        })?;
-                        let detail = match spec.detail.as_deref() {
-                            None | Some("auto") | Some("high") => Detail::High,
-                            Some("low") => Detail::Low,
-                            Some(other) => {
-                                return Err(invalid(
-                                    format!("messages[{i}].content[{j}].image_url.detail '{other}' is not one of low, high, auto"),
-                                    P,
-                                ))
+                    Part::Image(image) => {
+                        match format.placement {
+                            Placement::Inline => {
+                                if separate {
+                                    text.push('\n');
+                                }
+                                text.push_str(format.marker);
+                                separate = false;
                             }
-                        };
-                        if separate {
-                            text.push('\n');
+                            Placement::Leading => leading.push_str(format.marker),
                         }
-                        text.push_str(image_marker);
-                        separate = false;
-                        images.push(ImageRef {
-                            url: spec.url,
-                            detail,
-                            at: format!("messages[{i}].content[{j}]"),
-                        });
-                    }
-                    other => {
-                        return Err(invalid(
-                            format!("messages[{i}].content[{j}]: content part type '{other}' is not supported (text, image_url)"),
-                            P,
-                        )
-                        .with_code("unsupported_content_type"))
+                        images.push(image);
                     }
                 }
             }
-            Ok((text, images))
+            leading.push_str(&text);
+            Ok((leading, images))
         }
         Some(Value::Null) | None => Err(invalid(format!("messages[{i}].content is missing"), P)),
         Some(_) => Err(invalid(
@@ -443,7 +622,68 @@ fn content(
     }
 }
 
-/// One token's log-probability entry (OpenAI `logprobs.content[]`).
+/// The raw prompt of a completion request and its images: a string, a
+/// one-string array, or content parts (each image part a bare `<image>` at
+/// its place, text parts verbatim, nothing in between).
+fn completion_prompt(prompt: Option<&Value>) -> Result<(String, Vec<ImageRef>), ApiError> {
+    const P: &str = "prompt";
+    let items = match prompt {
+        None | Some(Value::Null) => return Err(invalid("'prompt' is required", P)),
+        Some(Value::String(s)) => return Ok((s.clone(), Vec::new())),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(invalid(
+                "'prompt' must be a string or an array of content parts",
+                P,
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(invalid("'prompt' must not be an empty array", P));
+    }
+    if items.iter().all(Value::is_string) {
+        return match items.as_slice() {
+            [Value::String(s)] => Ok((s.clone(), Vec::new())),
+            _ => Err(unsupported(
+                format!(
+                    "'prompt' holds {} prompts; this server takes one prompt per request \
+                     (send one request each)",
+                    items.len()
+                ),
+                P,
+            )),
+        };
+    }
+    if items.iter().any(|v| v.is_number() || v.is_array()) {
+        return Err(unsupported(
+            "token-id prompts are not supported; send the prompt as a string or as content parts",
+            P,
+        ));
+    }
+    let mut text = String::new();
+    let mut images = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        if !item.is_object() {
+            return Err(invalid(
+                format!(
+                    "prompt[{j}] must be a content part ({{\"type\": \"text\" | \"image_url\", …}}) \
+                     like its neighbours"
+                ),
+                P,
+            ));
+        }
+        match part(item, &format!("prompt[{j}]"), P)? {
+            Part::Text(t) => text.push_str(t),
+            Part::Image(image) => {
+                text.push_str(IMAGE_TOKEN);
+                images.push(image);
+            }
+        }
+    }
+    Ok((text, images))
+}
+
+/// One token's log-probability entry (chat's `logprobs.content[]`).
 pub fn logprob_entry(token: &str, logprob: f32, top: &[(String, f32)]) -> Value {
     json!({
         "token": token,
@@ -455,16 +695,68 @@ pub fn logprob_entry(token: &str, logprob: f32, top: &[(String, f32)]) -> Value 
     })
 }
 
+/// One token of a completion's legacy `logprobs`: its text, log-probability
+/// and alternatives.
+pub struct LegacyToken<'a> {
+    /// The token's text.
+    pub token: &'a str,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// Alternatives, best first.
+    pub top: &'a [(String, f32)],
+}
+
+/// The completions endpoint's `logprobs` object (`tokens`, `token_logprobs`,
+/// `top_logprobs`, `text_offset`) for `tokens`, the first starting at
+/// `offset` bytes into the completion text. Each `top_logprobs` map holds the
+/// requested alternatives and, as OpenAI's does, the chosen token.
+pub fn legacy_logprobs(tokens: &[LegacyToken<'_>], offset: usize) -> Value {
+    let mut text_offset = Vec::with_capacity(tokens.len());
+    let mut at = offset;
+    for t in tokens {
+        text_offset.push(at);
+        at += t.token.len();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| t.token).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            let mut m = Map::new();
+            for (alt, lp) in t.top {
+                m.entry(alt.clone()).or_insert(json!(lp));
+            }
+            m.entry(t.token.to_string()).or_insert(json!(t.logprob));
+            Value::Object(m)
+        }).collect::<Vec<_>>(),
+        "text_offset": text_offset,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use blip3_engine::prompt::{chat_prompt, instruct_prompt, LINE_IMAGE_MARKER};
 
-    /// v1.5's marker (`Family::XgenmmV15.chat_image_marker()`).
-    const INLINE: &str = "<image> ";
+    const R1: ChatImages<'static> = ChatImages {
+        marker: LINE_IMAGE_MARKER,
+        placement: Placement::Leading,
+    };
+    const V15: ChatImages<'static> = ChatImages {
+        marker: "<image> ",
+        placement: Placement::Inline,
+    };
 
-    fn parse(v: Value) -> Result<ChatRequest, ApiError> {
-        parse_chat(v.to_string().as_bytes(), LINE_IMAGE_MARKER)
+    /// An r-v1 chat request.
+    fn parse(v: Value) -> Result<Request, ApiError> {
+        parse_chat(v.to_string().as_bytes(), R1)
+    }
+
+    fn parse_v15(v: Value) -> Result<Request, ApiError> {
+        parse_chat(v.to_string().as_bytes(), V15)
+    }
+
+    fn completion(v: Value) -> Result<Request, ApiError> {
+        parse_completion(v.to_string().as_bytes())
     }
 
     fn image(url: &str, detail: &str) -> Value {
@@ -490,44 +782,47 @@ mod tests {
     }
 
     #[test]
-    fn family_markers_go_where_the_image_parts_stand() {
-        for marker in [INLINE, LINE_IMAGE_MARKER] {
+    fn each_family_has_its_marker_and_placement() {
+        assert_eq!(ChatImages::of(Family::Blip3R1), R1);
+        assert_eq!(ChatImages::of(Family::XgenmmV15), V15);
+    }
+
+    #[test]
+    fn images_before_the_question_give_the_family_chat_prompt() {
+        for format in [V15, R1] {
             let body = json!({"messages": [{"role": "user", "content": [
                 image("a", "high"), image("b", "low"), text("Describe both.")
             ]}]});
-            let r = parse_chat(body.to_string().as_bytes(), marker).unwrap();
-            assert_eq!(r.prompt, chat_prompt("Describe both.", None, marker, 2));
+            let r = parse_chat(body.to_string().as_bytes(), format).unwrap();
+            assert_eq!(
+                r.prompt,
+                chat_prompt("Describe both.", None, format.marker, 2)
+            );
             let urls: Vec<_> = r
                 .images
                 .iter()
                 .map(|i| (i.url.as_str(), i.detail))
                 .collect();
             assert_eq!(urls, [("a", Detail::High), ("b", Detail::Low)]);
+            assert_eq!(r.endpoint, Endpoint::Chat);
         }
-        let r = parse_chat(
-            json!({"messages": [{"role": "user", "content": [
-                image("a", "auto"), image("b", "auto"), text("Describe both.")
-            ]}]})
-            .to_string()
-            .as_bytes(),
-            INLINE,
-        )
+        let r = parse_v15(json!({"messages": [{"role": "user", "content": [
+            image("a", "auto"), image("b", "auto"), text("Describe both.")
+        ]}]}))
         .unwrap();
         assert!(r
             .prompt
             .ends_with("<|user|>\n<image> <image> Describe both.<|end|>\n<|assistant|>\n"));
+    }
 
+    #[test]
+    fn v15_keeps_markers_where_the_image_parts_stand() {
         // Interleaved: text parts joined by newlines, a marker in place of
         // each image (it carries its own separator).
-        let r = parse_chat(
-            json!({"messages": [{"role": "user", "content": [
-                text("First:"), image("a", "auto"), text("Second:"), text("(below)"),
-                image("b", "auto"), text("Compare.")
-            ]}]})
-            .to_string()
-            .as_bytes(),
-            INLINE,
-        )
+        let r = parse_v15(json!({"messages": [{"role": "user", "content": [
+            text("First:"), image("a", "auto"), text("Second:"), text("(below)"),
+            image("b", "auto"), text("Compare.")
+        ]}]}))
         .unwrap();
         assert!(
             r.prompt.ends_with(
@@ -535,6 +830,53 @@ mod tests {
             ),
             "{}",
             r.prompt
+        );
+        let r = parse_v15(json!({"messages": [{"role": "user", "content": [
+            text("Q"), image("a", "auto")
+        ]}]}))
+        .unwrap();
+        assert!(r
+            .prompt
+            .ends_with("<|user|>\nQ\n<image> <|end|>\n<|assistant|>\n"));
+    }
+
+    #[test]
+    fn r_v1_puts_each_message_markers_first() {
+        // OpenAI clients often send [text, image]: r-v1 was trained with the
+        // image at the start of the user turn, so both orders give the model
+        // card's prompt.
+        for content in [
+            json!([text("What is this?"), image("a", "auto")]),
+            json!([image("a", "auto"), text("What is this?")]),
+        ] {
+            let r = parse(json!({"messages": [{"role": "user", "content": content}]})).unwrap();
+            assert_eq!(r.prompt, instruct_prompt("What is this?", None));
+            assert_eq!(r.images[0].url, "a");
+        }
+        // Several images: all markers first, in part order, then the text.
+        let r = parse(json!({"messages": [{"role": "user", "content": [
+            text("First:"), image("a", "auto"), text("Second:"), image("b", "low"),
+            text("Compare.")
+        ]}]}))
+        .unwrap();
+        assert!(
+            r.prompt.ends_with(
+                "<|user|>\n<image>\n<image>\nFirst:\nSecond:\nCompare.<|end|>\n<|assistant|>\n"
+            ),
+            "{}",
+            r.prompt
+        );
+        let got: Vec<_> = r
+            .images
+            .iter()
+            .map(|i| (i.url.as_str(), i.at.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "messages[0].content[1]"),
+                ("b", "messages[0].content[3]")
+            ]
         );
     }
 
@@ -619,7 +961,7 @@ mod tests {
             assert_eq!(e.status.as_u16(), 400, "{body}");
             assert!(e.message.contains(needle), "{body}: {}", e.message);
         }
-        let e = parse_chat(b"{not json", LINE_IMAGE_MARKER).unwrap_err();
+        let e = parse_chat(b"{not json", R1).unwrap_err();
         assert!(e.message.contains("not valid JSON"));
     }
 
@@ -639,5 +981,165 @@ mod tests {
         assert!(r.images.is_empty());
         assert_eq!((r.n, r.stop.len(), r.seeded), (2, 1, true));
         assert!((r.sampling.temperature - 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn completion_prompt_parts_are_raw_with_a_bare_image_token_each() {
+        let r = completion(json!({"model": "m", "prompt": [
+            image("a", "low"), text("Output:a cat<|endofchunk|>"), image("b", "auto"),
+            text("Output:")
+        ]}))
+        .unwrap();
+        assert_eq!(r.endpoint, Endpoint::Completion);
+        assert_eq!(r.prompt, "<image>Output:a cat<|endofchunk|><image>Output:");
+        let got: Vec<_> = r
+            .images
+            .iter()
+            .map(|i| (i.url.as_str(), i.detail, i.at.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Detail::Low, "prompt[0]"),
+                ("b", Detail::High, "prompt[2]")
+            ]
+        );
+        // Defaults: max_tokens left to the endpoint (16), greedy, no logprobs.
+        assert_eq!(
+            (r.max_tokens, r.n, r.logprobs, r.stream),
+            (None, 1, false, false)
+        );
+
+        for prompt in [json!("A photo of"), json!(["A photo of"])] {
+            let r = completion(json!({"prompt": prompt})).unwrap();
+            assert_eq!(r.prompt, "A photo of");
+            assert!(r.images.is_empty());
+        }
+        let r = completion(
+            json!({"prompt": "x", "logprobs": 2, "max_tokens": 5, "n": 2,
+                                  "best_of": 2, "echo": false, "stream": true,
+                                  "stream_options": {"include_usage": true}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.logprobs,
+                r.top_logprobs,
+                r.max_tokens,
+                r.n,
+                r.stream,
+                r.include_usage
+            ),
+            (true, 2, Some(5), 2, true, true)
+        );
+        let r = completion(json!({"prompt": "x", "logprobs": 0})).unwrap();
+        assert_eq!((r.logprobs, r.top_logprobs), (true, 0));
+    }
+
+    #[test]
+    fn bad_completion_requests_name_the_problem() {
+        let cases = [
+            (json!({}), "'prompt' is required", None),
+            (json!({"prompt": 3}), "string or an array", None),
+            (json!({"prompt": []}), "empty", None),
+            (
+                json!({"prompt": ["a", "b"]}),
+                "one prompt per request",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": [1, 2, 3]}),
+                "token-id prompts",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": [[1, 2], [3]]}),
+                "token-id prompts",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": [image("a", "auto"), "Output:"]}),
+                "prompt[1] must be a content part",
+                None,
+            ),
+            (
+                json!({"prompt": [{"type": "input_audio"}]}),
+                "prompt[0]: content part type 'input_audio'",
+                Some("unsupported_content_type"),
+            ),
+            (
+                json!({"prompt": [image("a", "huge")]}),
+                "prompt[0].image_url.detail 'huge'",
+                None,
+            ),
+            (
+                json!({"prompt": [{"type": "image_url"}]}),
+                "prompt[0].image_url must be an object",
+                None,
+            ),
+            (
+                json!({"prompt": "x", "echo": true}),
+                "'echo' is not supported",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": "x", "suffix": "y"}),
+                "'suffix'",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": "x", "best_of": 3}),
+                "best_of",
+                Some("unsupported_parameter"),
+            ),
+            (
+                json!({"prompt": "x", "logprobs": true}),
+                "not a boolean",
+                None,
+            ),
+            (
+                json!({"prompt": "x", "logprobs": 21}),
+                "between 0 and 20",
+                None,
+            ),
+            (json!({"prompt": "x", "max_tokens": 0}), "at least 1", None),
+            (json!({"prompt": "x", "n": 9}), "'n'", None),
+            (
+                json!({"prompt": "x", "logit_bias": {"1": 5}}),
+                "logit_bias",
+                Some("unsupported_parameter"),
+            ),
+        ];
+        for (body, needle, code) in cases {
+            let e = completion(body.clone()).unwrap_err();
+            assert_eq!(e.status.as_u16(), 400, "{body}");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+            if let Some(code) = code {
+                assert_eq!(e.code, Some(code), "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_logprobs_hold_offsets_and_the_chosen_token() {
+        let top = [("a".to_string(), -0.1), ("b".to_string(), -2.0)];
+        let tokens = [
+            LegacyToken {
+                token: "b",
+                logprob: -2.0,
+                top: &top,
+            },
+            LegacyToken {
+                token: "cd",
+                logprob: -0.5,
+                top: &[],
+            },
+        ];
+        let v = legacy_logprobs(&tokens, 3);
+        assert_eq!(v["tokens"], json!(["b", "cd"]));
+        assert_eq!(v["text_offset"], json!([3, 4]));
+        assert_eq!(v["token_logprobs"], json!([-2.0, -0.5]));
+        assert_eq!(v["top_logprobs"][0].as_object().unwrap().len(), 2);
+        assert_eq!(v["top_logprobs"][1], json!({"cd": -0.5}));
     }
 }

@@ -5,13 +5,19 @@
 //! (continuous batching, per-request KV caches, cancellation); the model
 //! pipeline lives in `blip3-engine`.
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`,
-//! `GET /metrics`.
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
+//! `GET /v1/models`, `GET /health`, `GET /metrics`.
 //!
-//! A request may carry several images (`image_url` parts, in one or several
-//! user messages, up to [`ServerConfig::max_images`]); each becomes the
-//! loaded family's image marker where its part stands, and each is cached
-//! and encoded on its own.
+//! A request may carry several images (`image_url` parts, up to
+//! [`ServerConfig::max_images`]); each is cached and encoded on its own. In a
+//! chat request each becomes the loaded family's image marker, placed as the
+//! family wants ([`api::ChatImages::of`]: r-v1 leads each message with its
+//! markers, v1.5 keeps them where the parts stand). In a completion request
+//! (a raw prompt, e.g. a base model's few-shot prompt) each becomes a bare
+//! `<image>` where its part stands, and the completion stop rule applies.
+//! Both endpoints share everything after parsing: the model check, the image
+//! cap and count check, media fetching, the image cache, the context check,
+//! the scheduler and the metrics.
 
 pub mod api;
 pub mod error;
@@ -41,11 +47,13 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::api::{logprob_entry, ChatRequest, Detail, ImageRef};
+use crate::api::{
+    legacy_logprobs, logprob_entry, ChatImages, Detail, Endpoint, ImageRef, LegacyToken, Request,
+};
 use crate::error::ApiError;
 use crate::media::MediaPolicy;
 use crate::metrics::Metrics;
-use crate::scheduler::{Event, Job, JobImage, SchedulerConfig};
+use crate::scheduler::{Event, Job, JobImage, SchedulerConfig, TokenLogprob};
 use crate::vision_cache::VisionCache;
 
 /// Server settings.
@@ -151,6 +159,7 @@ impl Server {
         let limit = self.state.config.max_request_bytes;
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/completions", post(completions))
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .route("/metrics", get(metrics_text))
@@ -224,8 +233,16 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(&state, &body, Endpoint::Chat).await
+}
+
+async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(&state, &body, Endpoint::Completion).await
+}
+
+async fn handle(state: &Arc<AppState>, body: &[u8], endpoint: Endpoint) -> Response {
     Metrics::add(&state.metrics.requests, 1);
-    match accept(&state, &body).await {
+    match accept(state, body, endpoint).await {
         Ok(response) => response,
         Err(e) => {
             if e.status == StatusCode::TOO_MANY_REQUESTS {
@@ -238,11 +255,20 @@ async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Re
     }
 }
 
-/// Validates the request, prepares its images and queues it.
-async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
+/// Validates a request of either endpoint, prepares its images and queues
+/// it; then answers (JSON or server-sent events) in the endpoint's format.
+async fn accept(
+    state: &Arc<AppState>,
+    body: &[u8],
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
     let pipeline = state.pipeline.clone();
-    // The model family decides how an image is marked in a chat turn.
-    let request = api::parse_chat(body, pipeline.family().chat_image_marker())?;
+    let request = match endpoint {
+        // The model family decides how an image is marked in a chat turn.
+        Endpoint::Chat => api::parse_chat(body, ChatImages::of(pipeline.family()))?,
+        Endpoint::Completion => api::parse_completion(body)?,
+    };
+    let param = endpoint.prompt_param();
     if let Some(name) = &request.model {
         if !name.is_empty() && name != &state.config.model_name {
             return Err(ApiError::not_found(
@@ -261,13 +287,13 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
                 "{} images were given; this server takes at most {max_images} per request",
                 request.images.len()
             ),
-            Some("messages"),
+            Some(param),
         )
         .with_code("too_many_images"));
     }
     let input_ids = pipeline.tokenizer().encode(&request.prompt, true);
-    check_image_count(&pipeline, &input_ids, request.images.len())?;
-    let images = prepare_images(state, &request.images).await?;
+    check_image_count(&pipeline, &input_ids, request.images.len(), endpoint)?;
+    let images = prepare_images(state, &request.images, endpoint).await?;
     // Context check: each image's `<image>` token becomes crops × latents
     // positions, known once the crop counts are.
     let latents = pipeline
@@ -281,7 +307,7 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
     if positions >= context {
         return Err(ApiError::invalid(
             format!("the prompt takes {positions} positions (text + visual tokens); the context is {context}"),
-            Some("messages"),
+            Some(param),
         )
         .with_code("context_length_exceeded"));
     }
@@ -301,11 +327,17 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
     }
+    let max_new_tokens = match (request.max_tokens, endpoint) {
+        (Some(max), _) => max,
+        (None, Endpoint::Chat) => room,
+        (None, Endpoint::Completion) => api::COMPLETION_DEFAULT_MAX_TOKENS.min(room),
+    };
     let params = GenerationParams {
-        max_new_tokens: request.max_tokens.unwrap_or(room),
+        max_new_tokens,
         sampling,
         top_logprobs: request.top_logprobs,
-        completion: false,
+        // Raw prompts stop on <|endoftext|> / <|endofchunk|>, chat on <|end|>.
+        completion: endpoint == Endpoint::Completion,
     };
     let (tx, rx) = unbounded_channel();
     let job = Job {
@@ -317,6 +349,7 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
         logprobs: request.logprobs,
         events: tx,
         accepted: Instant::now(),
+        param,
     };
     {
         let guard = state
@@ -342,7 +375,11 @@ async fn accept(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError
             }
         }
     }
-    let id = format!("chatcmpl-{:x}", fastrand_id());
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    let id = format!("{prefix}-{:x}", fastrand_id());
     let model = state.config.model_name.clone();
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -361,21 +398,28 @@ fn check_image_count(
     pipeline: &Pipeline,
     input_ids: &[u32],
     images: usize,
+    endpoint: Endpoint,
 ) -> Result<(), ApiError> {
     let image_token = pipeline.image_token_id();
     let markers = input_ids.iter().filter(|&&id| id == image_token).count();
     let mismatch = |detail: String| {
         ApiError::invalid(
             format!("the prompt holds {markers} <image> token(s) for {images} image(s): {detail}"),
-            Some("messages"),
+            Some(endpoint.prompt_param()),
         )
         .with_code("image_count_mismatch")
     };
     if markers != images {
-        return Err(mismatch(
-            "the text '<image>' is reserved for the image parts; remove it from text content"
-                .into(),
-        ));
+        let hint = match endpoint {
+            Endpoint::Chat => {
+                "the text '<image>' is reserved for the image parts; remove it from text content"
+            }
+            Endpoint::Completion => {
+                "each image_url part stands for one <image>; send the prompt as content parts \
+                 and keep the text '<image>' out of the text parts"
+            }
+        };
+        return Err(mismatch(hint.into()));
     }
     // The splice mode's own rule (e.g. first-image-only takes one image).
     pipeline
@@ -389,15 +433,18 @@ fn check_image_count(
 async fn prepare_images(
     state: &Arc<AppState>,
     images: &[ImageRef],
+    endpoint: Endpoint,
 ) -> Result<Vec<JobImage>, ApiError> {
     let mut prepared = Vec::with_capacity(images.len());
     for image_ref in images {
-        let image = prepare_image(state, image_ref).await.map_err(|mut e| {
-            if images.len() > 1 {
-                e.message = format!("{}: {}", image_ref.at, e.message);
-            }
-            e
-        })?;
+        let image = prepare_image(state, image_ref, endpoint)
+            .await
+            .map_err(|mut e| {
+                if images.len() > 1 {
+                    e.message = format!("{}: {}", image_ref.at, e.message);
+                }
+                e
+            })?;
         prepared.push(image);
     }
     Ok(prepared)
@@ -405,7 +452,11 @@ async fn prepare_images(
 
 /// One image: from the cache, or decoded and preprocessed under its `detail`
 /// (low: the global view alone; high/auto: the pipeline's aspect mode).
-async fn prepare_image(state: &Arc<AppState>, image_ref: &ImageRef) -> Result<JobImage, ApiError> {
+async fn prepare_image(
+    state: &Arc<AppState>,
+    image_ref: &ImageRef,
+    endpoint: Endpoint,
+) -> Result<JobImage, ApiError> {
     let policy = state.config.media.clone();
     let url = image_ref.url.clone();
     let bytes = tokio::task::spawn_blocking(move || media::fetch(&url, &policy))
@@ -436,7 +487,10 @@ async fn prepare_image(state: &Arc<AppState>, image_ref: &ImageRef) -> Result<Jo
     .map_err(|e| {
         ApiError::invalid(
             format!("cannot use the image: {e}"),
-            Some("messages.content.image_url"),
+            Some(match endpoint {
+                Endpoint::Chat => "messages.content.image_url",
+                Endpoint::Completion => "prompt.image_url",
+            }),
         )
         .with_code("invalid_image")
     })?;
@@ -461,7 +515,7 @@ fn fastrand_id() -> u128 {
 struct ChoiceAcc {
     text: String,
     ids: Vec<u32>,
-    logprobs: Vec<Value>,
+    logprobs: Vec<TokenLogprob>,
     finish: Option<&'static str>,
 }
 
@@ -475,9 +529,21 @@ fn usage_json(usage: &scheduler::Usage, timings: &scheduler::Timings) -> Value {
     })
 }
 
+fn legacy(tokens: &[TokenLogprob], offset: usize) -> Value {
+    let tokens: Vec<LegacyToken<'_>> = tokens
+        .iter()
+        .map(|t| LegacyToken {
+            token: &t.token,
+            logprob: t.logprob,
+            top: &t.top,
+        })
+        .collect();
+    legacy_logprobs(&tokens, offset)
+}
+
 async fn collect_response(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    request: &ChatRequest,
+    request: &Request,
     id: String,
     model: String,
     created: u64,
@@ -494,10 +560,7 @@ async fn collect_response(
                 if let Some(c) = choices.get_mut(index) {
                     c.text.push_str(&text);
                     c.ids.push(id);
-                    if let Some(lp) = logprob {
-                        c.logprobs
-                            .push(logprob_entry(&lp.token, lp.logprob, &lp.top));
-                    }
+                    c.logprobs.extend(logprob);
                 }
             }
             Event::Finish { index, reason } => {
@@ -507,19 +570,50 @@ async fn collect_response(
             }
             Event::Error(e) => return Err(e),
             Event::Done { usage, timings } => {
+                let choices: Vec<Value> = choices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let finish = c.finish.unwrap_or("length");
+                        match request.endpoint {
+                            Endpoint::Chat => json!({
+                                "index": i,
+                                "message": {"role": "assistant", "content": c.text},
+                                "logprobs": if request.logprobs {
+                                    json!({"content": c.logprobs.iter()
+                                        .map(|lp| logprob_entry(&lp.token, lp.logprob, &lp.top))
+                                        .collect::<Vec<_>>()})
+                                } else {
+                                    Value::Null
+                                },
+                                "finish_reason": finish,
+                                "token_ids": c.ids,
+                            }),
+                            Endpoint::Completion => json!({
+                                "text": c.text,
+                                "index": i,
+                                "logprobs": if request.logprobs {
+                                    legacy(&c.logprobs, 0)
+                                } else {
+                                    Value::Null
+                                },
+                                "finish_reason": finish,
+                                "token_ids": c.ids,
+                            }),
+                        }
+                    })
+                    .collect();
+                let object = match request.endpoint {
+                    Endpoint::Chat => "chat.completion",
+                    Endpoint::Completion => "text_completion",
+                };
                 let body = json!({
                     "id": id,
-                    "object": "chat.completion",
+                    "object": object,
                     "created": created,
                     "model": model,
                     "system_fingerprint": null,
-                    "choices": choices.iter().enumerate().map(|(i, c)| json!({
-                        "index": i,
-                        "message": {"role": "assistant", "content": c.text},
-                        "logprobs": if request.logprobs { json!({"content": c.logprobs}) } else { Value::Null },
-                        "finish_reason": c.finish.unwrap_or("length"),
-                        "token_ids": c.ids,
-                    })).collect::<Vec<_>>(),
+                    "choices": choices,
                     "usage": usage_json(&usage, &timings),
                 });
                 return Ok(Json(body).into_response());
@@ -531,18 +625,23 @@ async fn collect_response(
 
 fn stream_response(
     rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-    request: ChatRequest,
+    request: Request,
     id: String,
     model: String,
     created: u64,
 ) -> Response {
     let n = request.n;
+    let endpoint = request.endpoint;
     let logprobs = request.logprobs;
     let include_usage = request.include_usage;
+    let object = match endpoint {
+        Endpoint::Chat => "chat.completion.chunk",
+        Endpoint::Completion => "text_completion",
+    };
     let chunk = move |choices: Value, usage: Option<Value>| {
         let mut v = json!({
             "id": id,
-            "object": "chat.completion.chunk",
+            "object": object,
             "created": created,
             "model": model,
             "system_fingerprint": null,
@@ -554,6 +653,8 @@ fn stream_response(
         SseEvent::default().data(v.to_string())
     };
     let mut role_sent = vec![false; n];
+    // Completions' logprobs: where each choice's next token starts.
+    let mut offsets = vec![0usize; n];
     let events = UnboundedReceiverStream::new(rx).map(move |event| {
         let ev = match event {
             Event::Token {
@@ -561,25 +662,51 @@ fn stream_response(
                 id,
                 text,
                 logprob,
-            } => {
-                let mut delta = json!({"content": text});
-                if !role_sent.get(index).copied().unwrap_or(true) {
-                    delta["role"] = json!("assistant");
-                    role_sent[index] = true;
+            } => match endpoint {
+                Endpoint::Chat => {
+                    let mut delta = json!({"content": text});
+                    if let Some(sent) = role_sent.get_mut(index) {
+                        if !*sent {
+                            delta["role"] = json!("assistant");
+                            *sent = true;
+                        }
+                    }
+                    let lp = match (logprobs, logprob) {
+                        (true, Some(lp)) => {
+                            json!({"content": [logprob_entry(&lp.token, lp.logprob, &lp.top)]})
+                        }
+                        _ => Value::Null,
+                    };
+                    chunk(
+                        json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null, "token_ids": [id]}]),
+                        None,
+                    )
                 }
-                let lp = match (logprobs, logprob) {
-                    (true, Some(lp)) => json!({"content": [logprob_entry(&lp.token, lp.logprob, &lp.top)]}),
-                    _ => Value::Null,
-                };
-                chunk(
-                    json!([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": null, "token_ids": [id]}]),
+                Endpoint::Completion => {
+                    let lp = match (logprobs, logprob, offsets.get_mut(index)) {
+                        (true, Some(lp), Some(offset)) => {
+                            let v = legacy(std::slice::from_ref(&lp), *offset);
+                            *offset += lp.token.len();
+                            v
+                        }
+                        _ => Value::Null,
+                    };
+                    chunk(
+                        json!([{"text": text, "index": index, "logprobs": lp, "finish_reason": null, "token_ids": [id]}]),
+                        None,
+                    )
+                }
+            },
+            Event::Finish { index, reason } => match endpoint {
+                Endpoint::Chat => chunk(
+                    json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}]),
                     None,
-                )
-            }
-            Event::Finish { index, reason } => chunk(
-                json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": reason}]),
-                None,
-            ),
+                ),
+                Endpoint::Completion => chunk(
+                    json!([{"text": "", "index": index, "logprobs": null, "finish_reason": reason}]),
+                    None,
+                ),
+            },
             Event::Done { usage, timings } => {
                 if include_usage {
                     chunk(json!([]), Some(usage_json(&usage, &timings)))

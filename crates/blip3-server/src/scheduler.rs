@@ -52,7 +52,7 @@ impl JobImage {
     }
 }
 
-/// One chat request for the engine.
+/// One request (chat or completion) for the engine.
 pub struct Job {
     /// Prompt ids (BOS included).
     pub input_ids: Vec<u32>,
@@ -70,6 +70,9 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     /// When the request was accepted.
     pub accepted: Instant,
+    /// The request field that holds the prompt (`messages`, `prompt`), named
+    /// by the engine's request errors.
+    pub param: &'static str,
 }
 
 /// Token log-probabilities as text.
@@ -298,8 +301,9 @@ fn admit(
     cache: &Mutex<VisionCache>,
     metrics: &Metrics,
 ) -> Result<Option<Active>, ApiError> {
+    let param = job.param;
     let engine = |e: blip3_engine::EngineError| match e {
-        blip3_engine::EngineError::Request(m) => ApiError::invalid(m, Some("messages")),
+        blip3_engine::EngineError::Request(m) => ApiError::invalid(m, Some(param)),
         other => ApiError::internal(other.to_string()),
     };
     let mut timings = Timings {

@@ -217,13 +217,14 @@ struct CachedInfo {
 mod tests {
     use super::*;
 
+    /// `n` crops: the global view plus an (n − 1) × 1 grid.
     fn entry(n: usize, fill: f32) -> EncodedImage {
         EncodedImage::from_features(
             Tensor::from_vec(vec![fill; n * 4], (n, 4, 1), &Device::Cpu).unwrap(),
             ImageInfo {
                 image_size: (10, 20),
                 best_resolution: (42, 42),
-                grid: (1, 1),
+                grid: (n.saturating_sub(1).max(1), 1),
                 num_crops: n,
             },
         )

@@ -1,7 +1,8 @@
 //! The server on the bundled tiny models, driven through its router: answers
 //! match the engine's own greedy run (one image, and several images on r-v1
-//! and v1.5), batching does not change any answer, every bad input gets a
-//! 4xx in OpenAI's shape and the next request works.
+//! and v1.5; raw completions with image parts), batching does not change any
+//! answer, every bad input gets a 4xx in OpenAI's shape and the next request
+//! works.
 
 use std::path::PathBuf;
 
@@ -60,10 +61,14 @@ fn chat(extra: Value, detail: &str) -> Value {
 }
 
 async fn post(router: &axum::Router, body: Vec<u8>) -> (StatusCode, Value, String) {
+    post_to(router, "/v1/chat/completions", body).await
+}
+
+async fn post_to(router: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCode, Value, String) {
     let response = router
         .clone()
         .oneshot(
-            Request::post("/v1/chat/completions")
+            Request::post(path)
                 .header("content-type", "application/json")
                 .body(Body::from(body))
                 .unwrap(),
@@ -488,6 +493,7 @@ async fn several_images_match_the_engine(dir: PathBuf, a: &str, b: &str) {
     let (status, body, text) = post(&router, two.clone()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let choice = &body["choices"][0];
+    assert_eq!(body["object"], "chat.completion");
     assert_eq!(ids(choice), expected.generated_ids);
     assert_eq!(choice["message"]["content"], expected.text);
     assert_eq!(
@@ -502,6 +508,22 @@ async fn several_images_match_the_engine(dir: PathBuf, a: &str, b: &str) {
     let crops: usize = expected.images.iter().map(|i| i.num_crops).sum();
     assert_eq!(image_tokens, crops * latents);
     assert_eq!(body["usage"]["timings"]["image_cache"], "miss");
+
+    // r-v1 puts a message's images first whatever the part order (OpenAI
+    // clients often send the text first); v1.5 keeps them where they stand.
+    if reference.family() == blip3_engine::Family::Blip3R1 {
+        let (status, body, text) = post(
+            &router,
+            request(json!([
+                text_part(ASK),
+                image_part(&url_a, "auto"),
+                image_part(&url_b, "auto")
+            ])),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(ids(&body["choices"][0]), expected.generated_ids);
+    }
 
     // Again: both images come from the cache, same answer.
     let (status, body, _) = post(&router, two).await;
@@ -618,4 +640,239 @@ async fn two_images_on_v15_match_the_engine() {
         "images/v5_two_wide3_420x130_small_40x25_b.png",
     )
     .await;
+}
+
+/// Server-sent events of a streamed answer: the text and ids of choice 0,
+/// every chunk's `object`, and whether a usage chunk came.
+fn read_stream(text: &str, field: &str) -> (String, Vec<u32>, Vec<String>, Option<Value>) {
+    let mut streamed = String::new();
+    let mut streamed_ids = Vec::new();
+    let mut objects = Vec::new();
+    let mut usage = None;
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(line).unwrap();
+        objects.push(chunk["object"].as_str().unwrap_or_default().to_string());
+        if let Some(c) = chunk["choices"].get(0) {
+            let piece = match field {
+                "delta" => c["delta"]["content"].as_str(),
+                _ => c["text"].as_str(),
+            };
+            streamed.push_str(piece.unwrap_or(""));
+            if let Some(a) = c["token_ids"].as_array() {
+                streamed_ids.extend(a.iter().map(|v| v.as_u64().unwrap() as u32));
+            }
+        }
+        if let Some(u) = chunk.get("usage") {
+            usage = Some(u.clone());
+        }
+    }
+    (streamed, streamed_ids, objects, usage)
+}
+
+/// `POST /v1/completions` with image parts (the base models' raw few-shot
+/// prompt): the same ids and text as `Pipeline::generate` on the raw prompt
+/// with the completion stop rule; streaming, logprobs, the default
+/// `max_tokens` of 16, and the 400s of bad prompts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_with_image_parts_match_the_engine() {
+    let dir = v15_fixture();
+    let (a, b) = (
+        "images/v5_two_wide3_420x130_small_40x25_a.png",
+        "images/v5_two_wide3_420x130_small_40x25_b.png",
+    );
+    const RAW: &str = "<image>Output:a red square<|endofchunk|><image>Output:";
+    let reference = Pipeline::load(&dir.join("model"), &PipelineOptions::default()).unwrap();
+    let images = [a, b].map(|f| reference.load_image(&dir.join(f)).unwrap());
+    let completion = |max_new_tokens| GenerationParams {
+        completion: true,
+        ..GenerationParams::greedy(max_new_tokens)
+    };
+    let expected = reference
+        .generate(&images, RAW, &completion(8), false, &mut |_| {})
+        .unwrap();
+    let text_only = reference
+        .generate(&[], "A photo of", &completion(16), false, &mut |_| {})
+        .unwrap();
+
+    let server = Server::start(
+        Pipeline::load(&dir.join("model"), &PipelineOptions::default()).unwrap(),
+        ServerConfig {
+            model_name: "tiny".into(),
+            max_images: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = server.router();
+    let (url_a, url_b) = (data_url_in(&dir, a), data_url_in(&dir, b));
+    let parts = json!([
+        image_part(&url_a, "auto"),
+        text_part("Output:a red square<|endofchunk|>"),
+        image_part(&url_b, "auto"),
+        text_part("Output:")
+    ]);
+    let request = |extra: Value| {
+        let mut body = json!({"model": "tiny", "prompt": parts.clone(), "max_tokens": 8});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        body.to_string().into_bytes()
+    };
+    const PATH: &str = "/v1/completions";
+
+    let (status, body, text) = post_to(&router, PATH, request(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(body["object"], "text_completion");
+    assert!(body["id"].as_str().unwrap().starts_with("cmpl-"));
+    let choice = &body["choices"][0];
+    assert_eq!(ids(choice), expected.generated_ids);
+    assert_eq!(choice["text"], expected.text);
+    assert_eq!(choice["index"], 0);
+    let finish = match expected.stop_reason {
+        blip3_engine::StopReason::MaxNewTokens => "length",
+        _ => "stop",
+    };
+    assert_eq!(choice["finish_reason"], finish);
+    assert!(choice["logprobs"].is_null());
+    let usage = &body["usage"];
+    assert_eq!(usage["prompt_tokens"], expected.timings.prefill_tokens);
+    assert_eq!(usage["completion_tokens"], expected.generated_ids.len());
+    assert_eq!(
+        usage["total_tokens"],
+        expected.timings.prefill_tokens + expected.generated_ids.len()
+    );
+    let image_tokens: usize = expected.image_token_counts.iter().sum();
+    assert_eq!(usage["prompt_tokens_details"]["image_tokens"], image_tokens);
+
+    // A plain string prompt, no images, the default max_tokens (16).
+    let (status, body, text) = post_to(
+        &router,
+        PATH,
+        json!({"prompt": "A photo of"}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(ids(&body["choices"][0]), text_only.generated_ids);
+    assert_eq!(body["choices"][0]["text"], text_only.text);
+    assert!(text_only.generated_ids.len() <= 16);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["image_tokens"], 0);
+
+    // Streaming: the text pieces add up to the same text and ids.
+    let (status, _, text) = post_to(
+        &router,
+        PATH,
+        request(json!({"stream": true, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (streamed, streamed_ids, objects, usage) = read_stream(&text, "text");
+    assert_eq!(streamed, expected.text);
+    assert_eq!(streamed_ids, expected.generated_ids);
+    assert!(
+        objects.iter().all(|o| o == "text_completion"),
+        "{objects:?}"
+    );
+    let usage = usage.expect("a usage chunk");
+    assert_eq!(usage["completion_tokens"], expected.generated_ids.len());
+    assert!(text.contains(&format!("\"finish_reason\":\"{finish}\"")));
+
+    // Legacy logprobs: one entry per token, up to k alternatives + the chosen one.
+    let (status, body, text) =
+        post_to(&router, PATH, request(json!({"logprobs": 2, "n": 2}))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    for c in body["choices"].as_array().unwrap() {
+        assert_eq!(ids(c), expected.generated_ids, "greedy choices agree");
+        let lp = &c["logprobs"];
+        let n = expected.generated_ids.len();
+        assert_eq!(lp["tokens"].as_array().unwrap().len(), n);
+        assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), n);
+        assert_eq!(lp["text_offset"][0], 0);
+        let top = lp["top_logprobs"][0].as_object().unwrap();
+        assert!((2..=3).contains(&top.len()), "{top:?}");
+        assert!(lp["token_logprobs"][0].as_f64().unwrap() <= 0.0);
+    }
+
+    // Bad prompts: 400s that say what is wrong; the server keeps serving.
+    let bad: Vec<(Vec<u8>, u16, &str, &str)> = vec![
+        (
+            json!({"prompt": ["a", "b"]}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+            "one prompt per request",
+        ),
+        (
+            json!({"prompt": [[1, 2, 3]]}).to_string().into_bytes(),
+            400,
+            "unsupported_parameter",
+            "token-id prompts",
+        ),
+        (
+            request(json!({"echo": true})),
+            400,
+            "unsupported_parameter",
+            "'echo' is not supported",
+        ),
+        (
+            json!({"prompt": "<image>Output:"}).to_string().into_bytes(),
+            400,
+            "image_count_mismatch",
+            "1 <image> token(s) for 0 image(s)",
+        ),
+        (
+            json!({"prompt": [image_part(&url_a, "auto"), text_part("<image>Output:")]})
+                .to_string()
+                .into_bytes(),
+            400,
+            "image_count_mismatch",
+            "2 <image> token(s) for 1 image(s)",
+        ),
+        (
+            json!({"prompt": [image_part(&url_a, "auto"), image_part(&url_b, "auto"),
+                              image_part(&url_a, "low"), text_part("Output:")]})
+            .to_string()
+            .into_bytes(),
+            400,
+            "too_many_images",
+            "at most 2",
+        ),
+        (
+            json!({"prompt": [image_part(&url_a, "auto"),
+                              image_part("data:image/png;base64,aGVsbG8gd29ybGQ=", "auto")]})
+            .to_string()
+            .into_bytes(),
+            400,
+            "invalid_image",
+            "prompt[1]",
+        ),
+        (
+            request(json!({"max_tokens": 100000})),
+            400,
+            "context_length_exceeded",
+            "context",
+        ),
+        (
+            request(json!({"model": "gpt-3.5-turbo-instruct"})),
+            404,
+            "model_not_found",
+            "gpt-3.5-turbo-instruct",
+        ),
+    ];
+    for (body, status, code, needle) in bad {
+        let (got, json, text) = post_to(&router, PATH, body).await;
+        assert_eq!(got.as_u16(), status, "{text}");
+        assert_eq!(json["error"]["code"], code, "{text}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    let (status, body, _) = post_to(&router, PATH, request(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body["choices"][0]), expected.generated_ids);
+    drop(router);
+    server.stop();
 }
