@@ -495,3 +495,45 @@ fn fewshot_runs_on_a_base_model_made_by_init_random() {
     std::fs::remove_dir_all(&base).ok();
     assert_eq!(same["ids"], few["ids"]);
 }
+
+#[test]
+fn v15_bf16_checkpoint_from_init_random_loads_and_runs_two_images() {
+    // The interleave checkpoint ships BF16: a BF16 v1.5 folder in the real
+    // layout (SigLIP head included) loads as stored and answers.
+    let f = v15();
+    let dir = temp("v15-bf16");
+    let status = blip3()
+        .args(["init-random", "--dtype", "bf16", "--seed", "2", "--like"])
+        .arg(f.join("model"))
+        .arg("--out")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), 94, "the fixture's 94 tensors");
+    assert!(st
+        .tensors()
+        .iter()
+        .all(|(_, t)| t.dtype() == safetensors::Dtype::BF16));
+    assert!(st
+        .names()
+        .iter()
+        .any(|n| n.starts_with("vlm.vision_encoder.head.")));
+    let out = json_of(
+        &blip3()
+            .args(["generate", "--json", "--max-new-tokens", "4", "--model"])
+            .arg(&dir)
+            .arg("--image")
+            .arg(f.join("images/v4_grid2x2_200x150.png"))
+            .arg("--image")
+            .arg(f.join("images/v1_tall3_30x200.png"))
+            .args(["--prompt", "Describe both pictures."])
+            .output()
+            .unwrap(),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out["image_token_counts"], serde_json::json!([40, 32]));
+    assert!(!out["ids"].as_array().unwrap().is_empty());
+}

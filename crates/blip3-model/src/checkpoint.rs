@@ -72,7 +72,8 @@ pub fn check_keys(store: &WeightStore, family: Family, specs: &[TensorSpec]) -> 
         .collect();
     if let Some(first) = missing.first() {
         let searched = format!(
-            "{} of the {} tensors a {family} checkpoint holds are absent; is config.json's family right?",
+            "{}; {} of the {} tensors of a {family} checkpoint are absent",
+            store.searched(),
             missing.len(),
             specs.len()
         );

@@ -374,7 +374,7 @@ impl WeightStore {
         self.entries.keys().map(String::as_str)
     }
 
-    fn searched(&self) -> String {
+    pub(crate) fn searched(&self) -> String {
         self.shards
             .iter()
             .map(|s| {
