@@ -289,11 +289,23 @@ pub fn init_random(args: InitRandomArgs) -> Result<ExitCode> {
     };
     let family = config.family().map_err(anyhow::Error::msg)?;
     if args.base {
-        // Base checkpoints stop on <|endoftext|> (family spec §1.7).
+        // Base checkpoints stop on <|endoftext|> (family spec §1.7), and v1.5
+        // base ships no anyres grid (`"grids": null`).
         std::fs::write(
             args.out.join("generation_config.json"),
             crate::presets::BASE_GENERATION_CONFIG,
         )?;
+        if family == Family::XgenmmV15 {
+            let path = args.out.join("preprocessor_config.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("grids".into(), serde_json::Value::Null);
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&value)?)?;
+        }
     }
     let variant = Variant {
         text_projection: family == Family::Blip3R1 && !args.base,

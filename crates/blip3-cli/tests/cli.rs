@@ -476,9 +476,10 @@ fn fewshot_runs_on_a_base_model_made_by_init_random() {
     );
     assert!(few["ids"].as_array().unwrap().len() <= 5);
 
-    // The same prompt through `generate --raw-prompt --aspect pad` gives the same ids.
+    // The same prompt through `generate --raw-prompt` gives the same ids: a
+    // base model runs one squashed crop per image by default.
     let mut cmd = blip3();
-    cmd.args(["generate", "--json", "--raw-prompt", "--aspect", "pad"])
+    cmd.args(["generate", "--json", "--raw-prompt"])
         .args([
             "--max-new-tokens",
             "5",
@@ -494,6 +495,7 @@ fn fewshot_runs_on_a_base_model_made_by_init_random() {
     let same = json_of(&cmd.arg("--image").arg(&query).output().unwrap());
     std::fs::remove_dir_all(&base).ok();
     assert_eq!(same["ids"], few["ids"]);
+    assert_eq!(same["image_token_counts"], serde_json::json!([8, 8, 8]));
 }
 
 #[test]

@@ -186,6 +186,16 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
     }
 }
 
+/// Whether `preprocessor_config.json` says `"grids": null` (v1.5 base: no
+/// anyres grid), as opposed to leaving the field out (r-v1).
+fn grids_are_null(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("grids").map(serde_json::Value::is_null))
+        .unwrap_or(false)
+}
+
 impl Pipeline {
     /// Loads config, weights, tokenizer and preprocessor of a model folder.
     pub fn load(dir: &Path, options: &PipelineOptions) -> Result<Self, EngineError> {
@@ -242,8 +252,11 @@ impl Pipeline {
             end_id: None,
             eos_ids: completion_eos,
         };
+        // Base checkpoints run one squashed crop per image (family spec §1.5):
+        // r-v1 base has no text_projection, v1.5 base ships `"grids": null`.
+        let base = model.is_base() || grids_are_null(&dir.join("preprocessor_config.json"));
         let aspect = options.aspect.unwrap_or(
-            if model.config().vision_encoder_config.aspect_ratio() == "anyres" {
+            if model.config().vision_encoder_config.aspect_ratio() == "anyres" && !base {
                 AspectMode::Anyres
             } else {
                 AspectMode::Pad
