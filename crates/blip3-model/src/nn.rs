@@ -412,3 +412,37 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
+
+/// Bidirectional multi-head attention of the vision towers: `n` sequences of
+/// `t` tokens, queries, keys and values read in place through strided views
+/// (heads side by side in a row), softmax(q·kᵀ/√hd)·v over every key.
+/// Returns `[n, t, heads·hd]` with the heads merged, ready for the output
+/// projection.
+pub fn vision_attention(
+    (n, t, heads, hd): (usize, usize, usize, usize),
+    q: blip3_kernels::attention::Strided<'_>,
+    k: blip3_kernels::attention::Strided<'_>,
+    v: blip3_kernels::attention::Strided<'_>,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    use blip3_kernels::attention::{AttentionShape, Visibility};
+    let shape = AttentionShape {
+        batch: n,
+        heads,
+        kv_heads: heads,
+        queries: t,
+        keys: t,
+        head_dim: hd,
+    };
+    let mut out = vec![0f32; n * t * heads * hd];
+    blip3_kernels::attention::attention(
+        shape,
+        q,
+        k,
+        v,
+        1.0 / (hd as f32).sqrt(),
+        Visibility::All,
+        &mut out,
+    );
+    Ok(Tensor::from_vec(out, (n, t, heads * hd), device)?)
+}

@@ -7,10 +7,10 @@ use candle_core::{Tensor, D};
 
 use crate::config::VisionCfg;
 use blip3_kernels::activation::Activation;
-use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
+use blip3_kernels::attention::Strided;
 
 use crate::family::VisionTower;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{vision_attention, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -66,25 +66,7 @@ impl Block {
             head: hd,
             token: 3 * w,
         };
-        let shape = AttentionShape {
-            batch: n,
-            heads,
-            kv_heads: heads,
-            queries: t,
-            keys: t,
-            head_dim: hd,
-        };
-        let mut out = vec![0f32; n * t * w];
-        blip3_kernels::attention::attention(
-            shape,
-            part(0),
-            part(1),
-            part(2),
-            1.0 / (hd as f32).sqrt(),
-            Visibility::All,
-            &mut out,
-        );
-        let out = Tensor::from_vec(out, (n, t, w), x.device())?;
+        let out = vision_attention((n, t, heads, hd), part(0), part(1), part(2), x.device())?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .c_fc

@@ -6,12 +6,12 @@
 //! `post_layernorm`. The attention-pooling head is not part of xGen-MM's path.
 
 use blip3_kernels::activation::Activation;
-use blip3_kernels::attention::{AttentionShape, Strided, Visibility};
+use blip3_kernels::attention::Strided;
 use candle_core::Tensor;
 
 use crate::config::VisionCfg;
 use crate::family::VisionTower;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{vision_attention, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -60,25 +60,7 @@ impl Layer {
             head: hd,
             token: c,
         };
-        let shape = AttentionShape {
-            batch: n,
-            heads,
-            kv_heads: heads,
-            queries: t,
-            keys: t,
-            head_dim: hd,
-        };
-        let mut out = vec![0f32; n * t * c];
-        blip3_kernels::attention::attention(
-            shape,
-            view(&q),
-            view(&k),
-            view(&v),
-            (hd as f32).powf(-0.5),
-            Visibility::All,
-            &mut out,
-        );
-        let out = Tensor::from_vec(out, (n, t, c), x.device())?;
+        let out = vision_attention((n, t, heads, hd), view(&q), view(&k), view(&v), x.device())?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .fc1
