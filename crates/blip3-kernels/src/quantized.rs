@@ -36,8 +36,8 @@ pub fn gemv_path(format: &str, features: CpuFeatures) -> Option<&'static str> {
         "q8_0" | "q4_0" if features.avx512_vnni => "avx512-vnni",
         "q8_0" | "q4_0" if features.avx_vnni => "avx-vnni",
         "q8_0" | "q4_0" | "q4_k" if vector => "avx2-fma",
-        "bf16" if features.avx2_fma => "avx2-fma",
-        "bf16" | "q8_0" | "q4_0" | "q4_k" => "scalar",
+        "bf16" => crate::gemv::path(features),
+        "q8_0" | "q4_0" | "q4_k" => "scalar",
         _ => return None,
     })
 }
