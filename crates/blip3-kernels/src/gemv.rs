@@ -193,8 +193,8 @@ mod avx512 {
             }
             t += left;
         }
-        for i in 0..m {
-            acc[i] = _mm512_reduce_add_ps(_mm512_add_ps(sums[i], sums2[i]));
+        for (a, (s, s2)) in acc.iter_mut().zip(sums.iter().zip(&sums2)).take(m) {
+            *a = _mm512_reduce_add_ps(_mm512_add_ps(*s, *s2));
         }
     }
 }
