@@ -43,7 +43,7 @@ fn dot_rows(
     #[cfg(target_arch = "x86_64")]
     {
         if features.avx512 {
-            // SAFETY: AVX-512 F was detected on this CPU.
+            // SAFETY: AVX-512 F, BW and VL were detected on this CPU.
             unsafe { avx512::dot_rows(row, x, k, m, acc) };
             return;
         }
@@ -163,8 +163,9 @@ mod avx512 {
     /// accumulators per activation row; a masked step takes the last < 32.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `row.len() == k` and `x.len() >= m·k`.
-    #[target_feature(enable = "avx512f")]
+    /// The CPU must support AVX-512 F, BW and VL; `row.len() == k` and
+    /// `x.len() >= m·k`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn dot_rows(row: &[bf16], x: &[f32], k: usize, m: usize, acc: &mut [f32; MAX_ROWS]) {
         let mut sums = [_mm512_setzero_ps(); MAX_ROWS];
         let mut sums2 = [_mm512_setzero_ps(); MAX_ROWS];
@@ -187,9 +188,9 @@ mod avx512 {
             let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
             let h = _mm256_maskz_loadu_epi16(mask, wp.add(t) as *const i16);
             let w = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
-            for i in 0..m {
+            for (i, sum) in sums.iter_mut().enumerate().take(m) {
                 let xv = _mm512_maskz_loadu_ps(mask, xp.add(i * k + t));
-                sums[i] = _mm512_fmadd_ps(w, xv, sums[i]);
+                *sum = _mm512_fmadd_ps(w, xv, *sum);
             }
             t += left;
         }
