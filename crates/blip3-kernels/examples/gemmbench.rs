@@ -1,6 +1,8 @@
 //! Micro-benchmark of the many-row GEMM (`blip3_kernels::gemm`) on the
 //! products that dominate image encoding and prefill, side by side with
-//! candle's F32 matmul (what the engine used before), in GFLOP/s.
+//! candle's F32 matmul (what the engine used before), in GFLOP/s and as a
+//! fraction of the measured peak (`blip3_kernels::peak`: F32 FMA for the F32
+//! product, `vdpbf16ps` for BF16 where the CPU has it).
 //!
 //! ```sh
 //! cargo run --release -p blip3-kernels --example gemmbench
@@ -48,7 +50,15 @@ fn gflops(m: usize, n: usize, k: usize, reps: usize, mut run: impl FnMut()) -> f
 }
 
 fn main() -> candle_core::Result<()> {
-    println!("threads: {}", rayon::current_num_threads());
+    let peak = blip3_kernels::peak::measure(300);
+    let bf16_peak = peak.bf16_gflops.unwrap_or(peak.f32_gflops);
+    println!(
+        "threads: {}; measured peak: f32 FMA {:.0} GFLOP/s, bf16 {} GFLOP/s",
+        rayon::current_num_threads(),
+        peak.f32_gflops,
+        peak.bf16_gflops
+            .map_or("(no AVX-512 BF16)".to_string(), |g| format!("{g:.0}"))
+    );
     for (name, m, n, k) in SHAPES {
         let a = data(m * k, 1);
         let w = data(n * k, 2);
@@ -74,7 +84,9 @@ fn main() -> candle_core::Result<()> {
             return Err(e);
         }
         println!(
-            "{name:28} ours f32 {ours_f32:6.1}  bf16 {ours_bf16:6.1}  q8_0 {ours_q8:6.1}  | candle f32 {candle:6.1} GFLOP/s  ({:.2}x)",
+            "{name:28} ours f32 {ours_f32:6.1} ({:3.0}%)  bf16 {ours_bf16:6.1} ({:3.0}%)  q8_0 {ours_q8:6.1}  | candle f32 {candle:6.1} GFLOP/s  ({:.2}x)",
+            100.0 * ours_f32 / peak.f32_gflops,
+            100.0 * ours_bf16 / bf16_peak,
             ours_f32 / candle
         );
     }

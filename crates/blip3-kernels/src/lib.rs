@@ -21,6 +21,7 @@
 //! * [`quantized`]: the one interface layers use for every block format.
 //! * [`attention`]: decode-step attention read in place from the KV cache.
 //! * [`bandwidth`]: a memory-bandwidth probe for roofline fractions.
+//! * [`peak`]: the measured F32 FMA and BF16 dot-product peaks (compute roofline).
 //! * [`pool`]: running a caller's sequence of kernels on the thread pool.
 //! * [`scratch`]: per-thread buffers reused across calls (no allocation per decode step).
 //!
@@ -35,6 +36,7 @@ pub mod cpu;
 pub mod gemm;
 pub mod gemv;
 mod interleaved;
+pub mod peak;
 pub mod pool;
 pub mod q4;
 pub mod q4k;
