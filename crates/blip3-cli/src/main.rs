@@ -427,6 +427,11 @@ fn init_logging(verbose: u8) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // Layers reuse the previous layer's freed buffers instead of faulting in
+    // fresh zeroed pages (`BLIP3_MALLOC=default` keeps the C library's own).
+    if std::env::var("BLIP3_MALLOC").as_deref() != Ok("default") {
+        blip3_kernels::allocator::retain_freed_memory();
+    }
     let result = match cli.command {
         Command::Generate(a) => commands::generate(a),
         Command::Dump(a) => commands::dump(a),

@@ -11,6 +11,7 @@
 //!   F32 GEMM with a register-tiled AVX2 micro-kernel that reads W in its
 //!   storage format (F32, BF16, F16, Q8_0, Q4_0) while packing.
 //! * [`activation`]: vectorised element-wise activations (GEMM epilogues).
+//! * [`allocator`]: keeping large freed buffers for reuse (no page zeroing per layer).
 //! * [`amx`]: the GEMM on BF16 weights with AMX tiles (where the CPU and OS allow).
 //! * [`avx512_bf16`]: the GEMM on BF16 weights with AVX-512 BF16 dot products
 //!   (where there is no AMX).
@@ -28,6 +29,7 @@
 //! Every kernel has a scalar reference implementation it is tested against.
 
 pub mod activation;
+pub mod allocator;
 pub mod amx;
 pub mod attention;
 pub mod avx512_bf16;
