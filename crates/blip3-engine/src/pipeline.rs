@@ -186,16 +186,6 @@ fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
     }
 }
 
-/// Whether `preprocessor_config.json` says `"grids": null` (v1.5 base: no
-/// anyres grid), as opposed to leaving the field out (r-v1).
-fn grids_are_null(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("grids").map(serde_json::Value::is_null))
-        .unwrap_or(false)
-}
-
 impl Pipeline {
     /// Loads config, weights, tokenizer and preprocessor of a model folder.
     pub fn load(dir: &Path, options: &PipelineOptions) -> Result<Self, EngineError> {
@@ -244,17 +234,24 @@ impl Pipeline {
         };
         // Raw (base-model) prompts end a chunk with <|endofchunk|> and never
         // rely on <|end|> (family spec §1.7).
-        let mut completion_eos = vec![text.eos_token_id];
-        completion_eos.extend(tokenizer.token_to_id(END_OF_CHUNK_TOKEN));
-        completion_eos.extend(eos_ids.iter().filter(|&&id| Some(id) != stop.end_id));
-        completion_eos.dedup();
+        let mut completion_eos: Vec<u32> = Vec::new();
+        for id in tokenizer
+            .token_to_id(END_OF_CHUNK_TOKEN)
+            .into_iter()
+            .chain(eos_ids.iter().copied())
+            .filter(|&id| Some(id) != stop.end_id)
+        {
+            if !completion_eos.contains(&id) {
+                completion_eos.push(id);
+            }
+        }
         let completion_stop = StopRule {
             end_id: None,
             eos_ids: completion_eos,
         };
         // Base checkpoints run one squashed crop per image (family spec §1.5):
         // r-v1 base has no text_projection, v1.5 base ships `"grids": null`.
-        let base = model.is_base() || grids_are_null(&dir.join("preprocessor_config.json"));
+        let base = model.is_base() || pp_config.declares_no_grid();
         let aspect = options.aspect.unwrap_or(
             if model.config().vision_encoder_config.aspect_ratio() == "anyres" && !base {
                 AspectMode::Anyres
@@ -409,26 +406,27 @@ impl Pipeline {
 
         let image_token_counts = spliced.counts.clone();
         let stages = if capture {
-            let features: Vec<&Tensor> = encoded.iter().map(|e| &e.features).collect();
-            let cat = |parts: &[Tensor]| -> Result<Tensor, EngineError> {
+            let cat = |parts: Vec<Tensor>| -> Result<Tensor, EngineError> {
                 if parts.is_empty() {
                     return Ok(Tensor::zeros(0, candle_core::DType::F32, device)?);
                 }
-                Ok(Tensor::cat(parts, 0)?)
+                Ok(Tensor::cat(&parts, 0)?)
             };
-            let features: Vec<Tensor> = features.into_iter().cloned().collect();
-            let mask = match &spliced.mask {
-                Some(m) if !features.is_empty() => {
-                    let v = features[0].dim(1)?;
-                    Some(Tensor::from_slice(m, (m.len() / v.max(1), v), device)?)
-                }
-                _ => None,
+            let vision_features = cat(encoded.iter().map(|e| e.features.clone()).collect())?;
+            // The mask has one entry per perceiver input token: [ΣN, g²].
+            let vision_attn_mask = match &spliced.mask {
+                Some(m) => Some(Tensor::from_slice(
+                    m,
+                    vision_features.dims()[..2].to_vec(),
+                    device,
+                )?),
+                None => None,
             };
             Some(StageTensors {
-                pixel_values: cat(&pixel_values)?,
-                vit_tokens: cat(&vit_tokens)?,
-                vision_features: cat(&features)?,
-                vision_attn_mask: mask,
+                pixel_values: cat(pixel_values)?,
+                vit_tokens: cat(vit_tokens)?,
+                vision_features,
+                vision_attn_mask,
                 text_embeds: spliced.text_embeds,
                 vision_tokens: spliced.vision_tokens,
                 image_token_counts: spliced.counts,

@@ -13,9 +13,6 @@ pub const IMAGE_PLACEHOLDER_TOKEN: &str = "<image placeholder>";
 /// The base models' end of an interleaved chunk.
 pub const END_OF_CHUNK_TOKEN: &str = "<|endofchunk|>";
 
-/// r-v1's marker: `<image>` on its own line before the question.
-pub const LINE_IMAGE_MARKER: &str = "<image>\n";
-
 /// `<|system|>\n{system}<|end|>\n<|user|>\n{content}<|end|>\n<|assistant|>\n`
 /// where `content` is `image_marker` once per image, then the question.
 pub fn chat_prompt(
@@ -32,7 +29,12 @@ pub fn chat_prompt(
 /// The r-v1 model card's one-image prompt:
 /// `<|system|>\n{system}<|end|>\n<|user|>\n<image>\n{question}<|end|>\n<|assistant|>\n`.
 pub fn instruct_prompt(question: &str, system: Option<&str>) -> String {
-    chat_prompt(question, system, LINE_IMAGE_MARKER, 1)
+    chat_prompt(
+        question,
+        system,
+        blip3_model::Family::Blip3R1.chat_image_marker(),
+        1,
+    )
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl Pipeline {
         input_ids: &[u32],
         images: &[EncodedImage],
     ) -> Result<Spliced, EngineError> {
-        self.check_image_count(input_ids, images.len())?;
+        // The image count is checked by the splice, against the splice mode.
         let model = self.model();
         let d = model.config().text_config.hidden_size;
         if images.is_empty() {

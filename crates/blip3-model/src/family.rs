@@ -53,11 +53,6 @@ impl Family {
         }
     }
 
-    /// The family by its short name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
     /// The tower name `vision_encoder_config.model_name` holds for this family.
     pub fn tower_name(self) -> &'static str {
         match self {
@@ -116,7 +111,7 @@ impl Family {
 
     /// What a chat prompt puts in the user turn for each image: `<image>\n`
     /// (r-v1's model card) or `<image> ` inline (v1.5, VLMEvalKit's wrapper).
-    pub fn chat_image_marker(self) -> &'static str {
+    pub const fn chat_image_marker(self) -> &'static str {
         match self {
             Self::Blip3R1 => "<image>\n",
             Self::XgenmmV15 => "<image> ",

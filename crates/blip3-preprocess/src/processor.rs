@@ -25,9 +25,10 @@ pub struct ProcessorConfig {
     /// Only `"bicubic"` is used by BLIP-3.
     #[serde(default = "default_interpolation")]
     pub interpolation_mode: String,
-    /// Anyres grids in crops per side (npw, nph) (v1.5); absent or null: r-v1's.
-    #[serde(default)]
-    pub grids: Option<Vec<[usize; 2]>>,
+    /// Anyres grids in crops per side (npw, nph): absent (r-v1: its grids
+    /// follow from S), a list (v1.5 instruct), or `null` (v1.5 base: no grid).
+    #[serde(default, deserialize_with = "present")]
+    pub grids: Option<Option<Vec<[usize; 2]>>>,
 }
 
 /// `size` as a list `[S, S]` or a `{"height", "width"}` object.
@@ -42,6 +43,16 @@ fn size_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Er
         Size::List(v) => v,
         Size::Object { height, width } => vec![height, width],
     })
+}
+
+/// Wraps a field that is present (even as `null`) in `Some`, so that an
+/// absent field (`None` through `serde(default)`) stays distinguishable.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 fn default_resize_mode() -> String {
@@ -77,6 +88,12 @@ impl ProcessorConfig {
             return Err(bad("image_std must be finite and non-zero".into()));
         }
         Ok(config)
+    }
+
+    /// Whether the file says `"grids": null`: a checkpoint without anyres
+    /// grids (v1.5 base), which runs one squashed crop per image.
+    pub fn declares_no_grid(&self) -> bool {
+        matches!(self.grids, Some(None))
     }
 
     /// The square crop size S.
@@ -141,10 +158,10 @@ impl ImageProcessor {
             pinpoints: default_pinpoints(crop),
         };
         match &config.grids {
-            Some(grids) => {
+            Some(Some(grids)) => {
                 processor.with_pinpoints(grids.iter().map(|&[w, h]| (w * crop, h * crop)).collect())
             }
-            None => Ok(processor),
+            Some(None) | None => Ok(processor),
         }
     }
 
@@ -222,5 +239,37 @@ impl ImageProcessor {
                     .map(|px| (f32::from(px[c]) / 255.0 - mean) / std),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(grids: &str) -> ProcessorConfig {
+        let json = format!(
+            r#"{{"size": {{"height": 62, "width": 62}}, "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5]{grids}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn grids_absent_null_and_listed_are_told_apart() {
+        let absent = parse("");
+        assert!(!absent.declares_no_grid());
+        assert_eq!(
+            ImageProcessor::new(&absent).unwrap().pinpoints()[0],
+            (62, 124)
+        );
+        let null = parse(r#", "grids": null"#);
+        assert!(null.declares_no_grid());
+        let listed = parse(r#", "grids": [[3, 1]]"#);
+        assert!(!listed.declares_no_grid());
+        assert_eq!(
+            ImageProcessor::new(&listed).unwrap().pinpoints(),
+            &[(186, 62)]
+        );
+        assert_eq!(listed.crop_size(), Ok(62));
     }
 }

@@ -735,10 +735,10 @@ pub fn legacy_logprobs(tokens: &[LegacyToken<'_>], offset: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blip3_engine::prompt::{chat_prompt, instruct_prompt, LINE_IMAGE_MARKER};
+    use blip3_engine::prompt::{chat_prompt, instruct_prompt};
 
     const R1: ChatImages<'static> = ChatImages {
-        marker: LINE_IMAGE_MARKER,
+        marker: blip3_engine::Family::Blip3R1.chat_image_marker(),
         placement: Placement::Leading,
     };
     const V15: ChatImages<'static> = ChatImages {
