@@ -31,25 +31,53 @@ def load(folder, name):
     return json.loads(text) if text else None
 
 
+def llama_runs(folder, stem):
+    """The llama-bench -o json entries of `stem` with flash attention off and on
+    (`stem-fa0.json`, `stem-fa1.json`), or of `stem.json` in older folders."""
+    entries = []
+    for name in (f"{stem}-fa0.json", f"{stem}-fa1.json", f"{stem}.json"):
+        entries += load(folder, name) or []
+    return entries
+
+
 def llama_rates(entries):
-    """(pp tokens/s, tg tokens/s, prompt length, generated) from llama-bench -o json."""
+    """(pp tokens/s, tg tokens/s, prompt length, generated) from llama-bench -o json,
+    each the best over the entries (flash attention off and on)."""
     pp = tg = None
     n_p = n_g = 0
     for e in entries or []:
-        if e.get("n_prompt", 0) > 0 and e.get("n_gen", 0) == 0:
+        if e.get("n_prompt", 0) > 0 and e.get("n_gen", 0) == 0 and (pp is None or e["avg_ts"] > pp):
             pp, n_p = e["avg_ts"], e["n_prompt"]
-        elif e.get("n_gen", 0) > 0 and e.get("n_prompt", 0) == 0:
+        elif e.get("n_gen", 0) > 0 and e.get("n_prompt", 0) == 0 and (tg is None or e["avg_ts"] > tg):
             tg, n_g = e["avg_ts"], e["n_gen"]
     return pp, tg, n_p, n_g
 
 
 def llama_depth_rate(folder, q, depth):
-    """tg tokens/s of llama-bench -d DEPTH (decode after DEPTH positions), if run."""
-    entries = load(folder, f"llama-{q}-d{depth}.json") or []
-    for e in entries:
-        if e.get("n_gen", 0) > 0:
-            return e["avg_ts"]
-    return None
+    """Best tg tokens/s of llama-bench -d DEPTH (decode after DEPTH positions) over
+    flash attention off and on, if run."""
+    rates = [e["avg_ts"] for e in llama_runs(folder, f"llama-{q}-d{depth}") if e.get("n_gen", 0) > 0]
+    return max(rates) if rates else None
+
+
+def cpu_lines(folder):
+    """The CPU model and its vector flags, from the lscpu and /proc/cpuinfo copies."""
+    model = "unknown CPU"
+    path = os.path.join(folder, "lscpu.txt")
+    if os.path.exists(path):
+        for line in open(path):
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    flags = []
+    path = os.path.join(folder, "cpuflags.txt")
+    if os.path.exists(path):
+        wanted = ("avx2", "fma", "f16c", "avx512", "amx", "avx_vnni")
+        flags = [f for f in open(path).read().split(":", 1)[-1].split() if f.startswith(wanted)]
+    build = ""
+    path = os.path.join(folder, "llama-build.txt")
+    if os.path.exists(path):
+        build = open(path).read().strip()
+    return model, " ".join(flags) or "(flags not recorded)", build
 
 
 def streamed_gguf_bytes(folder, fmt):
@@ -89,13 +117,18 @@ def main():
     ours = {f: load(folder, f"blip3-{f}.json") for f in BLIP3_BPW}
     ours = {f: r for f, r in ours.items() if r is not None or f != "q4_k"}
     torch = {d: load(folder, f"pytorch-{d}.json") for d in ["f32", "bf16"]}
-    llama = {q: llama_rates(load(folder, f"llama-{q}.json")) for q in LLAMA_OF.values()}
+    llama = {q: llama_rates(llama_runs(folder, f"llama-{q}")) for q in LLAMA_OF.values()}
+    openvino = {d: load(folder, f"openvino-{d}.json") for d in ["f32", "bf16"]}
     llama = {q: v for q, v in llama.items() if v[0] is not None or q != "Q4_K_S"}
     base = ours["bf16"] or {}
     out = []
     p = out.append
 
-    p(f"Machine: {os.uname().nodename}, {os.cpu_count()} logical CPUs; 2 threads everywhere.")
+    model, flags, build = cpu_lines(folder)
+    p(f"CPU: **{model}**, {os.cpu_count()} logical CPUs; 2 threads everywhere.")
+    p(f"Flags: `{flags}`.")
+    if build:
+        p(f"{build}; llama.cpp figures are the better of flash attention off and on.")
     if bandwidth:
         p(f"Read bandwidth (`blip3 bandwidth`, all threads): {bandwidth / 1e9:.1f} GB/s; "
           f"1 thread {bw['read_bytes_per_s_1_thread'] / 1e9:.1f} GB/s.")
@@ -113,6 +146,14 @@ def main():
         total = r["vision_encode_s"] + r["resampler_s"]
         ratio = total / ours_vis if (ours_vis and name.startswith("PyTorch")) else None
         p(f"| {name} | {r['vision_encode_s']:.1f} s | {r['resampler_s']:.1f} s | {total:.1f} s | {fmt_ratio(ratio)} |")
+    ours_vit = base.get("vision_encode_s")
+    for d, r in openvino.items():
+        if not r:
+            p(f"| OpenVINO {d} (ViT only) | not run | | | |")
+            continue
+        ratio = r["vision_encode_s"] / ours_vit if ours_vit else None
+        p(f"| OpenVINO {d} (ViT only, {r['openvino']}) | {r['vision_encode_s']:.1f} s | | | "
+          f"{fmt_ratio(ratio)} (ViT vs ViT) |")
     p("")
 
     n_prefill = base.get("prefill_tokens", "?")

@@ -8,17 +8,22 @@
 #
 # Set-up (first run only, needs the package registries, nothing at run time):
 #   * bench/.venv: torch 2.15.0, transformers 5.24.0, open_clip_torch 3.3.0,
-#     gguf 0.19.0, safetensors, cmake, ninja from PyPI (~6 GB, ~3 min);
+#     openvino 2026.4.1, gguf 0.19.0, safetensors, cmake, ninja from PyPI
+#     (~6 GB, ~3 min);
 #   * llama.cpp built from the sources vendored in the llama-cpp-python 0.3.36
-#     sdist (PyPI) with GGML_NATIVE=OFF and explicit AVX2/FMA/F16C flags
-#     (~13 min on 2 cores), into bench/.llama-build;
+#     sdist (PyPI) for this CPU (GGML_NATIVE=ON: AVX-512, VNNI, BF16 and AMX
+#     where present; ~13 min on 2 cores), into bench/.llama-build-<cpu>, one
+#     build per CPU model and flag set. LLAMA_AMX=OFF builds without ggml's
+#     AMX path (only for CPUs where it crashes: say why in the results);
 #   * the model (if MODEL_DIR is missing): `blip3 init-random --preset full
 #     --dtype bf16` (~3 min, 9.2 GB).
-# Measurement, on a quiet 2-vCPU machine: about 55 minutes (blip3 4 formats
+# Measurement, on a quiet 2-vCPU machine: about an hour (blip3 4 formats
 # at 2 prompt lengths ~16 min, plus ~11 min the first time for the
-# pre-quantised folders; PyTorch fp32 ~4 min and bf16 ~15 min; GGUF
-# conversion ~2 min; llama-bench 4 formats ~16 min; a 1 GiB bandwidth probe
-# before and after each decode measurement). Nothing else should run meanwhile: the script
+# pre-quantised folders; PyTorch fp32 ~4 min and bf16 ~15 min; OpenVINO
+# ViT f32 and bf16 ~4 min; GGUF conversion ~2 min; llama-bench 4 formats,
+# flash attention off and on, ~20 min; a 1 GiB bandwidth probe before and
+# after each decode measurement). lscpu (model and flags) is recorded with
+# the results and printed above the table. Nothing else should run meanwhile: the script
 # checks the load average before each measurement and records it.
 set -euo pipefail
 
@@ -27,7 +32,12 @@ ROOT="$(dirname "$HERE")"
 MODEL="${1:-/tmp/blip3-full}"
 THREADS="${THREADS:-2}"
 VENV="$HERE/.venv"
-LLAMA_BUILD="$HERE/.llama-build"
+# One llama.cpp build per CPU: a native build does not run on a CPU without
+# the instructions it was compiled for.
+CPU_TAG="$(lscpu | sed -n 's/^Model name: *//p' | head -1 | tr -c 'A-Za-z0-9' '-' | cut -c1-40)"
+CPU_TAG="$CPU_TAG$(grep -m1 -o -w 'avx512f\|amx_tile\|avx2' /proc/cpuinfo | sort -u | tr '\n' '-')"
+LLAMA_AMX="${LLAMA_AMX:-ON}"
+LLAMA_BUILD="$HERE/.llama-build-$CPU_TAG-amx$LLAMA_AMX"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$HERE/results/$STAMP"
 WORK="${WORK:-/tmp/blip3-peers}"
@@ -53,18 +63,20 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q torch==2.15.0 transformers==5.24.0 open_clip_torch==3.3.0 \
-        gguf==0.19.0 safetensors numpy pillow cmake ninja
+        openvino==2026.4.1 gguf==0.19.0 safetensors numpy pillow cmake ninja
 fi
+"$VENV/bin/python" -c 'import openvino' 2>/dev/null || "$VENV/bin/pip" install -q openvino==2026.4.1
 if [ ! -x "$LLAMA_BUILD/bin/llama-bench" ]; then
     log "building llama.cpp from the llama-cpp-python 0.3.36 sdist"
     SRC="$WORK/llama-src"
     rm -rf "$SRC" && mkdir -p "$SRC"
-    "$VENV/bin/pip" download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$SRC"
+    "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$SRC"
     tar -xzf "$SRC"/llama_cpp_python-0.3.36.tar.gz -C "$SRC"
     PATH="$VENV/bin:$PATH" cmake -S "$SRC/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$LLAMA_BUILD" \
-        -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
-        -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF > "$OUT/llama-cmake.log"
+        -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_AMX_TILE="$LLAMA_AMX" \
+        -DGGML_AMX_INT8="$LLAMA_AMX" -DGGML_AMX_BF16="$LLAMA_AMX" -DLLAMA_CURL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        > "$OUT/llama-cmake.log"
     PATH="$VENV/bin:$PATH" ninja -C "$LLAMA_BUILD" llama-bench llama-quantize > "$OUT/llama-build.log"
 fi
 log "building blip3 (release)"
@@ -85,11 +97,10 @@ Image.fromarray(rgb).save(sys.argv[1])
 EOF
 PROMPT="What is shown in this image?"
 lscpu > "$OUT/lscpu.txt"
+grep -m1 '^flags' /proc/cpuinfo > "$OUT/cpuflags.txt"
+cp "$LLAMA_BUILD/CMakeCache.txt" "$OUT/llama-CMakeCache.txt" 2>/dev/null || true
+echo "llama.cpp build: GGML_NATIVE=ON, AMX ${LLAMA_AMX}${LLAMA_AMX_WHY:+ ($LLAMA_AMX_WHY)}" > "$OUT/llama-build.txt"
 free -b > "$OUT/free.txt"
-
-# --- measurements -------------------------------------------------------------
-quiet_check bandwidth
-"$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
 
 # Quantised formats load from pre-quantised folders (`blip3 quantize`, once:
 # ~1.5 min each, Q4_K ~8 min); the stages measured are the same as with
@@ -103,6 +114,15 @@ for fmt in q8_0 q4_0 q4_k; do
         "$BLIP3" quantize --model "$MODEL" --to "$fmt" --out "${DIR[$fmt]}" > "$OUT/quantize-$fmt.json"
     fi
 done
+if [ "${SETUP_ONLY:-0}" = 1 ]; then
+    log "set-up done (SETUP_ONLY=1): nothing measured"
+    exit 0
+fi
+
+# --- measurements -------------------------------------------------------------
+quiet_check bandwidth
+"$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
+
 for fmt in bf16 q8_0 q4_0 q4_k; do
     # The full image prompt (anyres: 5 crops, 685 positions), then the
     # global view only (--aspect pad: 1 crop, 173 positions) for decode at a
@@ -133,6 +153,14 @@ for dt in f32 bf16; do
     probe "pytorch-$dt-after"
 done
 
+for precision in f32 bf16; do
+    quiet_check "openvino-$precision"
+    log "OpenVINO ViT $precision ($CROPS crops)"
+    "$VENV/bin/python" "$HERE/openvino_peer.py" --model "$MODEL" --precision "$precision" \
+        --threads "$THREADS" --crops "$CROPS" --json "$OUT/openvino-$precision.json" \
+        > "$OUT/openvino-$precision.log" 2>&1 || log "OpenVINO $precision failed (see its log)"
+done
+
 GGUF_F16="$WORK/phi3-f16.gguf"
 if [ ! -f "$GGUF_F16" ]; then
     log "writing the Phi-3 GGUF (F16) from $MODEL"
@@ -146,13 +174,17 @@ for q in f16 Q8_0 Q4_0 Q4_K_S; do
     quiet_check "llama-$q"
     log "llama-bench $q"
     probe "llama-$q-before"
-    "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 -o json \
-        > "$OUT/llama-$q.json" 2> "$OUT/llama-$q.log"
-    # Decode at the same contexts as blip3's (after the image prompt's
-    # $PREFILL positions, and after the $PAD_PREFILL of the --aspect pad run).
-    for depth in "$PREFILL" "$PAD_PREFILL"; do
-        "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$depth" -t "$THREADS" \
-            -r 1 -o json > "$OUT/llama-$q-d$depth.json" 2> "$OUT/llama-$q-d$depth.log"
+    # Flash attention off and on (make_table.py keeps the better of each).
+    for fa in 0 1; do
+        "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 512 -n 64 -t "$THREADS" -r 2 \
+            -fa "$fa" -o json > "$OUT/llama-$q-fa$fa.json" 2> "$OUT/llama-$q-fa$fa.log"
+        # Decode at the same contexts as blip3's (after the image prompt's
+        # $PREFILL positions, and after the $PAD_PREFILL of the --aspect pad run).
+        for depth in "$PREFILL" "$PAD_PREFILL"; do
+            "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-$q.gguf" -p 0 -n 32 -d "$depth" \
+                -t "$THREADS" -r 1 -fa "$fa" -o json > "$OUT/llama-$q-d$depth-fa$fa.json" \
+                2> "$OUT/llama-$q-d$depth-fa$fa.log"
+        done
     done
     probe "llama-$q-after"
 done

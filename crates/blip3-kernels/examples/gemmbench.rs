@@ -51,13 +51,16 @@ fn gflops(m: usize, n: usize, k: usize, reps: usize, mut run: impl FnMut()) -> f
 
 fn main() -> candle_core::Result<()> {
     let peak = blip3_kernels::peak::measure(300);
-    let bf16_peak = peak.bf16_gflops.unwrap_or(peak.f32_gflops);
+    let bf16_peak = peak.bf16_gemm_gflops();
     println!(
-        "threads: {}; measured peak: f32 FMA {:.0} GFLOP/s, bf16 {} GFLOP/s",
+        "threads: {}; kernels: {}; measured peak: f32 FMA {:.0} GFLOP/s, vdpbf16ps {}, AMX tdpbf16ps {} (bf16 % below is of {bf16_peak:.0})",
         rayon::current_num_threads(),
+        blip3_kernels::gemm::path(blip3_kernels::cpu::CpuFeatures::detect()),
         peak.f32_gflops,
         peak.bf16_gflops
-            .map_or("(no AVX-512 BF16)".to_string(), |g| format!("{g:.0}"))
+            .map_or("(none)".to_string(), |g| format!("{g:.0} GFLOP/s")),
+        peak.amx_gflops
+            .map_or("(none)".to_string(), |g| format!("{g:.0} GFLOP/s"))
     );
     for (name, m, n, k) in SHAPES {
         let a = data(m * k, 1);

@@ -20,10 +20,13 @@
 //! usable only if it matches, so a machine where the path misbehaves falls
 //! back to the vector GEMM instead of computing wrong numbers.
 
+use std::cell::RefCell;
+
 use half::bf16;
 use rayon::prelude::*;
 
 use crate::gemm::{Bf16Product, Output};
+use crate::scratch::with_reused;
 
 /// Weight rows (and activation rows) per tile.
 const TILE_ROWS: usize = 16;
@@ -135,38 +138,47 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
         return;
     }
     let out = Output(c.as_mut_ptr());
-    for i0 in (0..m).step_by(ROWS_PER_BLOCK) {
-        let rows = ROWS_PER_BLOCK.min(m - i0);
+    let vector = vector_units();
+    let block_rows = rows_per_block(k);
+    // Tile rows straddling two cache lines load about 4x slower (measured on
+    // a Sapphire Rapids class Xeon), so weights whose rows are not 64-byte
+    // aligned are copied, 32 rows at a time, into an aligned buffer.
+    let weights_aligned =
+        (w.as_ptr() as usize).is_multiple_of(64) && (stride * 2).is_multiple_of(64);
+    for i0 in (0..m).step_by(block_rows) {
+        let rows = block_rows.min(m - i0);
         let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k, parallel);
         // Tasks of 32 weight rows (two tiles).
         let run = |j0: usize| {
             let live = (2 * TILE_ROWS).min(n - j0);
-            let padded;
-            let (source, source_stride) = if live == 2 * TILE_ROWS {
-                (&w[j0 * stride..], stride)
-            } else {
-                // The last rows, zero-padded to two whole tiles.
-                let mut buf = vec![bf16::ZERO; 2 * TILE_ROWS * k];
-                for r in 0..live {
-                    buf[r * k..(r + 1) * k]
-                        .copy_from_slice(&w[(j0 + r) * stride..(j0 + r) * stride + k]);
-                }
-                padded = buf;
-                (&padded[..], k)
-            };
-            let task = Task {
-                packed: &packed,
-                rows,
-                k,
-                weights: source,
-                weight_stride: source_stride,
-                live_cols: live,
-            };
-            // SAFETY: `usable()` established AMX and the tile permission
-            // (or the tiles are emulated); the task writes only rows
-            // i0..i0 + rows, columns j0..j0 + live of `c` [m, n], which no
-            // other task touches.
-            unsafe { task.run(&mut T::default(), &out, n, i0, j0) };
+            with_reused(&WEIGHT_COPY, |copy| {
+                let (source, source_stride) = if live == 2 * TILE_ROWS && weights_aligned {
+                    (&w[j0 * stride..], stride)
+                } else {
+                    // Aligned rows (the last ones zero-padded to two whole tiles).
+                    let buf = copy.resize(2 * TILE_ROWS * k);
+                    for r in 0..live {
+                        buf[r * k..(r + 1) * k]
+                            .copy_from_slice(&w[(j0 + r) * stride..(j0 + r) * stride + k]);
+                    }
+                    buf[live * k..].fill(bf16::ZERO);
+                    (&buf[..], k)
+                };
+                let task = Task {
+                    packed: packed.as_slice(),
+                    rows,
+                    k,
+                    weights: source,
+                    weight_stride: source_stride,
+                    live_cols: live,
+                    vector,
+                };
+                // SAFETY: `usable()` established AMX and the tile permission
+                // (or the tiles are emulated); the task writes only rows
+                // i0..i0 + rows, columns j0..j0 + live of `c` [m, n], which no
+                // other task touches.
+                unsafe { task.run(&mut T::default(), &out, n, i0, j0) };
+            });
         };
         if parallel {
             (0..n).into_par_iter().step_by(2 * TILE_ROWS).for_each(run);
@@ -176,26 +188,95 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
     }
 }
 
+/// Activation rows per cache block for depth `k`: the packed block (`rows` ×
+/// `k` BF16) should stay in a 2 MiB L2 while every weight row passes, but at
+/// least 256 rows, so that each weight tile loaded serves 16 tile products.
+fn rows_per_block(k: usize) -> usize {
+    const L2_SHARE: usize = 1 << 20;
+    (L2_SHARE / (2 * k) / (2 * TILE_ROWS) * (2 * TILE_ROWS)).clamp(ROWS_PER_BLOCK, 1024)
+}
+
+thread_local! {
+    /// Each pool thread's aligned copy of the weight rows it works on.
+    static WEIGHT_COPY: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
+}
+
+/// A BF16 buffer whose visible part starts on a 64-byte boundary: tile rows
+/// then never straddle cache lines.
+struct AlignedBf16 {
+    buf: Vec<bf16>,
+    start: usize,
+    len: usize,
+}
+
+impl Default for AlignedBf16 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AlignedBf16 {
+    const fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// `len` zeros, aligned (the allocation is kept from call to call).
+    fn reset(&mut self, len: usize) -> &mut [bf16] {
+        self.buf.clear();
+        self.resize(len)
+    }
+
+    /// `len` elements, aligned, holding whatever an earlier use left (zeros
+    /// where the buffer grew): for callers that overwrite them all.
+    fn resize(&mut self, len: usize) -> &mut [bf16] {
+        // 32 BF16 of slack: enough to reach the next 64-byte boundary.
+        self.buf.resize(len + 32, bf16::ZERO);
+        self.start = self.buf.as_ptr().align_offset(64).min(32);
+        self.len = len;
+        &mut self.buf[self.start..self.start + len]
+    }
+
+    fn as_slice(&self) -> &[bf16] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [bf16] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// Rounds `a` [rows, k] to BF16 and packs it into activation tiles:
 /// [row block of 16 (padded to an even count)][depth step of 32][pair p][row r][2].
-fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Vec<bf16> {
+fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> AlignedBf16 {
     let blocks = rows.div_ceil(TILE_ROWS).next_multiple_of(2);
     let steps = k / TILE_DEPTH;
     let tile = TILE_ROWS * TILE_DEPTH;
-    let mut packed = vec![bf16::ZERO; blocks * steps * tile];
+    let mut buffer = AlignedBf16::new();
+    buffer.reset(blocks * steps * tile);
+    let packed = buffer.as_mut_slice();
+    let vector = vector_units();
     let pack = |(b, block): (usize, &mut [bf16])| {
-        for r in 0..TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS)) {
-            let row = &a[(b * TILE_ROWS + r) * k..][..k];
-            for (s, depth) in row.chunks_exact(TILE_DEPTH).enumerate() {
-                let t = &mut block[s * tile..(s + 1) * tile];
-                for (p, pair) in depth.chunks_exact(2).enumerate() {
-                    let at = (p * TILE_ROWS + r) * 2;
-                    t[at] = bf16::from_f32(pair[0]);
-                    t[at + 1] = bf16::from_f32(pair[1]);
-                }
+        let live = TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS));
+        if live == 0 {
+            return;
+        }
+        let first = &a[b * TILE_ROWS * k..(b * TILE_ROWS + live) * k];
+        for (s, t) in block.chunks_exact_mut(tile).enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if vector.pack {
+                // SAFETY: AVX-512 F and BF16 were detected; `first` holds
+                // `live` rows of `k` and `t` one whole tile.
+                unsafe { x86::pack_tile(first, live, k, s * TILE_DEPTH, t) };
+                continue;
             }
+            pack_tile_scalar(first, live, k, s * TILE_DEPTH, t);
         }
     };
+    let _ = vector;
     if parallel {
         packed
             .par_chunks_mut(steps * tile)
@@ -204,7 +285,48 @@ fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Vec<bf1
     } else {
         packed.chunks_mut(steps * tile).enumerate().for_each(pack);
     }
-    packed
+    buffer
+}
+
+/// One activation tile: rows `0..live` of `rows` [live, k], depth `d0..d0 +
+/// 32`, pair-interleaved into `t` (rows past `live` stay zero).
+fn pack_tile_scalar(rows: &[f32], live: usize, k: usize, d0: usize, t: &mut [bf16]) {
+    for r in 0..live {
+        let depth = &rows[r * k + d0..r * k + d0 + TILE_DEPTH];
+        for (p, pair) in depth.chunks_exact(2).enumerate() {
+            let at = (p * TILE_ROWS + r) * 2;
+            t[at] = bf16::from_f32(pair[0]);
+            t[at + 1] = bf16::from_f32(pair[1]);
+        }
+    }
+}
+
+/// Which steps around the tiles run with AVX-512 (every AMX CPU has it, but
+/// the emulated-tile tests also run on CPUs without).
+#[derive(Clone, Copy)]
+struct VectorUnits {
+    /// AVX-512 F: the 16 × 16 transposes that store the sum tiles.
+    transpose: bool,
+    /// AVX-512 F and BF16: rounding and packing the activations.
+    pack: bool,
+}
+
+fn vector_units() -> VectorUnits {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = std::is_x86_feature_detected!("avx512f");
+        VectorUnits {
+            transpose: f,
+            pack: f && std::is_x86_feature_detected!("avx512bf16"),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        VectorUnits {
+            transpose: false,
+            pack: false,
+        }
+    }
 }
 
 /// 32 weight rows against one block of activation rows.
@@ -217,6 +339,8 @@ struct Task<'a> {
     weight_stride: usize,
     /// Weight rows that are real outputs (the rest is padding).
     live_cols: usize,
+    /// AVX-512 for the transposed stores.
+    vector: VectorUnits,
 }
 
 impl Task<'_> {
@@ -252,16 +376,64 @@ impl Task<'_> {
             for (t, tile) in sums.iter().enumerate() {
                 let (wi, ai) = (t / 2, t % 2);
                 let first_row = (2 * pair + ai) * TILE_ROWS;
-                for r in 0..TILE_ROWS.min(self.rows.saturating_sub(first_row)) {
-                    let row = out.0.add((i0 + first_row + r) * n + j0);
-                    for col in 0..TILE_ROWS.min(self.live_cols.saturating_sub(wi * TILE_ROWS)) {
-                        *row.add(wi * TILE_ROWS + col) = tile[col * TILE_ROWS + r];
+                let live_rows = TILE_ROWS.min(self.rows.saturating_sub(first_row));
+                let live_cols = TILE_ROWS.min(self.live_cols.saturating_sub(wi * TILE_ROWS));
+                if live_rows == 0 || live_cols == 0 {
+                    continue;
+                }
+                let corner = out.0.add((i0 + first_row) * n + j0 + wi * TILE_ROWS);
+                #[cfg(target_arch = "x86_64")]
+                if self.vector.transpose {
+                    x86::store_transposed(tile, corner, n, live_rows, live_cols);
+                    continue;
+                }
+                for r in 0..live_rows {
+                    for col in 0..live_cols {
+                        *corner.add(r * n + col) = tile[col * TILE_ROWS + r];
                     }
                 }
             }
         }
         tiles.release();
     }
+}
+
+/// `iters` rounds of four independent `tdpbf16ps` on register tiles (no
+/// memory operands): the tile unit's arithmetic peak for [`crate::peak`].
+/// Returns the flops done (16 × 16 outputs × 32 products × 2 per
+/// instruction).
+///
+/// # Safety
+/// [`usable`] must have said yes in this process.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn peak_loop(iters: u64) -> f64 {
+    let config = TileConfig::all_full();
+    let zeros = [0u8; TILE_ROWS * TILE_ROW_BYTES];
+    std::arch::asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+    std::arch::asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        "tileloadd tmm4, [{z} + {rb}*1]",
+        "tileloadd tmm5, [{z} + {rb}*1]",
+        "tileloadd tmm6, [{z} + {rb}*1]",
+        "tileloadd tmm7, [{z} + {rb}*1]",
+        z = in(reg) zeros.as_ptr(),
+        rb = in(reg) TILE_ROW_BYTES,
+        options(nostack, readonly)
+    );
+    for _ in 0..iters {
+        std::arch::asm!(
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            options(nostack, nomem)
+        );
+    }
+    std::arch::asm!("tilerelease", options(nostack, nomem));
+    (4 * TILE_ROWS * TILE_ROWS * TILE_DEPTH * 2) as f64 * iters as f64
 }
 
 /// The tile operations the kernel uses: four 16 × 16 F32 sum tiles (tmm0-3),
@@ -353,6 +525,113 @@ impl TileUnit for AmxTiles {
     unsafe fn step(&mut self, _: [*const bf16; 2], _: usize, _: [*const bf16; 2]) {}
     unsafe fn store_sums(&mut self, _: &mut [[f32; TILE_ROWS * TILE_ROWS]; 4]) {}
     unsafe fn release(&mut self) {}
+}
+
+/// The AVX-512 steps around the tiles.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    use super::{TILE_DEPTH, TILE_ROWS};
+
+    /// Transposes 16 rows of 16 F32 in registers: out[j][i] = rows[i][j]
+    /// (pairs, then quads within 128-bit lanes, then the lanes).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        let mut a = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // b[4g + e], lane L = rows 4g..4g + 4, element 4L + e.
+        let mut b = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let pd = |v: __m512| _mm512_castps_pd(v);
+            let (x0, x1, x2, x3) = (
+                pd(a[4 * g]),
+                pd(a[4 * g + 1]),
+                pd(a[4 * g + 2]),
+                pd(a[4 * g + 3]),
+            );
+            b[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, x2));
+            b[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, x2));
+            b[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, x3));
+            b[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, x3));
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for e in 0..4 {
+            let (b0, b1, b2, b3) = (b[e], b[4 + e], b[8 + e], b[12 + e]);
+            let x0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(b0, b1);
+            let x1 = _mm512_shuffle_f32x4::<0b11_10_11_10>(b0, b1);
+            let x2 = _mm512_shuffle_f32x4::<0b01_00_01_00>(b2, b3);
+            let x3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(b2, b3);
+            out[e] = _mm512_shuffle_f32x4::<0b10_00_10_00>(x0, x2);
+            out[4 + e] = _mm512_shuffle_f32x4::<0b11_01_11_01>(x0, x2);
+            out[8 + e] = _mm512_shuffle_f32x4::<0b10_00_10_00>(x1, x3);
+            out[12 + e] = _mm512_shuffle_f32x4::<0b11_01_11_01>(x1, x3);
+        }
+        out
+    }
+
+    /// Writes the transpose of `tile` ([col][row], 16 × 16) to `corner`
+    /// (row-major, rows `n` apart): rows `0..live_rows`, columns
+    /// `0..live_cols`.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; `corner` must be writable for those
+    /// rows and columns.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn store_transposed(
+        tile: &[f32; TILE_ROWS * TILE_ROWS],
+        corner: *mut f32,
+        n: usize,
+        live_rows: usize,
+        live_cols: usize,
+    ) {
+        let rows: [__m512; 16] =
+            std::array::from_fn(|c| _mm512_loadu_ps(tile.as_ptr().add(c * TILE_ROWS)));
+        let t = transpose16(rows);
+        let mask: __mmask16 = if live_cols >= 16 {
+            0xffff
+        } else {
+            (1u16 << live_cols) - 1
+        };
+        for (r, v) in t.iter().enumerate().take(live_rows) {
+            _mm512_mask_storeu_ps(corner.add(r * n), mask, *v);
+        }
+    }
+
+    /// [`super::pack_tile_scalar`] with AVX-512: each row's 32 values round
+    /// to 16 BF16 pairs (round to nearest even), then the 16 × 16 pairs
+    /// transpose into the tile.
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16 must be available; `rows` must hold `live` ≤ 16
+    /// rows of `k` ≥ `d0 + 32` and `t` 16 × 32 BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn pack_tile(rows: &[f32], live: usize, k: usize, d0: usize, t: &mut [bf16]) {
+        debug_assert!(live <= TILE_ROWS && rows.len() >= live * k && d0 + TILE_DEPTH <= k);
+        assert!(t.len() >= TILE_ROWS * TILE_DEPTH);
+        let pairs: [__m512; 16] = std::array::from_fn(|r| {
+            if r < live {
+                let p = rows.as_ptr().add(r * k + d0);
+                let (lo, hi) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                // Element i of the result is lo[i] for i < 16, hi[i - 16] above.
+                _mm512_castsi512_ps(std::mem::transmute::<__m512bh, __m512i>(
+                    _mm512_cvtne2ps_pbh(hi, lo),
+                ))
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        let out = transpose16(pairs);
+        for (p, v) in out.iter().enumerate() {
+            _mm512_storeu_ps(t.as_mut_ptr().add(p * 2 * TILE_ROWS) as *mut f32, *v);
+        }
+    }
 }
 
 /// The 64-byte operand of `ldtilecfg`.
@@ -447,6 +726,8 @@ mod tests {
         let (rows, k) = (19, 64);
         let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
         let packed = pack_activations(&a, rows, k, true);
+        let packed = packed.as_slice();
+        assert!((packed.as_ptr() as usize).is_multiple_of(64));
         let steps = k / TILE_DEPTH;
         assert_eq!(packed.len(), 2 * steps * TILE_ROWS * TILE_DEPTH);
         let tile = TILE_ROWS * TILE_DEPTH;

@@ -18,6 +18,18 @@ pub struct Peak {
     /// BF16 pair dot products (`vdpbf16ps`, 2 multiply-adds per F32 lane);
     /// `None` without AVX-512 BF16.
     pub bf16_gflops: Option<f64>,
+    /// AMX `tdpbf16ps` on register tiles; `None` without a usable AMX unit.
+    pub amx_gflops: Option<f64>,
+}
+
+impl Peak {
+    /// The roofline of the BF16-weight GEMM this machine runs: AMX where
+    /// usable, else `vdpbf16ps`, else F32 FMA.
+    pub fn bf16_gemm_gflops(&self) -> f64 {
+        self.amx_gflops
+            .or(self.bf16_gflops)
+            .unwrap_or(self.f32_gflops)
+    }
 }
 
 /// Measures both rates over about `millis` milliseconds each (all threads).
@@ -26,11 +38,29 @@ pub fn measure(millis: u64) -> Peak {
     Peak {
         f32_gflops: rate(millis, |iters| fma_loop(features, iters)),
         bf16_gflops: bf16_available(features).then(|| rate(millis, bf16_loop)),
+        amx_gflops: amx_available(features).then(|| rate(millis, amx_loop)),
     }
 }
 
 fn bf16_available(features: CpuFeatures) -> bool {
     cfg!(target_arch = "x86_64") && features.avx512_bf16
+}
+
+fn amx_available(features: CpuFeatures) -> bool {
+    cfg!(target_arch = "x86_64") && features.amx_bf16
+}
+
+fn amx_loop(iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: only called when the AMX path is usable (`amx_available`).
+        unsafe { crate::amx::peak_loop(iters) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = iters;
+        0.0
+    }
 }
 
 /// Runs `kernel(iters)` (returning the flops it did) on every pool thread,
@@ -156,5 +186,6 @@ mod tests {
             p.bf16_gflops.is_some(),
             bf16_available(CpuFeatures::detect())
         );
+        assert_eq!(p.amx_gflops.is_some(), amx_available(CpuFeatures::detect()));
     }
 }
