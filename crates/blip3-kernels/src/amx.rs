@@ -164,7 +164,13 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
                     buf[live * k..].fill(bf16::ZERO);
                     (&buf[..], k)
                 };
+                // The next 32 rows, which this thread most likely takes next
+                // (rayon splits the task range into contiguous pieces).
+                let next_j0 = j0 + 2 * TILE_ROWS;
+                let next_weights = (weights_aligned && next_j0 + 2 * TILE_ROWS <= n)
+                    .then(|| &w[next_j0 * stride..]);
                 let task = Task {
+                    next_weights,
                     packed: packed.as_slice(),
                     rows,
                     k,
@@ -331,6 +337,10 @@ fn vector_units() -> VectorUnits {
 
 /// 32 weight rows against one block of activation rows.
 struct Task<'a> {
+    /// The next task's 32 weight rows (same stride), prefetched into L2
+    /// while this one computes: the first pass over a task's weights would
+    /// otherwise wait on memory tile row by tile row.
+    next_weights: Option<&'a [bf16]>,
     packed: &'a [bf16],
     rows: usize,
     k: usize,
@@ -359,7 +369,17 @@ impl Task<'_> {
         let w0 = self.weights.as_ptr();
         let w1 = w0.add(TILE_ROWS * self.weight_stride);
         let mut sums = [[0f32; TILE_ROWS * TILE_ROWS]; 4];
-        for pair in 0..self.rows.div_ceil(2 * TILE_ROWS) {
+        let pairs = self.rows.div_ceil(2 * TILE_ROWS);
+        // Prefetch `lines_per_step` cache lines of the next weights per step.
+        let lines_per_row = self.k * 2 / 64;
+        let next_lines = if self.next_weights.is_some() {
+            2 * TILE_ROWS * lines_per_row
+        } else {
+            0
+        };
+        let lines_per_step = next_lines.div_ceil(pairs * steps);
+        let mut next_line = 0;
+        for pair in 0..pairs {
             let a0 = self.packed.as_ptr().add(2 * pair * block_len);
             let a1 = a0.add(block_len);
             tiles.zero_sums();
@@ -370,6 +390,13 @@ impl Task<'_> {
                     w_stride,
                     [a0.add(tile), a1.add(tile)],
                 );
+                if let Some(next) = self.next_weights {
+                    for _ in 0..lines_per_step.min(next_lines - next_line) {
+                        let (r, l) = (next_line / lines_per_row, next_line % lines_per_row);
+                        prefetch_l2(next.as_ptr().add(r * self.weight_stride + l * 32));
+                        next_line += 1;
+                    }
+                }
             }
             tiles.store_sums(&mut sums);
             // Sum tile 2·wi + ai is [weight row][activation row]: transpose out.
@@ -434,6 +461,19 @@ pub(crate) unsafe fn peak_loop(iters: u64) -> f64 {
     }
     std::arch::asm!("tilerelease", options(nostack, nomem));
     (4 * TILE_ROWS * TILE_ROWS * TILE_DEPTH * 2) as f64 * iters as f64
+}
+
+/// Asks for the cache line at `p` to be brought into L2 (a hint: no fault,
+/// whatever the address).
+#[inline(always)]
+fn prefetch_l2(p: *const bf16) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT1 is in SSE, part of x86-64, and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The tile operations the kernel uses: four 16 × 16 F32 sum tiles (tmm0-3),
@@ -716,9 +756,49 @@ mod tests {
         // Partial row and column tiles, several depth steps and row blocks,
         // a strided weight view.
         crate::shared::assert_bf16_gemm(
-            &[(1, 1, 32, 32), (37, 45, 96, 96), (300, 70, 64, 80)],
+            &[
+                (1, 1, 32, 32),
+                (37, 45, 96, 96),
+                (300, 70, 64, 80),
+                (1100, 40, 32, 32),
+            ],
             gemm_on::<EmulatedTiles>,
         );
+        assert_with_weights_at_every_alignment(gemm_on::<EmulatedTiles>);
+    }
+
+    /// Weights starting on a 64-byte boundary (read in place, the next
+    /// task's rows prefetched) and 2 bytes past one (copied per task).
+    fn assert_with_weights_at_every_alignment(gemm: impl Fn(Bf16Product, &mut [f32], bool)) {
+        use crate::shared::{bf16_reference, close_to_reference, test_data};
+        let (m, n, k) = (70, 100, 64);
+        let a = test_data(m * k, 3);
+        let values: Vec<bf16> = test_data(n * k + 64, 4)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        let aligned = values.as_ptr().align_offset(64).min(32);
+        for start in [aligned, aligned + 1] {
+            let product = Bf16Product {
+                a: &a,
+                m,
+                w: &values[start..start + n * k],
+                n,
+                k,
+                stride: k,
+            };
+            let want = bf16_reference(product);
+            for parallel in [false, true] {
+                let mut c = vec![f32::NAN; m * n];
+                gemm(product, &mut c, parallel);
+                for (i, (&g, &r)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        close_to_reference(g, r, k),
+                        "start {start} at {i}: {g} vs {r}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -756,9 +836,15 @@ mod tests {
         if usable() {
             assert!(crate::shared::bf16_gemm_matches_reference(gemm_bf16));
             crate::shared::assert_bf16_gemm(
-                &[(1, 1, 32, 32), (300, 70, 128, 128), (16, 32, 64, 64)],
+                &[
+                    (1, 1, 32, 32),
+                    (300, 70, 128, 128),
+                    (16, 32, 64, 64),
+                    (1100, 70, 64, 64),
+                ],
                 gemm_bf16,
             );
+            assert_with_weights_at_every_alignment(gemm_bf16);
         }
     }
 }

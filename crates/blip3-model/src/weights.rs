@@ -98,38 +98,43 @@ pub struct WeightStore {
     quantized_log: Mutex<Vec<(String, Arc<dyn QuantizedMatrix>)>>,
 }
 
-/// `t` itself when it is not BF16 or its data already starts on a 64-byte
-/// boundary, else a copy that does: a view into a slightly larger buffer.
-/// The AMX GEMM loads each weight tile row (64 bytes) straight from the
-/// matrix, and a row that straddles two cache lines loads about 4x slower.
-pub fn aligned_bf16(t: Tensor) -> Result<Tensor> {
-    if t.dtype() != DType::BF16 || !t.device().is_cpu() || !t.is_contiguous() {
-        return Ok(t);
-    }
-    let address = {
-        let (storage, layout) = t.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Cpu(cpu) => {
-                let data = cpu.as_slice::<half::bf16>()?;
-                Some(data[layout.start_offset()..].as_ptr() as usize)
-            }
-            _ => None,
-        }
-    };
-    if address.is_none_or(|a| a.is_multiple_of(64)) {
-        return Ok(t);
-    }
-    let values: Vec<half::bf16> = t.flatten_all()?.to_vec1()?;
-    let len = values.len();
+/// A BF16 tensor of `shape` from a checkpoint's raw little-endian `bytes`
+/// (BF16, F16 or F32, rounded to nearest even as `Tensor::to_dtype` does),
+/// whose data starts on a 64-byte boundary: a view into a buffer 32 elements
+/// longer. The AMX GEMM loads each weight tile row (64 bytes) straight from
+/// the matrix, and a row that straddles two cache lines loads about 4x
+/// slower. One pass over the bytes: no intermediate copy.
+fn aligned_bf16_tensor(
+    stored: Dtype,
+    bytes: &[u8],
+    shape: &[usize],
+    device: &Device,
+) -> Result<Tensor> {
+    use half::{bf16, f16};
+    let len: usize = shape.iter().product();
+    let mut buffer: Vec<bf16> = Vec::with_capacity(len + 32);
     // 32 BF16 of slack reach the next 64-byte boundary wherever the buffer starts.
-    let mut buffer: Vec<half::bf16> = Vec::with_capacity(len + 32);
     let skip = buffer.as_ptr().align_offset(64).min(32);
-    buffer.resize(skip, half::bf16::ZERO);
-    buffer.extend_from_slice(&values);
-    buffer.resize(len + 32, half::bf16::ZERO);
-    drop(values);
-    let shape = t.dims().to_vec();
-    Ok(Tensor::from_vec(buffer, len + 32, t.device())?
+    buffer.resize(skip, bf16::ZERO);
+    match stored {
+        Dtype::BF16 => buffer.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))),
+        ),
+        Dtype::F16 => buffer.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_f32(f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())),
+        ),
+        _ => buffer.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| bf16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ),
+    }
+    buffer.resize(len + 32, bf16::ZERO);
+    Ok(Tensor::from_vec(buffer, len + 32, device)?
         .narrow(0, skip, len)?
         .reshape(shape)?)
 }
@@ -463,15 +468,26 @@ impl WeightStore {
     }
 
     /// A matrix weight in the dtype chosen by the [`WeightDtype`] policy.
-    /// BF16 matrices start on a 64-byte boundary (see [`aligned_bf16`]).
+    /// BF16 matrices on the CPU start on a 64-byte boundary (see
+    /// [`aligned_bf16_tensor`]).
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (stored, bytes) = self.bytes(name, shape, &[Dtype::F32, Dtype::BF16, Dtype::F16])?;
+        let to_bf16 = match self.policy {
+            WeightDtype::Bf16 => true,
+            WeightDtype::AsStored => stored == Dtype::BF16,
+            WeightDtype::F32 => false,
+        };
+        if to_bf16 && self.device.is_cpu() {
+            let t = aligned_bf16_tensor(stored, bytes, shape, &self.device)?;
+            self.release(name);
+            return Ok(t);
+        }
         let t = self.raw(name, shape)?;
-        let t = match (self.policy, t.dtype()) {
+        Ok(match (self.policy, t.dtype()) {
             (WeightDtype::F32, d) if d != DType::F32 => t.to_dtype(DType::F32)?,
             (WeightDtype::Bf16, d) if d != DType::BF16 => t.to_dtype(DType::BF16)?,
             _ => t,
-        };
-        aligned_bf16(t)
+        })
     }
 
     /// Like [`WeightStore::f32`], but `None` when the tensor is absent.
@@ -489,26 +505,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bf16_matrices_are_realigned_to_64_bytes_without_changing_values() {
-        let values: Vec<half::bf16> = (0..3 * 70 + 1)
-            .map(|i| half::bf16::from_f32(i as f32))
+    fn bf16_matrices_start_on_64_bytes_with_the_values_of_to_dtype() {
+        let values: Vec<f32> = (0..3 * 70).map(|i| (i as f32 - 100.0) / 7.0).collect();
+        let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f32_tensor = Tensor::from_vec(values.clone(), (3, 70), &Device::Cpu).unwrap();
+        let want = f32_tensor.to_dtype(DType::BF16).unwrap();
+        let bf16_bytes: Vec<u8> = want
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<half::bf16>()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
             .collect();
-        // A view one element in: 2 bytes past wherever the allocation starts.
-        let base = Tensor::from_vec(values, 3 * 70 + 1, &Device::Cpu).unwrap();
-        let t = base.narrow(0, 1, 3 * 70).unwrap().reshape((3, 70)).unwrap();
-        let aligned = aligned_bf16(t.clone()).unwrap();
-        {
-            let (storage, layout) = aligned.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                panic!("CPU tensor")
-            };
-            let data = &cpu.as_slice::<half::bf16>().unwrap()[layout.start_offset()..];
-            assert!((data.as_ptr() as usize).is_multiple_of(64));
+        for (stored, bytes) in [(Dtype::F32, &f32_bytes), (Dtype::BF16, &bf16_bytes)] {
+            let t = aligned_bf16_tensor(stored, bytes, &[3, 70], &Device::Cpu).unwrap();
+            {
+                let (storage, layout) = t.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    panic!("CPU tensor")
+                };
+                let data = &cpu.as_slice::<half::bf16>().unwrap()[layout.start_offset()..];
+                assert!((data.as_ptr() as usize).is_multiple_of(64));
+            }
+            assert_eq!(t.dims(), &[3, 70]);
+            assert_eq!(
+                t.to_vec2::<half::bf16>().unwrap(),
+                want.to_vec2::<half::bf16>().unwrap(),
+                "{stored:?}"
+            );
         }
-        assert_eq!(aligned.dims(), &[3, 70]);
-        assert_eq!(
-            aligned.to_vec2::<half::bf16>().unwrap(),
-            t.to_vec2::<half::bf16>().unwrap()
-        );
     }
 }
