@@ -211,8 +211,159 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// One (sequence, head) of [`attention_with`] on the AMX tiles: both
+/// products through [`crate::amx::gemm_bf16`], the head width and the key
+/// span zero-padded to whole tile depths (32). Returns the head's [queries, hd].
+#[allow(clippy::too_many_arguments)]
+fn head_on_tiles(
+    shape: AttentionShape,
+    (b, h, kvh): (usize, usize, usize),
+    q: Strided,
+    k: Strided,
+    v: Strided,
+    scale: f32,
+    visibility: Visibility<'_>,
+    features: CpuFeatures,
+) -> Vec<f32> {
+    use half::bf16;
+    let AttentionShape {
+        queries,
+        keys,
+        head_dim: hd,
+        ..
+    } = shape;
+    let hdp = hd.next_multiple_of(32);
+    // Keys [keys, hdp] and Vᵀ [hd, keys + 32] in BF16, zero-padded.
+    let kp = keys + 32;
+    let mut row = vec![0f32; keys * hd];
+    k.gather(b, kvh, 0, hd, &mut row);
+    let mut keys_h = vec![bf16::ZERO; keys * hdp];
+    for (dst, src) in keys_h.chunks_exact_mut(hdp).zip(row.chunks_exact(hd)) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = bf16::from_f32(x);
+        }
+    }
+    v.gather(b, kvh, 0, hd, &mut row);
+    let mut values_t = vec![bf16::ZERO; hd * kp];
+    for (j, src) in row.chunks_exact(hd).enumerate() {
+        for (d, &x) in src.iter().enumerate() {
+            values_t[d * kp + j] = bf16::from_f32(x);
+        }
+    }
+    let mut result = vec![0f32; queries * hd];
+    let mut q_row = vec![0f32; hd];
+    let mut q_block = vec![0f32; QUERY_BLOCK * hdp];
+    let mut scores = vec![0f32; QUERY_BLOCK * (keys + 32)];
+    for t0 in (0..queries).step_by(QUERY_BLOCK) {
+        let rows = QUERY_BLOCK.min(queries - t0);
+        let (lo, hi) = visible_span(visibility, t0, rows, keys);
+        let span = hi - lo;
+        let qb = &mut q_block[..rows * hdp];
+        for (i, dst) in qb.chunks_exact_mut(hdp).enumerate() {
+            q.gather(b, h, t0 + i, hd, &mut q_row);
+            for (d, &x) in dst.iter_mut().zip(&q_row) {
+                *d = x * scale;
+            }
+        }
+        let s = &mut scores[..rows * span];
+        if span > 0 {
+            let product = crate::gemm::Bf16Product {
+                a: qb,
+                m: rows,
+                w: &keys_h[lo * hdp..hi * hdp],
+                n: span,
+                k: hdp,
+                stride: hdp,
+            };
+            crate::amx::gemm_bf16(product, s, false);
+        }
+        for (i, row) in s.chunks_exact_mut(span.max(1)).enumerate().take(rows) {
+            mask_row(visibility, b, keys, t0 + i, lo, row);
+            softmax(features, row);
+        }
+        // P [rows, span] padded to whole tile depths, times Vᵀ.
+        let spanp = span.next_multiple_of(32).max(32);
+        let mut p = vec![0f32; rows * spanp];
+        for (dst, src) in p.chunks_exact_mut(spanp).zip(s.chunks_exact(span.max(1))) {
+            dst[..span].copy_from_slice(&src[..span]);
+        }
+        let product = crate::gemm::Bf16Product {
+            a: &p,
+            m: rows,
+            w: &values_t[lo..],
+            n: hd,
+            k: spanp,
+            stride: kp,
+        };
+        crate::amx::gemm_bf16(product, &mut result[t0 * hd..(t0 + rows) * hd], false);
+    }
+    result
+}
+
+/// The keys that queries `t0..t0 + rows` may see: `lo..hi`.
+fn visible_span(visibility: Visibility<'_>, t0: usize, rows: usize, keys: usize) -> (usize, usize) {
+    match visibility {
+        Visibility::All | Visibility::KeyMask(_) => (0, keys),
+        Visibility::Causal {
+            query_start,
+            window,
+        } => {
+            let first = query_start + t0;
+            let lo = window.map_or(0, |w| first.saturating_sub(w));
+            (lo.min(keys), (query_start + t0 + rows).min(keys))
+        }
+    }
+}
+
+/// Sets the scores of keys that query `t` of sequence `b` may not see (keys
+/// `lo..lo + row.len()`) to −∞.
+fn mask_row(
+    visibility: Visibility<'_>,
+    b: usize,
+    keys: usize,
+    t: usize,
+    lo: usize,
+    row: &mut [f32],
+) {
+    match visibility {
+        Visibility::Causal {
+            query_start,
+            window,
+        } => {
+            let p = query_start + t;
+            let first = window.map_or(0, |w| p.saturating_sub(w));
+            for (j, x) in row.iter_mut().enumerate() {
+                let key = lo + j;
+                if key > p || key < first {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Visibility::KeyMask(mask) => {
+            let keep = &mask[b * keys + lo..b * keys + lo + row.len()];
+            for (x, &k) in row.iter_mut().zip(keep) {
+                if !k {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Visibility::All => {}
+    }
+}
+
 /// Queries per block: the score block `QUERY_BLOCK × keys` stays in L2.
 const QUERY_BLOCK: usize = 96;
+
+/// The arithmetic of the two products of [`attention_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Products {
+    /// F32 throughout (the reference's precision).
+    F32,
+    /// Q, K, the probabilities and V rounded to BF16, F32 sums, on the AMX
+    /// tiles where the CPU has them (what PyTorch's BF16 attention computes);
+    /// F32 elsewhere. For models whose weights are BF16 anyway.
+    Bf16,
+}
 
 /// Multi-query attention `softmax(scale · Q·Kᵀ + mask) · V` for every
 /// sequence and head, written to `out` as [B, queries, H·hd] (heads merged,
@@ -222,6 +373,21 @@ const QUERY_BLOCK: usize = 96;
 /// micro-kernel for both products, so only a `block × keys` score tile exists
 /// at a time (never the [B, H, queries, keys] matrix).
 pub fn attention(
+    shape: AttentionShape,
+    q: Strided,
+    k: Strided,
+    v: Strided,
+    scale: f32,
+    visibility: Visibility<'_>,
+    out: &mut [f32],
+) {
+    attention_with(Products::F32, shape, q, k, v, scale, visibility, out);
+}
+
+/// [`attention`] with the products' arithmetic chosen by `products`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    products: Products,
     shape: AttentionShape,
     q: Strided,
     k: Strided,
@@ -247,6 +413,7 @@ pub fn attention(
         assert_eq!(mask.len(), batch * keys, "key mask size");
     }
     let features = CpuFeatures::detect();
+    let tiles = products == Products::Bf16 && features.amx_bf16;
     let group = heads / kv_heads;
     // One [queries, hd] result per (sequence, head), scattered afterwards.
     let per_head: Vec<Vec<f32>> = (0..batch * heads)
@@ -254,6 +421,9 @@ pub fn attention(
         .map(|bh| {
             let (b, h) = (bh / heads, bh % heads);
             let kvh = h / group;
+            if tiles {
+                return head_on_tiles(shape, (b, h, kvh), q, k, v, scale, visibility, features);
+            }
             let mut keys_h = vec![0f32; keys * hd];
             k.gather(b, kvh, 0, hd, &mut keys_h);
             // Vᵀ [hd, keys], so P·V is again "rows times rows".
@@ -270,17 +440,7 @@ pub fn attention(
             let mut scores = vec![0f32; QUERY_BLOCK * keys];
             for t0 in (0..queries).step_by(QUERY_BLOCK) {
                 let rows = QUERY_BLOCK.min(queries - t0);
-                let (lo, hi) = match visibility {
-                    Visibility::All | Visibility::KeyMask(_) => (0, keys),
-                    Visibility::Causal {
-                        query_start,
-                        window,
-                    } => {
-                        let first = query_start + t0;
-                        let lo = window.map_or(0, |w| first.saturating_sub(w));
-                        (lo.min(keys), (query_start + t0 + rows).min(keys))
-                    }
-                };
+                let (lo, hi) = visible_span(visibility, t0, rows, keys);
                 let span = hi - lo;
                 let qb = &mut q_block[..rows * hd];
                 q.gather(b, h, t0, hd, qb);
@@ -293,30 +453,7 @@ pub fn attention(
                     gemm_serial(qb, rows, &kw, s);
                 }
                 for (i, row) in s.chunks_exact_mut(span.max(1)).enumerate().take(rows) {
-                    match visibility {
-                        Visibility::Causal {
-                            query_start,
-                            window,
-                        } => {
-                            let p = query_start + t0 + i;
-                            let first = window.map_or(0, |w| p.saturating_sub(w));
-                            for (j, x) in row.iter_mut().enumerate() {
-                                let key = lo + j;
-                                if key > p || key < first {
-                                    *x = f32::NEG_INFINITY;
-                                }
-                            }
-                        }
-                        Visibility::KeyMask(mask) => {
-                            let keep = &mask[b * keys + lo..b * keys + hi];
-                            for (x, &k) in row.iter_mut().zip(keep) {
-                                if !k {
-                                    *x = f32::NEG_INFINITY;
-                                }
-                            }
-                        }
-                        Visibility::All => {}
-                    }
+                    mask_row(visibility, b, keys, t0 + i, lo, row);
                     softmax(features, row);
                 }
                 let vw = DenseRows::strided(&values_t[lo..], hd, span, keys).expect("value rows");
@@ -641,23 +778,31 @@ mod tests {
             let v = test_data(batch * kv_heads * keys * hd, 13);
             let view = Strided::contiguous;
             let scale = 1.0 / (hd as f32).sqrt();
-            let mut out = vec![0f32; batch * queries * heads * hd];
-            attention(
-                shape,
-                view(&q, heads, queries, hd),
-                view(&k, kv_heads, keys, hd),
-                view(&v, kv_heads, keys, hd),
-                scale,
-                visibility,
-                &mut out,
-            );
             let want = multi_reference(&q, &k, &v, shape, f64::from(scale), visibility);
-            let worst = out
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 2e-5, "{shape:?} {visibility:?}: {worst}");
+            // BF16 products: inputs rounded to 8 significant bits (on the AMX
+            // tiles where present, else the F32 path).
+            for (products, tolerance) in [(Products::F32, 2e-5), (Products::Bf16, 2e-2)] {
+                let mut out = vec![0f32; batch * queries * heads * hd];
+                attention_with(
+                    products,
+                    shape,
+                    view(&q, heads, queries, hd),
+                    view(&k, kv_heads, keys, hd),
+                    view(&v, kv_heads, keys, hd),
+                    scale,
+                    visibility,
+                    &mut out,
+                );
+                let worst = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < tolerance,
+                    "{products:?} {shape:?} {visibility:?}: {worst}"
+                );
+            }
         }
     }
 

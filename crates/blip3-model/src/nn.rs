@@ -134,6 +134,17 @@ impl Linear {
         }
     }
 
+    /// The attention arithmetic that goes with this layer's weights: BF16
+    /// products for BF16 weights (activations are rounded to BF16 for every
+    /// product of such a layer anyway), F32 for F32, F16 and block formats.
+    pub fn attention_products(&self) -> blip3_kernels::attention::Products {
+        use blip3_kernels::attention::Products;
+        match &self.weight {
+            Weight::Dense(w) if w.dtype() == DType::BF16 => Products::Bf16,
+            _ => Products::F32,
+        }
+    }
+
     /// Applies the layer to `x` [..., in].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, Activation::Identity)
@@ -419,6 +430,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// Returns `[n, t, heads·hd]` with the heads merged, ready for the output
 /// projection.
 pub fn vision_attention(
+    products: blip3_kernels::attention::Products,
     (n, t, heads, hd): (usize, usize, usize, usize),
     q: blip3_kernels::attention::Strided<'_>,
     k: blip3_kernels::attention::Strided<'_>,
@@ -435,7 +447,8 @@ pub fn vision_attention(
         head_dim: hd,
     };
     let mut out = vec![0f32; n * t * heads * hd];
-    blip3_kernels::attention::attention(
+    blip3_kernels::attention::attention_with(
+        products,
         shape,
         q,
         k,

@@ -442,7 +442,8 @@ impl Phi3 {
             head_dim: hd,
         };
         let mut out = vec![0f32; len * heads * hd];
-        blip3_kernels::attention::attention(
+        blip3_kernels::attention::attention_with(
+            self.layers[li].qkv_proj.attention_products(),
             shape,
             Strided::contiguous(&qs, heads, len, hd),
             Strided::contiguous(&keys, kv_heads, total, hd),

@@ -94,7 +94,8 @@ impl Layer {
             head_dim: dim_head,
         };
         let mut out = vec![0f32; b * lq * inner];
-        blip3_kernels::attention::attention(
+        blip3_kernels::attention::attention_with(
+            self.to_q.attention_products(),
             shape,
             queries,
             media(0),

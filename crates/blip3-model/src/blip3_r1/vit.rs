@@ -66,7 +66,15 @@ impl Block {
             head: hd,
             token: 3 * w,
         };
-        let out = vision_attention((n, t, heads, hd), part(0), part(1), part(2), x.device())?;
+        let products = self.in_proj.attention_products();
+        let out = vision_attention(
+            products,
+            (n, t, heads, hd),
+            part(0),
+            part(1),
+            part(2),
+            x.device(),
+        )?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .c_fc

@@ -60,7 +60,15 @@ impl Layer {
             head: hd,
             token: c,
         };
-        let out = vision_attention((n, t, heads, hd), view(&q), view(&k), view(&v), x.device())?;
+        let products = self.q_proj.attention_products();
+        let out = vision_attention(
+            products,
+            (n, t, heads, hd),
+            view(&q),
+            view(&k),
+            view(&v),
+            x.device(),
+        )?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .fc1
