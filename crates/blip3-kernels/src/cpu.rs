@@ -22,6 +22,9 @@ pub struct CpuFeatures {
     /// AMX tiles with BF16 (x86-64 Linux, tile permission granted, kernel
     /// self-check passed): the GEMM on BF16 weights ([`crate::amx`]).
     pub amx_bf16: bool,
+    /// NEON (aarch64, where every CPU has it): the F32 micro-kernel, the
+    /// BF16 GEMV and the Q8_0 and Q4_0 GEMVs.
+    pub neon: bool,
 }
 
 impl CpuFeatures {
@@ -34,11 +37,13 @@ impl CpuFeatures {
         avx512_vnni: false,
         avx512_bf16: false,
         amx_bf16: false,
+        neon: false,
     };
 
     /// Features of the running CPU. To compare paths on one machine,
     /// `BLIP3_KERNELS=avx512-bf16` hides AMX, `=avx512` AMX and AVX-512 BF16,
-    /// `=avx2` every AVX-512 path and AVX-VNNI, `=scalar` every one.
+    /// `=avx2` every AVX-512 path and AVX-VNNI, `=scalar` every one (NEON
+    /// too).
     pub fn detect() -> Self {
         static DETECTED: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| match std::env::var("BLIP3_KERNELS").as_deref() {
@@ -85,6 +90,7 @@ impl CpuFeatures {
             (self.avx512, "avx512"),
             (self.avx_vnni, "avx-vnni"),
             (self.avx2_fma, "avx2-fma"),
+            (self.neon, "neon"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -108,9 +114,18 @@ impl CpuFeatures {
                 // Asked separately (self-checks, and a system call for AMX).
                 avx512_bf16: false,
                 amx_bf16: false,
+                neon: false,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        // NEON is part of the aarch64 base architecture: nothing to ask.
+        #[cfg(target_arch = "aarch64")]
+        {
+            Self {
+                neon: true,
+                ..Self::SCALAR
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             Self::SCALAR
         }

@@ -213,6 +213,8 @@ pub fn path(features: CpuFeatures) -> &'static str {
         "avx512"
     } else if features.avx2_fma {
         "avx2-fma"
+    } else if cfg!(target_arch = "aarch64") && features.neon {
+        "neon"
     } else {
         "scalar"
     }
@@ -525,7 +527,8 @@ fn pack_b(
 }
 
 /// `panel[kk·NR + c] = rows[c·kc + kk]`: NR rows of `kc` values transposed
-/// into the micro-kernel's depth-major order (8 × 8 AVX transposes).
+/// into the micro-kernel's depth-major order (8 × 8 AVX or 4 × 4 NEON
+/// transposes).
 fn interleave(rows: &[f32], kc: usize, panel: &mut [f32]) {
     assert!(rows.len() >= NR * kc && panel.len() >= NR * kc);
     let mut done = 0;
@@ -533,6 +536,10 @@ fn interleave(rows: &[f32], kc: usize, panel: &mut [f32]) {
     if CpuFeatures::detect().avx2_fma {
         // SAFETY: AVX2 was detected; the assert bounds every access.
         done = unsafe { avx2::interleave(rows.as_ptr(), kc, panel.as_mut_ptr()) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if CpuFeatures::detect().neon {
+        done = neon::interleave(rows, kc, panel);
     }
     for kk in done..kc {
         for c in 0..NR {
@@ -565,6 +572,11 @@ fn micro_kernel(
     if features.avx2_fma {
         // SAFETY: AVX2 and FMA were detected; the asserts above bound every access.
         unsafe { avx2::micro_kernel(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, accumulate) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if features.neon {
+        neon::micro_kernel(kc, a, b, c, ldc, accumulate);
         return;
     }
     let _ = features;
@@ -728,6 +740,98 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{MR, NR};
+
+    /// Transposes the first `kc / 4 · 4` depth steps of NR rows (row `c` at
+    /// `rows[c·kc..]`) into `panel` (depth `kk` at `panel[kk·NR..]`), 4 × 4
+    /// at a time; returns how many depth steps it wrote.
+    ///
+    /// Panics unless `rows` and `panel` hold `NR·kc` values.
+    pub fn interleave(rows: &[f32], kc: usize, panel: &mut [f32]) -> usize {
+        assert!(rows.len() >= NR * kc && panel.len() >= NR * kc);
+        let whole = kc / 4 * 4;
+        // SAFETY: NEON is part of every aarch64 CPU; loads stay below
+        // (NR − 1)·kc + whole and stores below whole·NR, inside the assert.
+        unsafe {
+            let (src, dst) = (rows.as_ptr(), panel.as_mut_ptr());
+            for kk in (0..whole).step_by(4) {
+                for quarter in 0..NR / 4 {
+                    let r = |c: usize| vld1q_f32(src.add((quarter * 4 + c) * kc + kk));
+                    // Pairs of rows interleaved, then pairs of pairs.
+                    let t0 = vreinterpretq_f64_f32(vtrn1q_f32(r(0), r(1)));
+                    let t1 = vreinterpretq_f64_f32(vtrn2q_f32(r(0), r(1)));
+                    let t2 = vreinterpretq_f64_f32(vtrn1q_f32(r(2), r(3)));
+                    let t3 = vreinterpretq_f64_f32(vtrn2q_f32(r(2), r(3)));
+                    let columns = [
+                        vtrn1q_f64(t0, t2),
+                        vtrn1q_f64(t1, t3),
+                        vtrn2q_f64(t0, t2),
+                        vtrn2q_f64(t1, t3),
+                    ];
+                    for (t, col) in columns.iter().enumerate() {
+                        let at = dst.add((kk + t) * NR + quarter * 4);
+                        vst1q_f32(at, vreinterpretq_f32_f64(*col));
+                    }
+                }
+            }
+        }
+        whole
+    }
+
+    /// 6 × 16 tile in 24 four-lane accumulators (of the 32 registers); per
+    /// depth step four W loads, one 4-lane and one 2-lane A load, and 24
+    /// FMAs taking their A value straight from a lane (no broadcasts).
+    ///
+    /// Panics unless `a` holds `kc·MR`, `b` `kc·NR` values and `c` an
+    /// `MR × NR` tile with row stride `ldc`.
+    pub fn micro_kernel(
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+        assert!(ldc >= NR && c.len() >= (MR - 1) * ldc + NR);
+        // SAFETY: NEON is part of every aarch64 CPU; the asserts bound every
+        // load and store.
+        unsafe {
+            let (a, b, c) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+            let mut acc = [[vdupq_n_f32(0.0); NR / 4]; MR];
+            for kk in 0..kc {
+                let bk = b.add(kk * NR);
+                let bv = [0, 4, 8, 12].map(|q| vld1q_f32(bk.add(q)));
+                let ak = a.add(kk * MR);
+                let (a0, a1) = (vld1q_f32(ak), vld1_f32(ak.add(4)));
+                for (q, &w) in bv.iter().enumerate() {
+                    acc[0][q] = vfmaq_laneq_f32::<0>(acc[0][q], w, a0);
+                    acc[1][q] = vfmaq_laneq_f32::<1>(acc[1][q], w, a0);
+                    acc[2][q] = vfmaq_laneq_f32::<2>(acc[2][q], w, a0);
+                    acc[3][q] = vfmaq_laneq_f32::<3>(acc[3][q], w, a0);
+                    acc[4][q] = vfmaq_lane_f32::<0>(acc[4][q], w, a1);
+                    acc[5][q] = vfmaq_lane_f32::<1>(acc[5][q], w, a1);
+                }
+            }
+            for (r, acc_row) in acc.iter().enumerate() {
+                let p = c.add(r * ldc);
+                for (q, &v) in acc_row.iter().enumerate() {
+                    let sum = if accumulate {
+                        vaddq_f32(v, vld1q_f32(p.add(4 * q)))
+                    } else {
+                        v
+                    };
+                    vst1q_f32(p.add(4 * q), sum);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,14 +947,17 @@ mod tests {
         let b = test_data(kc * NR, 4);
         let none = CpuFeatures::SCALAR;
         let original = test_data(MR * 20, 5);
-        let mut scalar = original.clone();
-        micro_kernel(none, kc, &a, &b, &mut scalar, 20, true);
-        // Every vector path this CPU has (the AVX2 one also where AVX-512 is present).
-        let all = CpuFeatures::detect();
-        for features in [all, all.without_avx512()] {
-            let mut vector = original.clone();
-            micro_kernel(features, kc, &a, &b, &mut vector, 20, true);
-            check(&vector, &scalar, kc, features.describe());
+        for accumulate in [true, false] {
+            let mut scalar = original.clone();
+            micro_kernel(none, kc, &a, &b, &mut scalar, 20, accumulate);
+            // Every vector path this CPU has (the AVX2 one also where AVX-512
+            // is present; NEON on aarch64).
+            let all = CpuFeatures::detect();
+            for features in [all, all.without_avx512()] {
+                let mut vector = original.clone();
+                micro_kernel(features, kc, &a, &b, &mut vector, 20, accumulate);
+                check(&vector, &scalar, kc, features.describe());
+            }
         }
     }
 }

@@ -53,16 +53,24 @@ fn dot_rows(
             return;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    if features.neon {
+        neon::dot_rows(row, x, k, m, acc);
+        return;
+    }
     let _ = features;
     dot_rows_scalar(row, x, k, m, acc);
 }
 
-/// The kernel `gemv_bf16` runs on this CPU: `avx512`, `avx2-fma` or `scalar`.
+/// The kernel `gemv_bf16` runs on this CPU: `avx512`, `avx2-fma`, `neon` or
+/// `scalar`.
 pub fn path(features: CpuFeatures) -> &'static str {
     if cfg!(target_arch = "x86_64") && features.avx512 {
         "avx512"
     } else if cfg!(target_arch = "x86_64") && features.avx2_fma {
         "avx2-fma"
+    } else if cfg!(target_arch = "aarch64") && features.neon {
+        "neon"
     } else {
         "scalar"
     }
@@ -200,6 +208,59 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use half::bf16;
+
+    use super::MAX_ROWS;
+
+    /// Dot products of one BF16 row with `m` activation rows: 16 weights
+    /// (two 16-byte loads, widened by shifting each value into the top half
+    /// of an F32) per step, one accumulator per 4 of them and activation
+    /// row; a scalar loop takes the last < 16. No software prefetch: the
+    /// aarch64 one is not stable Rust, and the weight is read sequentially.
+    ///
+    /// Panics unless `row.len() == k` and `x.len() >= m·k`.
+    pub fn dot_rows(row: &[bf16], x: &[f32], k: usize, m: usize, acc: &mut [f32; MAX_ROWS]) {
+        assert!(row.len() == k && x.len() >= m * k && m <= MAX_ROWS, "sizes");
+        // SAFETY: NEON is part of every aarch64 CPU; the assert bounds every
+        // load (t + 16 ≤ k, i < m).
+        unsafe {
+            let mut sums = [[vdupq_n_f32(0.0); 4]; MAX_ROWS];
+            let wp = row.as_ptr() as *const u16;
+            let xp = x.as_ptr();
+            let mut t = 0;
+            while t + 16 <= k {
+                let h0 = vld1q_u16(wp.add(t));
+                let h1 = vld1q_u16(wp.add(t + 8));
+                let w = [
+                    vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h0))),
+                    vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h0)),
+                    vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h1))),
+                    vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h1)),
+                ];
+                for (i, sum) in sums.iter_mut().enumerate().take(m) {
+                    let xi = xp.add(i * k + t);
+                    for (q, s) in sum.iter_mut().enumerate() {
+                        *s = vfmaq_f32(*s, w[q], vld1q_f32(xi.add(4 * q)));
+                    }
+                }
+                t += 16;
+            }
+            for (i, (a, s)) in acc.iter_mut().zip(&sums).enumerate().take(m) {
+                let four = vaddq_f32(vaddq_f32(s[0], s[1]), vaddq_f32(s[2], s[3]));
+                let mut total = vaddvq_f32(four);
+                for j in t..k {
+                    total += row[j].to_f32() * x[i * k + j];
+                }
+                *a = total;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,8 +292,8 @@ mod tests {
 
     #[test]
     fn every_simd_path_matches_the_scalar_reference() {
-        // The AVX-512 path (where present), AVX2 and scalar on odd lengths,
-        // including the masked tail of fewer than 16 and 32 values.
+        // The AVX-512 path (where present), AVX2 (or NEON) and scalar on odd
+        // lengths, including the masked tail of fewer than 16 and 32 values.
         let all = CpuFeatures::detect();
         let mut paths = vec![all, all.without_avx512(), CpuFeatures::default()];
         paths.dedup();

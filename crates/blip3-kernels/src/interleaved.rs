@@ -5,11 +5,12 @@
 //! rows' F16 scales (Q4_K has two per block: the 8 rows' `d`, then their
 //! `dmin`), then the rows' code bytes in 4-byte chunks, chunk `c` holding
 //! bytes `4c..4c + 4` of each row's block in turn. One 32-byte AVX2
-//! load then carries four bytes of each of 8 rows, so one broadcast of the
-//! matching activation bytes serves 8 rows, and the 8 rows' sums come out in
-//! one register next to their 8 scales in another: about half the
-//! instructions per weight of a row-at-a-time kernel. The row-major GGML
-//! layout (what files hold) converts both ways.
+//! load (two 16-byte NEON ones) then carries four bytes of each of 8 rows,
+//! so one broadcast of the matching activation bytes serves 8 rows, and the
+//! 8 rows' sums come out in one register (two on NEON) next to their 8
+//! scales in another: about half the instructions per weight of a
+//! row-at-a-time kernel. The row-major GGML layout (what files hold)
+//! converts both ways.
 
 use std::cell::RefCell;
 
@@ -176,6 +177,12 @@ pub(crate) trait GroupDot: Sync {
         self.dot_avx2(codes, scales, out)
     }
 
+    /// The NEON kernel; formats without one run the reference.
+    #[cfg(target_arch = "aarch64")]
+    fn dot_neon(&self, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
+        self.dot_scalar(codes, scales, out)
+    }
+
     /// The widest vector kernel the CPU has, else the reference.
     fn dot(&self, features: CpuFeatures, codes: &[u8], scales: &[f16], out: &mut [f32; GROUP]) {
         #[cfg(target_arch = "x86_64")]
@@ -193,6 +200,10 @@ pub(crate) trait GroupDot: Sync {
             // SAFETY: AVX2, FMA and F16C were detected on this CPU.
             return unsafe { self.dot_avx2(codes, scales, out) };
         }
+        #[cfg(target_arch = "aarch64")]
+        if features.neon {
+            return self.dot_neon(codes, scales, out);
+        }
         let _ = features;
         self.dot_scalar(codes, scales, out)
     }
@@ -200,10 +211,10 @@ pub(crate) trait GroupDot: Sync {
 
 /// Implements [`GroupDot`] for the calling format module's `Activation`
 /// with its `avx2::dot_group` and `dot_group_scalar` (and with
-/// `avx512_vnni, avx_vnni`, its `avx512::dot_group` and
-/// `avx2::dot_group_vnni`).
+/// `avx512_vnni, avx_vnni, neon`, its `avx512::dot_group`,
+/// `avx2::dot_group_vnni` and `neon::dot_group`).
 macro_rules! group_dot_for_activation {
-    (avx512_vnni, avx_vnni) => {
+    (avx512_vnni, avx_vnni, neon) => {
         group_dot_for_activation!(@impl
             #[cfg(target_arch = "x86_64")]
             unsafe fn dot_avx_vnni(
@@ -224,6 +235,15 @@ macro_rules! group_dot_for_activation {
             ) {
                 // The kernel asserts that the slices hold whole blocks.
                 avx512::dot_group(codes, scales, self, out)
+            }
+            #[cfg(target_arch = "aarch64")]
+            fn dot_neon(
+                &self,
+                codes: &[u8],
+                scales: &[half::f16],
+                out: &mut [f32; crate::interleaved::GROUP],
+            ) {
+                neon::dot_group(codes, scales, self, out)
             }
         );
     };

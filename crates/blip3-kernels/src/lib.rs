@@ -8,8 +8,9 @@
 //!   traffic.
 //!
 //! * [`gemm`]: `C = A·Wᵀ` for many rows (prefill, ViT, perceiver): a blocked
-//!   F32 GEMM with a register-tiled AVX2 micro-kernel that reads W in its
-//!   storage format (F32, BF16, F16, Q8_0, Q4_0) while packing.
+//!   F32 GEMM with a register-tiled micro-kernel (AVX2, AVX-512 or NEON)
+//!   that reads W in its storage format (F32, BF16, F16, Q8_0, Q4_0) while
+//!   packing.
 //! * [`activation`]: vectorised element-wise activations (GEMM epilogues).
 //! * [`allocator`]: keeping large freed buffers for reuse (no page zeroing per layer).
 //! * [`amx`]: the GEMM on BF16 weights with AMX tiles (where the CPU and OS allow).
@@ -30,8 +31,12 @@
 
 pub mod activation;
 pub mod allocator;
+// x86-64 kernels: elsewhere only their scalar fallbacks and stubs run, so
+// parts of them are unused there by design.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
 pub mod amx;
 pub mod attention;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
 pub mod avx512_bf16;
 pub mod bandwidth;
 pub mod cpu;

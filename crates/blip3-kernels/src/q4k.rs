@@ -380,6 +380,8 @@ struct Activation<'a> {
     q: &'a [i8],
     d: &'a [f32],
     sums: &'a [i32],
+    // Read by the AVX2 kernel only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sum_pairs: &'a [i32],
 }
 

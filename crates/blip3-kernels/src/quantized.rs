@@ -32,10 +32,13 @@ pub trait QuantizedMatrix: WeightRows + std::fmt::Debug + Send + Sync {
 /// `q4_0`, `q4_k`) runs on with `features`; `None` for formats without one.
 pub fn gemv_path(format: &str, features: CpuFeatures) -> Option<&'static str> {
     let vector = features.avx2_fma && features.f16c;
+    let neon = cfg!(target_arch = "aarch64") && features.neon;
     Some(match format {
         "q8_0" | "q4_0" if features.avx512_vnni => "avx512-vnni",
         "q8_0" | "q4_0" if features.avx_vnni => "avx-vnni",
         "q8_0" | "q4_0" | "q4_k" if vector => "avx2-fma",
+        // Q4_K has no NEON kernel yet: it falls to "scalar" below.
+        "q8_0" | "q4_0" if neon => "neon",
         "bf16" => crate::gemv::path(features),
         "q8_0" | "q4_0" | "q4_k" => "scalar",
         _ => return None,

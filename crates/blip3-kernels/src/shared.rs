@@ -1,5 +1,5 @@
 //! Pieces shared by the kernels: the parallel output driver, the AVX2
-//! horizontal sum, and deterministic test data.
+//! horizontal sum, the NEON F16 widening, and deterministic test data.
 
 use std::cell::RefCell;
 
@@ -85,6 +85,37 @@ pub(crate) unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
     _mm_cvtss_f32(s)
+}
+
+/// Widens 4 F16 values at `p` to F32, exactly for every input (the F16
+/// vector type `vcvt_f32_f16` takes is not stable Rust, so integer steps):
+/// normal values re-biased, subnormals converted as integers times 2⁻²⁴ (no
+/// F32 subnormal arises, so flush-to-zero cannot change them), infinities
+/// and NaNs given the all-ones exponent.
+///
+/// # Safety
+/// `p` must be valid for reading 4 values.
+#[cfg(target_arch = "aarch64")]
+#[inline]
+pub(crate) unsafe fn widen_f16x4(p: *const half::f16) -> std::arch::aarch64::float32x4_t {
+    use std::arch::aarch64::*;
+    let h = vmovl_u16(vld1_u16(p as *const u16));
+    let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
+    let magnitude = vandq_u32(h, vdupq_n_u32(0x7fff));
+    let shifted = vshlq_n_u32::<13>(magnitude);
+    // Exponent bias 15 → 127.
+    let normal = vaddq_u32(shifted, vdupq_n_u32(112 << 23));
+    let special = vorrq_u32(shifted, vdupq_n_u32(0x7f80_0000));
+    let subnormal =
+        vreinterpretq_u32_f32(vmulq_n_f32(vcvtq_f32_u32(magnitude), 1.0 / 16_777_216.0));
+    let is_subnormal = vcltq_u32(magnitude, vdupq_n_u32(0x0400));
+    let is_special = vcgeq_u32(magnitude, vdupq_n_u32(0x7c00));
+    let bits = vbslq_u32(
+        is_subnormal,
+        subnormal,
+        vbslq_u32(is_special, special, normal),
+    );
+    vreinterpretq_f32_u32(vorrq_u32(bits, sign))
 }
 
 /// A GEMM on BF16 weights with BF16-rounded activations, as
@@ -190,4 +221,31 @@ pub(crate) fn test_data(len: usize, seed: u32) -> Vec<f32> {
             (s as f32 / u32::MAX as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+#[cfg(all(test, target_arch = "aarch64"))]
+mod tests {
+    use half::f16;
+
+    #[test]
+    fn neon_f16_widening_is_exact_for_every_value() {
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        for four in all.chunks_exact(4) {
+            let mut got = [0f32; 4];
+            // SAFETY: `four` holds 4 values; `got` has room for 4.
+            unsafe {
+                let v = super::widen_f16x4(four.as_ptr());
+                std::arch::aarch64::vst1q_f32(got.as_mut_ptr(), v);
+            }
+            for (h, g) in four.iter().zip(got) {
+                let want = h.to_f32();
+                let same = if want.is_nan() {
+                    g.is_nan()
+                } else {
+                    g.to_bits() == want.to_bits()
+                };
+                assert!(same, "{:#06x}: {g} vs {want}", h.to_bits());
+            }
+        }
+    }
 }
