@@ -147,12 +147,18 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
         (w.as_ptr() as usize).is_multiple_of(64) && (stride * 2).is_multiple_of(64);
     for i0 in (0..m).step_by(block_rows) {
         let rows = block_rows.min(m - i0);
-        let packed = pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k, parallel);
+        let mut buffer = PACKED.with(|cell| cell.take());
+        pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k, parallel, &mut buffer);
+        let packed = &buffer;
         // Tasks of 32 weight rows (two tiles).
         let run = |j0: usize| {
             let live = (2 * TILE_ROWS).min(n - j0);
             with_reused(&WEIGHT_COPY, |copy| {
-                let (source, source_stride) = if live == 2 * TILE_ROWS && weights_aligned {
+                // In place when aligned and 32 rows are there to read (past
+                // `n` too, when the caller's slice extends beyond its last
+                // output row: those columns are never stored).
+                let in_place = weights_aligned && w.len() >= (j0 + 2 * TILE_ROWS - 1) * stride + k;
+                let (source, source_stride) = if in_place {
                     (&w[j0 * stride..], stride)
                 } else {
                     // Aligned rows (the last ones zero-padded to two whole tiles).
@@ -191,6 +197,7 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
         } else {
             (0..n).step_by(2 * TILE_ROWS).for_each(run);
         }
+        PACKED.with(|cell| cell.replace(buffer));
     }
 }
 
@@ -203,13 +210,16 @@ fn rows_per_block(k: usize) -> usize {
 }
 
 thread_local! {
+    /// The calling thread's packed activations, kept from call to call (a
+    /// fresh buffer would be zero-filled by the allocator every time).
+    static PACKED: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
     /// Each pool thread's aligned copy of the weight rows it works on.
     static WEIGHT_COPY: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
 }
 
 /// A BF16 buffer whose visible part starts on a 64-byte boundary: tile rows
 /// then never straddle cache lines.
-struct AlignedBf16 {
+pub(crate) struct AlignedBf16 {
     buf: Vec<bf16>,
     start: usize,
     len: usize,
@@ -222,7 +232,7 @@ impl Default for AlignedBf16 {
 }
 
 impl AlignedBf16 {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             buf: Vec::new(),
             start: 0,
@@ -231,14 +241,14 @@ impl AlignedBf16 {
     }
 
     /// `len` zeros, aligned (the allocation is kept from call to call).
-    fn reset(&mut self, len: usize) -> &mut [bf16] {
+    pub(crate) fn reset(&mut self, len: usize) -> &mut [bf16] {
         self.buf.clear();
         self.resize(len)
     }
 
     /// `len` elements, aligned, holding whatever an earlier use left (zeros
     /// where the buffer grew): for callers that overwrite them all.
-    fn resize(&mut self, len: usize) -> &mut [bf16] {
+    pub(crate) fn resize(&mut self, len: usize) -> &mut [bf16] {
         // 32 BF16 of slack: enough to reach the next 64-byte boundary.
         self.buf.resize(len + 32, bf16::ZERO);
         self.start = self.buf.as_ptr().align_offset(64).min(32);
@@ -246,7 +256,7 @@ impl AlignedBf16 {
         &mut self.buf[self.start..self.start + len]
     }
 
-    fn as_slice(&self) -> &[bf16] {
+    pub(crate) fn as_slice(&self) -> &[bf16] {
         &self.buf[self.start..self.start + self.len]
     }
 
@@ -257,17 +267,18 @@ impl AlignedBf16 {
 
 /// Rounds `a` [rows, k] to BF16 and packs it into activation tiles:
 /// [row block of 16 (padded to an even count)][depth step of 32][pair p][row r][2].
-fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> AlignedBf16 {
+fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool, buffer: &mut AlignedBf16) {
     let blocks = rows.div_ceil(TILE_ROWS).next_multiple_of(2);
     let steps = k / TILE_DEPTH;
     let tile = TILE_ROWS * TILE_DEPTH;
-    let mut buffer = AlignedBf16::new();
-    buffer.reset(blocks * steps * tile);
+    // Every tile is written below (zeros past the last row): no clearing.
+    buffer.resize(blocks * steps * tile);
     let packed = buffer.as_mut_slice();
     let vector = vector_units();
     let pack = |(b, block): (usize, &mut [bf16])| {
         let live = TILE_ROWS.min(rows.saturating_sub(b * TILE_ROWS));
         if live == 0 {
+            block.fill(bf16::ZERO);
             return;
         }
         let first = &a[b * TILE_ROWS * k..(b * TILE_ROWS + live) * k];
@@ -291,12 +302,14 @@ fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Aligned
     } else {
         packed.chunks_mut(steps * tile).enumerate().for_each(pack);
     }
-    buffer
 }
 
 /// One activation tile: rows `0..live` of `rows` [live, k], depth `d0..d0 +
 /// 32`, pair-interleaved into `t` (rows past `live` stay zero).
 fn pack_tile_scalar(rows: &[f32], live: usize, k: usize, d0: usize, t: &mut [bf16]) {
+    if live < TILE_ROWS {
+        t.fill(bf16::ZERO);
+    }
     for r in 0..live {
         let depth = &rows[r * k + d0..r * k + d0 + TILE_DEPTH];
         for (p, pair) in depth.chunks_exact(2).enumerate() {
@@ -805,8 +818,9 @@ mod tests {
     fn activations_pack_into_pair_interleaved_tiles() {
         let (rows, k) = (19, 64);
         let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
-        let packed = pack_activations(&a, rows, k, true);
-        let packed = packed.as_slice();
+        let mut buffer = AlignedBf16::new();
+        pack_activations(&a, rows, k, true, &mut buffer);
+        let packed = buffer.as_slice();
         assert!((packed.as_ptr() as usize).is_multiple_of(64));
         let steps = k / TILE_DEPTH;
         assert_eq!(packed.len(), 2 * steps * TILE_ROWS * TILE_DEPTH);

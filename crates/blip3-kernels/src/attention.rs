@@ -233,27 +233,34 @@ fn head_on_tiles(
         ..
     } = shape;
     let hdp = hd.next_multiple_of(32);
-    // Keys [keys, hdp] and Vᵀ [hd, keys + 32] in BF16, zero-padded.
-    let kp = keys + 32;
+    // Keys [keys + 32, hdp] and Vᵀ [hdp, kp] in BF16, zero-padded, on 64-byte
+    // boundaries (rows of whole tile depths), with whole tiles of rows past
+    // the real ones: the tile GEMM reads them in place for every query block
+    // instead of copying partial tiles.
+    let kp = (keys + 32).next_multiple_of(32);
     let mut row = vec![0f32; keys * hd];
     k.gather(b, kvh, 0, hd, &mut row);
-    let mut keys_h = vec![bf16::ZERO; keys * hdp];
+    let mut keys_buffer = crate::amx::AlignedBf16::new();
+    let keys_h = keys_buffer.reset((keys + 32) * hdp);
     for (dst, src) in keys_h.chunks_exact_mut(hdp).zip(row.chunks_exact(hd)) {
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = bf16::from_f32(x);
         }
     }
+    let keys_h = keys_buffer.as_slice();
     v.gather(b, kvh, 0, hd, &mut row);
-    let mut values_t = vec![bf16::ZERO; hd * kp];
+    let mut values_buffer = crate::amx::AlignedBf16::new();
+    let values_t = values_buffer.reset(hdp * kp);
     for (j, src) in row.chunks_exact(hd).enumerate() {
         for (d, &x) in src.iter().enumerate() {
             values_t[d * kp + j] = bf16::from_f32(x);
         }
     }
+    let values_t = values_buffer.as_slice();
     let mut result = vec![0f32; queries * hd];
     let mut q_row = vec![0f32; hd];
     let mut q_block = vec![0f32; QUERY_BLOCK * hdp];
-    let mut scores = vec![0f32; QUERY_BLOCK * (keys + 32)];
+    let mut scores = vec![0f32; QUERY_BLOCK * kp];
     for t0 in (0..queries).step_by(QUERY_BLOCK) {
         let rows = QUERY_BLOCK.min(queries - t0);
         let (lo, hi) = visible_span(visibility, t0, rows, keys);
@@ -265,30 +272,30 @@ fn head_on_tiles(
                 *d = x * scale;
             }
         }
-        let s = &mut scores[..rows * span];
-        if span > 0 {
-            let product = crate::gemm::Bf16Product {
-                a: qb,
-                m: rows,
-                w: &keys_h[lo * hdp..hi * hdp],
-                n: span,
-                k: hdp,
-                stride: hdp,
-            };
-            crate::amx::gemm_bf16(product, s, false);
-        }
-        for (i, row) in s.chunks_exact_mut(span.max(1)).enumerate().take(rows) {
-            mask_row(visibility, b, keys, t0 + i, lo, row);
-            softmax(features, row);
-        }
-        // P [rows, span] padded to whole tile depths, times Vᵀ.
+        // Scores [rows, spanp]: the span padded to whole tile depths, so the
+        // probabilities feed the second product as they are (zeros past
+        // `span`).
         let spanp = span.next_multiple_of(32).max(32);
-        let mut p = vec![0f32; rows * spanp];
-        for (dst, src) in p.chunks_exact_mut(spanp).zip(s.chunks_exact(span.max(1))) {
-            dst[..span].copy_from_slice(&src[..span]);
+        let s = &mut scores[..rows * spanp];
+        let product = crate::gemm::Bf16Product {
+            a: qb,
+            m: rows,
+            w: &keys_h[lo * hdp..],
+            n: spanp,
+            k: hdp,
+            stride: hdp,
+        };
+        crate::amx::gemm_bf16(product, s, false);
+        for (i, row) in s.chunks_exact_mut(spanp).enumerate() {
+            let (live, pad) = row.split_at_mut(span);
+            if span > 0 {
+                mask_row(visibility, b, keys, t0 + i, lo, live);
+                softmax(features, live);
+            }
+            pad.fill(0.0);
         }
         let product = crate::gemm::Bf16Product {
-            a: &p,
+            a: s,
             m: rows,
             w: &values_t[lo..],
             n: hd,
