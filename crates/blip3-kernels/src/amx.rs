@@ -25,7 +25,8 @@ use std::cell::RefCell;
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::gemm::{Bf16Product, Output};
+use crate::cpu::CpuFeatures;
+use crate::gemm::{Bf16Product, Epilogue, Output};
 use crate::scratch::with_reused;
 
 /// Weight rows (and activation rows) per tile.
@@ -116,11 +117,22 @@ pub fn supports_depth(k: usize) -> bool {
 /// Panics if the sizes do not fit or `k` is not a multiple of 32; call only
 /// when [`usable`] said yes.
 pub fn gemm_bf16(product: Bf16Product, c: &mut [f32], parallel: bool) {
-    gemm_on::<AmxTiles>(product, c, parallel);
+    gemm_on::<AmxTiles>(product, c, parallel, Epilogue::default());
 }
 
-/// [`gemm_bf16`] on the tile unit `T`.
-fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel: bool) {
+/// [`gemm_bf16`], then `epilogue` (bias, activation) on each 16 × 16 output
+/// tile as it is stored, while it is in cache: no second pass over `c`.
+pub fn gemm_bf16_with(product: Bf16Product, c: &mut [f32], parallel: bool, epilogue: Epilogue) {
+    gemm_on::<AmxTiles>(product, c, parallel, epilogue);
+}
+
+/// [`gemm_bf16_with`] on the tile unit `T`.
+fn gemm_on<T: TileUnit + Default>(
+    product: Bf16Product,
+    c: &mut [f32],
+    parallel: bool,
+    epilogue: Epilogue,
+) {
     let Bf16Product {
         a,
         m,
@@ -139,6 +151,14 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
     }
     let out = Output(c.as_mut_ptr());
     let vector = vector_units();
+    // Asked only for a real epilogue: `usable()`'s self-check runs this
+    // function (with none) while `CpuFeatures::detect` is being answered.
+    let features = if epilogue.is_identity() {
+        CpuFeatures::SCALAR
+    } else {
+        CpuFeatures::detect()
+    };
+    let finish = Finish { epilogue, features };
     let block_rows = rows_per_block(k);
     // Tile rows straddling two cache lines load about 4x slower (measured on
     // a Sapphire Rapids class Xeon), so weights whose rows are not 64-byte
@@ -184,6 +204,7 @@ fn gemm_on<T: TileUnit + Default>(product: Bf16Product, c: &mut [f32], parallel:
                     weight_stride: source_stride,
                     live_cols: live,
                     vector,
+                    finish,
                 };
                 // SAFETY: `usable()` established AMX and the tile permission
                 // (or the tiles are emulated); the task writes only rows
@@ -364,9 +385,43 @@ struct Task<'a> {
     live_cols: usize,
     /// AVX-512 for the transposed stores.
     vector: VectorUnits,
+    /// Applied to each stored output tile.
+    finish: Finish<'a>,
+}
+
+/// The epilogue and the features its activation runs with.
+#[derive(Clone, Copy)]
+struct Finish<'a> {
+    epilogue: Epilogue<'a>,
+    features: CpuFeatures,
 }
 
 impl Task<'_> {
+    /// Writes the transpose of `tile` ([col][row]) to `corner` (rows `n`
+    /// apart): `live_rows` × `live_cols`.
+    ///
+    /// # Safety
+    /// `corner` must be writable for those rows and columns.
+    unsafe fn store(
+        &self,
+        tile: &[f32; TILE_ROWS * TILE_ROWS],
+        corner: *mut f32,
+        n: usize,
+        live_rows: usize,
+        live_cols: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.vector.transpose {
+            x86::store_transposed(tile, corner, n, live_rows, live_cols);
+            return;
+        }
+        for r in 0..live_rows {
+            for col in 0..live_cols {
+                *corner.add(r * n + col) = tile[col * TILE_ROWS + r];
+            }
+        }
+    }
+
     /// # Safety
     /// `T` must be usable (for [`AmxTiles`]: AMX-TILE and AMX-BF16 granted
     /// to this process); `out` points to a [_, n] row-major matrix whose
@@ -421,15 +476,15 @@ impl Task<'_> {
                 if live_rows == 0 || live_cols == 0 {
                     continue;
                 }
-                let corner = out.0.add((i0 + first_row) * n + j0 + wi * TILE_ROWS);
-                #[cfg(target_arch = "x86_64")]
-                if self.vector.transpose {
-                    x86::store_transposed(tile, corner, n, live_rows, live_cols);
-                    continue;
-                }
-                for r in 0..live_rows {
-                    for col in 0..live_cols {
-                        *corner.add(r * n + col) = tile[col * TILE_ROWS + r];
+                let first_col = j0 + wi * TILE_ROWS;
+                let corner = out.0.add((i0 + first_row) * n + first_col);
+                self.store(tile, corner, n, live_rows, live_cols);
+                if !self.finish.epilogue.is_identity() {
+                    for r in 0..live_rows {
+                        let row = std::slice::from_raw_parts_mut(corner.add(r * n), live_cols);
+                        self.finish
+                            .epilogue
+                            .apply(self.finish.features, row, first_col);
                     }
                 }
             }
@@ -764,6 +819,10 @@ mod tests {
         unsafe fn release(&mut self) {}
     }
 
+    fn emulated(product: Bf16Product, c: &mut [f32], parallel: bool) {
+        gemm_on::<EmulatedTiles>(product, c, parallel, Epilogue::default());
+    }
+
     #[test]
     fn the_kernel_on_emulated_tiles_matches_the_reference() {
         // Partial row and column tiles, several depth steps and row blocks,
@@ -775,9 +834,9 @@ mod tests {
                 (300, 70, 64, 80),
                 (1100, 40, 32, 32),
             ],
-            gemm_on::<EmulatedTiles>,
+            emulated,
         );
-        assert_with_weights_at_every_alignment(gemm_on::<EmulatedTiles>);
+        assert_with_weights_at_every_alignment(emulated);
     }
 
     /// Weights starting on a 64-byte boundary (read in place, the next
@@ -811,6 +870,42 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_epilogue_finishes_each_stored_tile() {
+        use crate::activation::Activation;
+        use crate::shared::{bf16_reference, test_data};
+        let (m, n, k) = (40, 50, 64);
+        let a = test_data(m * k, 5);
+        let w: Vec<bf16> = test_data(n * k, 6)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        let bias = test_data(n, 7);
+        let product = Bf16Product {
+            a: &a,
+            m,
+            w: &w,
+            n,
+            k,
+            stride: k,
+        };
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            activation: Activation::QuickGelu,
+        };
+        let want = bf16_reference(product);
+        let mut c = vec![f32::NAN; m * n];
+        gemm_on::<EmulatedTiles>(product, &mut c, true, epilogue);
+        for (i, (&got, &r)) in c.iter().zip(&want).enumerate() {
+            let x = r as f32 + bias[i % n];
+            let expected = crate::activation::quick_gelu_scalar(x);
+            assert!(
+                (got - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+                "{i}: {got} vs {expected}"
+            );
         }
     }
 

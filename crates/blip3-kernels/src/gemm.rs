@@ -184,12 +184,12 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.bias.is_none() && self.activation == Activation::Identity
     }
 
     /// Finishes `out`, the outputs of columns `j .. j + out.len()` of one row.
-    fn apply(&self, features: CpuFeatures, out: &mut [f32], j: usize) {
+    pub(crate) fn apply(&self, features: CpuFeatures, out: &mut [f32], j: usize) {
         if let Some(bias) = self.bias {
             for (o, b) in out.iter_mut().zip(&bias[j..]) {
                 *o += b;
@@ -264,14 +264,26 @@ fn gemm_impl(
         return;
     }
     let features = CpuFeatures::detect();
-    let bf16_gemm: Option<crate::shared::Bf16Gemm> =
-        if features.amx_bf16 && crate::amx::supports_depth(k) {
-            Some(crate::amx::gemm_bf16)
-        } else if features.avx512_bf16 {
-            Some(crate::avx512_bf16::gemm_bf16)
-        } else {
-            None
-        };
+    if features.amx_bf16 && crate::amx::supports_depth(k) {
+        if let Some((data, stride)) = w.bf16_rows() {
+            let product = Bf16Product {
+                a,
+                m,
+                w: data,
+                n,
+                k,
+                stride,
+            };
+            // The epilogue runs on each output tile as it is stored.
+            crate::amx::gemm_bf16_with(product, c, parallel, epilogue);
+            return;
+        }
+    }
+    let bf16_gemm: Option<crate::shared::Bf16Gemm> = if features.avx512_bf16 {
+        Some(crate::avx512_bf16::gemm_bf16)
+    } else {
+        None
+    };
     if let Some(bf16_gemm) = bf16_gemm {
         if let Some((data, stride)) = w.bf16_rows() {
             let product = Bf16Product {
