@@ -133,7 +133,9 @@ def main():
         p(f"Read bandwidth (`blip3 bandwidth`, all threads): {bandwidth / 1e9:.1f} GB/s; "
           f"1 thread {bw['read_bytes_per_s_1_thread'] / 1e9:.1f} GB/s.")
     p("")
-    crops = base.get("image", {}).get("num_crops", "?")
+    # `images` (one entry per image) since the family seam; `image` before.
+    images = base.get("images") or ([base["image"]] if "image" in base else [])
+    crops = sum(i.get("num_crops", 0) for i in images) or "?"
     p(f"### Image encoding: 640×480 image, {crops} crops (ViT-H/14-378 + perceiver)")
     p("")
     p("| engine | ViT | perceiver | ViT + perceiver | blip3 bf16 faster by |")

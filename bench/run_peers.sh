@@ -142,7 +142,7 @@ done
 
 PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16.json")
 PAD_PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16-pad.json")
-CROPS=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['image']['num_crops'])" "$OUT/blip3-bf16.json")
+CROPS=$("$VENV/bin/python" -c "import json,sys; print(sum(i['num_crops'] for i in json.load(open(sys.argv[1]))['images']))" "$OUT/blip3-bf16.json")
 for dt in f32 bf16; do
     quiet_check "pytorch-$dt"
     log "PyTorch $dt ($CROPS crops, $PREFILL positions)"
