@@ -6,6 +6,9 @@
 #
 #   bench/run_peers.sh [MODEL_DIR]          # default: /tmp/blip3-full
 #
+# RESUME_LLAMA=<results folder> measures only llama.cpp, into a folder whose
+# other engines are done (after a llama.cpp failure).
+#
 # Set-up (first run only, needs the package registries, nothing at run time):
 #   * bench/.venv: torch 2.15.0, transformers 5.24.0, open_clip_torch 3.3.0,
 #     openvino 2026.4.1, gguf 0.19.0, safetensors, cmake, ninja from PyPI
@@ -13,8 +16,10 @@
 #   * llama.cpp built from the sources vendored in the llama-cpp-python 0.3.36
 #     sdist (PyPI) for this CPU (GGML_NATIVE=ON: AVX-512, VNNI, BF16 and AMX
 #     where present; ~13 min on 2 cores), into bench/.llama-build-<cpu>, one
-#     build per CPU model and flag set. LLAMA_AMX=OFF builds without ggml's
-#     AMX path (only for CPUs where it crashes: say why in the results);
+#     build per CPU model and flag set. Where ggml's AMX kernel crashes (SIGILL
+#     on its first tile load, seen in a KVM guest), the script says why in
+#     llama-build.txt and measures with a native build without AMX instead
+#     (LLAMA_AMX=OFF forces that);
 #   * the model (if MODEL_DIR is missing): `blip3 init-random --preset full
 #     --dtype bf16` (~3 min, 9.2 GB).
 # Measurement, on a quiet 2-vCPU machine: about an hour (blip3 4 formats
@@ -40,6 +45,11 @@ LLAMA_AMX="${LLAMA_AMX:-ON}"
 LLAMA_BUILD="$HERE/.llama-build-$CPU_TAG-amx$LLAMA_AMX"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$HERE/results/$STAMP"
+# RESUME_LLAMA=<results folder>: only the llama.cpp part, into a folder whose
+# blip3, PyTorch and OpenVINO measurements are done (after a llama.cpp crash).
+if [ -n "${RESUME_LLAMA:-}" ]; then
+    OUT="$RESUME_LLAMA"
+fi
 WORK="${WORK:-/tmp/blip3-peers}"
 mkdir -p "$OUT" "$WORK"
 
@@ -66,19 +76,30 @@ if [ ! -x "$VENV/bin/python" ]; then
         openvino==2026.4.1 gguf==0.19.0 safetensors numpy pillow cmake ninja
 fi
 "$VENV/bin/python" -c 'import openvino' 2>/dev/null || "$VENV/bin/pip" install -q openvino==2026.4.1
-if [ ! -x "$LLAMA_BUILD/bin/llama-bench" ]; then
-    log "building llama.cpp from the llama-cpp-python 0.3.36 sdist"
-    SRC="$WORK/llama-src"
-    rm -rf "$SRC" && mkdir -p "$SRC"
-    "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$SRC"
-    tar -xzf "$SRC"/llama_cpp_python-0.3.36.tar.gz -C "$SRC"
-    PATH="$VENV/bin:$PATH" cmake -S "$SRC/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$LLAMA_BUILD" \
-        -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_AMX_TILE="$LLAMA_AMX" \
-        -DGGML_AMX_INT8="$LLAMA_AMX" -DGGML_AMX_BF16="$LLAMA_AMX" -DLLAMA_CURL=OFF \
+build_llama() {
+    # build_llama DIR ON|OFF: llama-bench and llama-quantize for this CPU.
+    local dir="$1" amx="$2"
+    [ -x "$dir/bin/llama-bench" ] && return 0
+    log "building llama.cpp from the llama-cpp-python 0.3.36 sdist (native, AMX $amx)"
+    local src="$WORK/llama-src"
+    if [ ! -d "$src/llama_cpp_python-0.3.36" ]; then
+        rm -rf "$src" && mkdir -p "$src"
+        "$VENV/bin/pip" download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$src"
+        tar -xzf "$src"/llama_cpp_python-0.3.36.tar.gz -C "$src"
+    fi
+    # -march=native defines __AMX_INT8__ and friends, which is what ggml's
+    # AMX kernels are compiled under: turning AMX off takes -mno-amx-*.
+    local flags=""
+    [ "$amx" = OFF ] && flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    PATH="$VENV/bin:$PATH" cmake -S "$src/llama_cpp_python-0.3.36/vendor/llama.cpp" -B "$dir" \
+        -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_AMX_TILE="$amx" \
+        -DGGML_AMX_INT8="$amx" -DGGML_AMX_BF16="$amx" -DCMAKE_C_FLAGS="$flags" \
+        -DCMAKE_CXX_FLAGS="$flags" -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        > "$OUT/llama-cmake.log"
-    PATH="$VENV/bin:$PATH" ninja -C "$LLAMA_BUILD" llama-bench llama-quantize > "$OUT/llama-build.log"
-fi
+        > "$OUT/llama-cmake-amx$amx.log"
+    PATH="$VENV/bin:$PATH" ninja -C "$dir" llama-bench llama-quantize > "$OUT/llama-build-amx$amx.log"
+}
+build_llama "$LLAMA_BUILD" "$LLAMA_AMX"
 log "building blip3 (release)"
 cargo build --release -q -p blip3-cli --manifest-path "$ROOT/Cargo.toml"
 BLIP3="$ROOT/target/release/blip3"
@@ -120,6 +141,7 @@ if [ "${SETUP_ONLY:-0}" = 1 ]; then
 fi
 
 # --- measurements -------------------------------------------------------------
+if [ -z "${RESUME_LLAMA:-}" ]; then
 quiet_check bandwidth
 "$BLIP3" bandwidth --gib 2 > "$OUT/bandwidth.json"
 
@@ -139,10 +161,12 @@ for fmt in bf16 q8_0 q4_0 q4_k; do
         probe "$label-after"
     done
 done
+fi
 
 PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16.json")
 PAD_PREFILL=$("$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['prefill_tokens'])" "$OUT/blip3-bf16-pad.json")
 CROPS=$("$VENV/bin/python" -c "import json,sys; print(sum(i['num_crops'] for i in json.load(open(sys.argv[1]))['images']))" "$OUT/blip3-bf16.json")
+if [ -z "${RESUME_LLAMA:-}" ]; then
 for dt in f32 bf16; do
     quiet_check "pytorch-$dt"
     log "PyTorch $dt ($CROPS crops, $PREFILL positions)"
@@ -160,6 +184,7 @@ for precision in f32 bf16; do
         --threads "$THREADS" --crops "$CROPS" --json "$OUT/openvino-$precision.json" \
         > "$OUT/openvino-$precision.log" 2>&1 || log "OpenVINO $precision failed (see its log)"
 done
+fi
 
 GGUF_F16="$WORK/phi3-f16.gguf"
 if [ ! -f "$GGUF_F16" ]; then
@@ -170,6 +195,26 @@ for q in Q8_0 Q4_0 Q4_K_S; do
     [ -f "$WORK/phi3-$q.gguf" ] || "$LLAMA_BUILD/bin/llama-quantize" "$GGUF_F16" "$WORK/phi3-$q.gguf" "$q" \
         > "$OUT/quantize-$q.log" 2>&1
 done
+# ggml's AMX path (the quantised types) can die on its first tile
+# instruction (SIGILL, seen in a KVM guest with AMX): then the whole llama.cpp
+# side is measured with a native build without AMX, and why is recorded.
+if [ "$LLAMA_AMX" = ON ] && grep -qw amx_tile /proc/cpuinfo; then
+    set +e
+    "$LLAMA_BUILD/bin/llama-bench" -m "$WORK/phi3-Q8_0.gguf" -p 32 -n 0 -r 1 -t "$THREADS" \
+        > "$OUT/llama-amx-probe.log" 2>&1
+    status=$?
+    set -e
+    if [ "$status" -ne 0 ]; then
+        why="llama-bench Q8_0 exited with status $status (132 = SIGILL) in ggml's AMX kernel; see llama-amx-probe.log"
+        dmesg 2>/dev/null | grep -i 'invalid opcode' | tail -2 >> "$OUT/llama-amx-probe.log" || true
+        log "AMX build of llama.cpp failed: $why; using a native build without AMX"
+        LLAMA_AMX=OFF
+        LLAMA_BUILD="$HERE/.llama-build-$CPU_TAG-amxOFF"
+        build_llama "$LLAMA_BUILD" OFF
+        cp "$LLAMA_BUILD/CMakeCache.txt" "$OUT/llama-CMakeCache.txt"
+        echo "llama.cpp build: GGML_NATIVE=ON, AMX OFF ($why)" > "$OUT/llama-build.txt"
+    fi
+fi
 for q in f16 Q8_0 Q4_0 Q4_K_S; do
     quiet_check "llama-$q"
     log "llama-bench $q"
