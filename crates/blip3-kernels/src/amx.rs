@@ -44,8 +44,8 @@ const TILE_ROWS: usize = 16;
 const TILE_DEPTH: usize = 32;
 /// Bytes per tile row (every tile here: 16 BF16 pairs or 16 F32).
 const TILE_ROW_BYTES: usize = 64;
-/// Activation rows per cache block: 16 tiles deep per step stay in L2
-/// (256 rows × K 3072 × 2 bytes = 1.5 MiB) while every weight row passes.
+/// The fewest activation rows per cache block ([`rows_per_block`]): each
+/// weight tile loaded then serves at least 16 tile products.
 const ROWS_PER_BLOCK: usize = 256;
 
 /// Whether this CPU and OS run AMX BF16 tiles for this process, and the
