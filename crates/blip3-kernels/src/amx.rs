@@ -36,7 +36,7 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemm::{Bf16Product, Epilogue, Output};
-use crate::scratch::with_reused;
+use crate::scratch::{with_reused, AlignedBf16};
 
 /// Weight rows (and activation rows) per tile.
 const TILE_ROWS: usize = 16;
@@ -245,54 +245,6 @@ thread_local! {
     static PACKED: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
     /// Each pool thread's aligned copy of the weight rows it works on.
     static WEIGHT_COPY: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
-}
-
-/// A BF16 buffer whose visible part starts on a 64-byte boundary: tile rows
-/// then never straddle cache lines.
-pub(crate) struct AlignedBf16 {
-    buf: Vec<bf16>,
-    start: usize,
-    len: usize,
-}
-
-impl Default for AlignedBf16 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl AlignedBf16 {
-    pub(crate) const fn new() -> Self {
-        Self {
-            buf: Vec::new(),
-            start: 0,
-            len: 0,
-        }
-    }
-
-    /// `len` zeros, aligned (the allocation is kept from call to call).
-    pub(crate) fn reset(&mut self, len: usize) -> &mut [bf16] {
-        self.buf.clear();
-        self.resize(len)
-    }
-
-    /// `len` elements, aligned, holding whatever an earlier use left (zeros
-    /// where the buffer grew): for callers that overwrite them all.
-    pub(crate) fn resize(&mut self, len: usize) -> &mut [bf16] {
-        // 32 BF16 of slack: enough to reach the next 64-byte boundary.
-        self.buf.resize(len + 32, bf16::ZERO);
-        self.start = self.buf.as_ptr().align_offset(64).min(32);
-        self.len = len;
-        &mut self.buf[self.start..self.start + len]
-    }
-
-    pub(crate) fn as_slice(&self) -> &[bf16] {
-        &self.buf[self.start..self.start + self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [bf16] {
-        &mut self.buf[self.start..self.start + self.len]
-    }
 }
 
 /// Rounds `a` [rows, k] to BF16 and packs it into activation tiles:

@@ -240,7 +240,7 @@ fn head_on_tiles(
     let kp = (keys + 32).next_multiple_of(32);
     let mut row = vec![0f32; keys * hd];
     k.gather(b, kvh, 0, hd, &mut row);
-    let mut keys_buffer = crate::amx::AlignedBf16::new();
+    let mut keys_buffer = crate::scratch::AlignedBf16::new();
     let keys_h = keys_buffer.reset((keys + 32) * hdp);
     for (dst, src) in keys_h.chunks_exact_mut(hdp).zip(row.chunks_exact(hd)) {
         for (d, &x) in dst.iter_mut().zip(src) {
@@ -249,7 +249,7 @@ fn head_on_tiles(
     }
     let keys_h = keys_buffer.as_slice();
     v.gather(b, kvh, 0, hd, &mut row);
-    let mut values_buffer = crate::amx::AlignedBf16::new();
+    let mut values_buffer = crate::scratch::AlignedBf16::new();
     let values_t = values_buffer.reset(hdp * kp);
     for (j, src) in row.chunks_exact(hd).enumerate() {
         for (d, &x) in src.iter().enumerate() {

@@ -11,11 +11,14 @@
 //! computes an `MR × NR` tile of C from one A panel and one W panel. Tasks are
 //! contiguous row ranges of C, spread over the thread pool.
 
+use std::cell::RefCell;
+
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::activation::Activation;
 use crate::cpu::CpuFeatures;
+use crate::scratch::{reset, with_reused, AlignedBf16};
 
 /// Rows of A (and C) per micro-tile.
 pub const MR: usize = 6;
@@ -46,6 +49,16 @@ pub trait WeightRows: Sync {
     /// read them without widening.
     fn bf16_rows(&self) -> Option<(&[bf16], usize)> {
         None
+    }
+
+    /// Whether rounding the decoded weight to BF16 stays within the
+    /// format's own error, so that where the CPU has a BF16 GEMM (AMX,
+    /// AVX-512 BF16) many-row products decode the rows to BF16 once and run
+    /// on it: true for the block formats (an 8-bit code times an F16 scale
+    /// has at most 18 significant bits; BF16 keeps 8, about as much as the
+    /// code itself), false for F32 and F16 weights, whose products stay F32.
+    fn decodes_to_bf16(&self) -> bool {
+        false
     }
 }
 
@@ -302,6 +315,17 @@ fn gemm_impl(
             return;
         }
     }
+    let bf16_path = (features.amx_bf16 && crate::amx::supports_depth(k)) || features.avx512_bf16;
+    if bf16_path && w.decodes_to_bf16() && w.bf16_rows().is_none() {
+        // Decoded once per call (the F32 path decodes W once per row range
+        // anyway) into a buffer the calling thread keeps.
+        let mut decoded = DECODED.with(|cell| cell.take());
+        decode_to_bf16(w, &mut decoded);
+        let rows = DenseRows::new(decoded.as_slice(), n, k).expect("decoded size");
+        gemm_impl(a, m, &rows, c, epilogue, parallel);
+        DECODED.with(|cell| cell.replace(decoded));
+        return;
+    }
     let out = Output(c.as_mut_ptr());
     let packed_rows = |i0: usize, rows: usize| pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
     let tiles = TileMultiples { rows: MR, cols: NR };
@@ -317,6 +341,31 @@ fn gemm_impl(
         // overlap and each task writes only its own.
         unsafe { task.run(&out, n) };
     });
+}
+
+thread_local! {
+    /// The calling thread's block-format weight decoded to BF16, kept from
+    /// call to call (the largest, the language model's gate_up projection,
+    /// is 100 MB).
+    static DECODED: RefCell<AlignedBf16> = const { RefCell::new(AlignedBf16::new()) };
+    /// Each pool thread's row decoded to F32 before rounding.
+    static DECODED_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Decodes every row of `w` and rounds it to BF16 into `out` ([rows, cols],
+/// 64-byte aligned as the AMX path wants it), rows spread over the pool.
+fn decode_to_bf16(w: &dyn WeightRows, out: &mut AlignedBf16) {
+    let (n, k) = (w.rows(), w.cols());
+    out.resize(n * k)
+        .par_chunks_mut(k)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            with_reused(&DECODED_ROW, |f32_row| {
+                reset(f32_row, k);
+                w.read_row(row, 0, f32_row);
+                crate::widen::round_to_bf16(f32_row, dst);
+            })
+        });
 }
 
 /// The sizes rectangles of C are multiples of (the micro-tile).
@@ -915,6 +964,58 @@ mod tests {
                 k,
                 &format!("f16 {m}x{n}x{k}"),
             );
+        }
+    }
+
+    #[test]
+    fn block_formats_match_their_decoded_rows() {
+        // Where a BF16 GEMM exists, block formats run on it: weights decoded
+        // and rounded to BF16, activations rounded to BF16 too.
+        use crate::quantized::QuantizedMatrix;
+        let features = CpuFeatures::detect();
+        for &(m, n, k, bias) in &[
+            (33, 40, 256, false),
+            (300, 70, 512, true),
+            (64, 16, 768, true),
+        ] {
+            let a = test_data(m * k, 11);
+            let w = test_data(n * k, 12);
+            let bias_values = test_data(n, 13);
+            let matrices: [Box<dyn QuantizedMatrix>; 3] = [
+                Box::new(crate::q8::Q8Matrix::quantize(&w, n, k).unwrap()),
+                Box::new(crate::q4::Q4Matrix::quantize(&w, n, k).unwrap()),
+                Box::new(crate::q4k::Q4KMatrix::quantize(&w, n, k).unwrap()),
+            ];
+            for q in &matrices {
+                let mut decoded = vec![0f32; n * k];
+                for (r, row) in decoded.chunks_mut(k).enumerate() {
+                    q.read_row(r, 0, row);
+                }
+                let bf16_path =
+                    features.avx512_bf16 || (features.amx_bf16 && crate::amx::supports_depth(k));
+                let round = |v: &f32| bf16::from_f32(*v).to_f32();
+                let (a_seen, w_seen): (Vec<f32>, Vec<f32>) = if bf16_path {
+                    (
+                        a.iter().map(round).collect(),
+                        decoded.iter().map(round).collect(),
+                    )
+                } else {
+                    (a.clone(), decoded)
+                };
+                let mut want = reference(&a_seen, m, &w_seen, n, k);
+                let epilogue = Epilogue {
+                    bias: bias.then_some(&bias_values[..]),
+                    activation: Activation::Identity,
+                };
+                if bias {
+                    for (idx, v) in want.iter_mut().enumerate() {
+                        *v += bias_values[idx % n];
+                    }
+                }
+                let mut c = vec![f32::NAN; m * n];
+                gemm_with(&a, m, q.as_ref(), &mut c, epilogue);
+                check(&c, &want, k, &format!("{} {m}x{n}x{k}", q.format()));
+            }
         }
     }
 

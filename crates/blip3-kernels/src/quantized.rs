@@ -160,6 +160,9 @@ macro_rules! weight_rows_by_dequantizing {
             fn read_row(&self, row: usize, k0: usize, out: &mut [f32]) {
                 self.dequantize_range(row, k0, out)
             }
+            fn decodes_to_bf16(&self) -> bool {
+                true
+            }
         }
     )*};
 }

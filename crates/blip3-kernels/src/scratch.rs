@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use half::bf16;
+
 /// Runs `f` with this thread's value behind `key`, or with a fresh default
 /// when the thread is already inside `f` (a kernel entered again while it
 /// waits in a parallel region and the pool hands it another caller's job).
@@ -22,6 +24,54 @@ pub fn with_reused<T: Default, R>(
 pub(crate) fn reset<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
     v.clear();
     v.resize(len, T::default());
+}
+
+/// A BF16 buffer whose visible part starts on a 64-byte boundary: tile rows
+/// then never straddle cache lines.
+pub(crate) struct AlignedBf16 {
+    buf: Vec<bf16>,
+    start: usize,
+    len: usize,
+}
+
+impl Default for AlignedBf16 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AlignedBf16 {
+    pub(crate) const fn new() -> Self {
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// `len` zeros, aligned (the allocation is kept from call to call).
+    pub(crate) fn reset(&mut self, len: usize) -> &mut [bf16] {
+        self.buf.clear();
+        self.resize(len)
+    }
+
+    /// `len` elements, aligned, holding whatever an earlier use left (zeros
+    /// where the buffer grew): for callers that overwrite them all.
+    pub(crate) fn resize(&mut self, len: usize) -> &mut [bf16] {
+        // 32 BF16 of slack: enough to reach the next 64-byte boundary.
+        self.buf.resize(len + 32, bf16::ZERO);
+        self.start = self.buf.as_ptr().align_offset(64).min(32);
+        self.len = len;
+        &mut self.buf[self.start..self.start + len]
+    }
+
+    pub(crate) fn as_slice(&self) -> &[bf16] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [bf16] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
 }
 
 #[cfg(test)]
