@@ -65,14 +65,22 @@ fn main() -> candle_core::Result<()> {
     for (name, m, n, k) in SHAPES {
         let a = data(m * k, 1);
         let w = data(n * k, 2);
-        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        // 64-byte aligned rows, as the engine's loader builds BF16 weights
+        // (the AMX path copies misaligned rows first).
+        let mut wb_storage = vec![bf16::ZERO; n * k + 32];
+        let start = wb_storage.as_ptr().align_offset(64).min(32);
+        let wb = &mut wb_storage[start..start + n * k];
+        for (d, &v) in wb.iter_mut().zip(&w) {
+            *d = bf16::from_f32(v);
+        }
+        let wb = &*wb;
         let q8 = Q8Matrix::quantize(&w, n, k).expect("k is a multiple of 32");
         let mut c = vec![0f32; m * n];
         let ours_f32 = gflops(m, n, k, 2, || {
             gemm(&a, m, &DenseRows::new(&w, n, k).unwrap(), &mut c)
         });
         let ours_bf16 = gflops(m, n, k, 2, || {
-            gemm(&a, m, &DenseRows::new(&wb, n, k).unwrap(), &mut c)
+            gemm(&a, m, &DenseRows::new(wb, n, k).unwrap(), &mut c)
         });
         let ours_q8 = gflops(m, n, k, 2, || gemm(&a, m, &q8, &mut c));
         let at = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu)?;

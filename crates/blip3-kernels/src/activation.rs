@@ -116,7 +116,7 @@ pub fn gelu_tanh(features: CpuFeatures, xs: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// `e^x` for 16 lanes: the same range reduction and degree-6 polynomial
@@ -140,6 +140,33 @@ mod avx512 {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
+    }
+
+    /// `activation` on one register: for epilogues that finish an output
+    /// tile in registers, before it is stored (reading it back after masked
+    /// stores would wait for them to reach the cache).
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn apply16(activation: super::Activation, x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        match activation {
+            super::Activation::Identity => x,
+            super::Activation::QuickGelu => {
+                let e = exp(_mm512_mul_ps(x, _mm512_set1_ps(-1.702)));
+                _mm512_div_ps(x, _mm512_add_ps(one, e))
+            }
+            super::Activation::GeluTanh => {
+                let scale = _mm512_set1_ps(-2.0 * super::GELU_TANH_SCALE);
+                let cubic = _mm512_set1_ps(super::GELU_TANH_CUBIC);
+                // −2u = (−2√(2/π))·x·(1 + 0.044715·x²), as the AVX2 path.
+                let inner = _mm512_fmadd_ps(_mm512_mul_ps(cubic, x), x, one);
+                let e = exp(_mm512_mul_ps(_mm512_mul_ps(scale, x), inner));
+                _mm512_div_ps(x, _mm512_add_ps(one, e))
+            }
+        }
     }
 
     /// QuickGELU on 16 lanes at a time, the tail masked.
