@@ -167,9 +167,11 @@ impl Linear {
         };
         let fused = match &self.weight {
             Weight::Quantized(q) if !few => {
-                let xs: Vec<f32> = x2.flatten_all()?.to_vec1()?;
                 let mut y = vec![0f32; rows * q.rows()];
-                gemm::gemm_with(&xs, rows, q.as_ref(), &mut y, epilogue);
+                with_f32(&x2, |xs| {
+                    gemm::gemm_with(xs, rows, q.as_ref(), &mut y, epilogue);
+                    Ok(())
+                })?;
                 Some(Tensor::from_vec(y, (rows, q.rows()), x.device())?)
             }
             Weight::Dense(w) if !few => dense_gemm(w, &x2, epilogue)?,
@@ -265,6 +267,22 @@ impl Linear {
     }
 }
 
+/// Runs `f` on `t`'s values as F32, in place when `t` is a contiguous F32
+/// CPU tensor (a ViT layer's fused QKV is 56 MB, copied 32 times per image
+/// otherwise), else on a copy.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if t.dtype() == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return f(&cpu.as_slice::<f32>()?[start..end]);
+        }
+    }
+    let owned: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    f(&owned)
+}
+
 /// Many-row product `x2 · Wᵀ` with the packing GEMM of `blip3-kernels`,
 /// reading an F32/BF16/F16 CPU weight in place. `None` for other devices or
 /// layouts (the caller falls back to candle's matmul).
@@ -277,27 +295,12 @@ fn dense_gemm(weight: &Tensor, x2: &Tensor, epilogue: gemm::Epilogue) -> Result<
     else {
         return Ok(None);
     };
-    // The activations in place when they are a contiguous F32 CPU tensor
-    // (a copy of up to 75 MB per ViT product otherwise).
-    let (x_storage, x_layout) = x2.storage_and_layout();
-    let borrowed = match (&*x_storage, x_layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((s, e))) if x2.dtype() == DType::F32 => {
-            Some(&cpu.as_slice::<f32>()?[s..e])
-        }
-        _ => None,
-    };
-    let owned: Vec<f32>;
-    let xs: &[f32] = match borrowed {
-        Some(xs) => xs,
-        None => {
-            owned = x2.flatten_all()?.to_vec1()?;
-            &owned
-        }
-    };
     let mut y = vec![0f32; rows * n];
-    let mut run = |w: &dyn gemm::WeightRows| gemm::gemm_with(xs, rows, w, &mut y, epilogue);
-    let done =
-        match weight.dtype() {
+    // The activations in place when they are a contiguous F32 CPU tensor (a
+    // copy of up to 75 MB per ViT product otherwise).
+    let done = with_f32(x2, |xs| {
+        let mut run = |w: &dyn gemm::WeightRows| gemm::gemm_with(xs, rows, w, &mut y, epilogue);
+        Ok(match weight.dtype() {
             DType::F32 => {
                 gemm::DenseRows::new(&cpu.as_slice::<f32>()?[start..end], n, k).map(|w| run(&w))
             }
@@ -307,7 +310,8 @@ fn dense_gemm(weight: &Tensor, x2: &Tensor, epilogue: gemm::Epilogue) -> Result<
                 .map(|w| run(&w)),
             _ => None,
         }
-        .is_some();
+        .is_some())
+    })?;
     Ok(done
         .then(|| Tensor::from_vec(y, (rows, n), x2.device()))
         .transpose()?)

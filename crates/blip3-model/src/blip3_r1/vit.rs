@@ -10,7 +10,7 @@ use blip3_kernels::activation::Activation;
 use blip3_kernels::attention::Strided;
 
 use crate::family::VisionTower;
-use crate::nn::{vision_attention, LayerNorm, Linear};
+use crate::nn::{vision_attention, with_f32, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -58,23 +58,24 @@ impl Block {
         let qkv = self.in_proj.forward(&self.ln_1.forward(x)?)?;
         // [N, T, 3W] = (q | k | v), each W = heads × hd: read in place by the
         // blocked attention kernel, which writes [N, T, W] with heads merged.
-        let data: Vec<f32> = qkv.flatten_all()?.to_vec1()?;
-        let part = |i: usize| Strided {
-            data: &data,
-            offset: i * w,
-            batch: t * 3 * w,
-            head: hd,
-            token: 3 * w,
-        };
         let products = self.in_proj.attention_products();
-        let out = vision_attention(
-            products,
-            (n, t, heads, hd),
-            part(0),
-            part(1),
-            part(2),
-            x.device(),
-        )?;
+        let out = with_f32(&qkv, |data| {
+            let part = |i: usize| Strided {
+                data,
+                offset: i * w,
+                batch: t * 3 * w,
+                head: hd,
+                token: 3 * w,
+            };
+            vision_attention(
+                products,
+                (n, t, heads, hd),
+                part(0),
+                part(1),
+                part(2),
+                x.device(),
+            )
+        })?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .c_fc

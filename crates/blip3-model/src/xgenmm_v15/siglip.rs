@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use crate::config::VisionCfg;
 use crate::family::VisionTower;
-use crate::nn::{vision_attention, LayerNorm, Linear};
+use crate::nn::{vision_attention, with_f32, LayerNorm, Linear};
 use crate::weights::WeightStore;
 use crate::Result;
 
@@ -48,27 +48,34 @@ impl Layer {
         let (n, t, c) = x.dims3()?;
         let hd = c / heads;
         let normed = self.layer_norm1.forward(x)?;
-        let host = |y: Tensor| -> Result<Vec<f32>> { Ok(y.flatten_all()?.to_vec1()?) };
-        let q = host(self.q_proj.forward(&normed)?)?;
-        let k = host(self.k_proj.forward(&normed)?)?;
-        let v = host(self.v_proj.forward(&normed)?)?;
+        let q = self.q_proj.forward(&normed)?;
+        let k = self.k_proj.forward(&normed)?;
+        let v = self.v_proj.forward(&normed)?;
         // [N, T, C] each, heads side by side in a row: read in place.
-        let view = |data| Strided {
-            data,
-            offset: 0,
-            batch: t * c,
-            head: hd,
-            token: c,
-        };
+        fn view(data: &[f32], t: usize, c: usize, hd: usize) -> Strided<'_> {
+            Strided {
+                data,
+                offset: 0,
+                batch: t * c,
+                head: hd,
+                token: c,
+            }
+        }
         let products = self.q_proj.attention_products();
-        let out = vision_attention(
-            products,
-            (n, t, heads, hd),
-            view(&q),
-            view(&k),
-            view(&v),
-            x.device(),
-        )?;
+        let out = with_f32(&q, |q| {
+            with_f32(&k, |k| {
+                with_f32(&v, |v| {
+                    vision_attention(
+                        products,
+                        (n, t, heads, hd),
+                        view(q, t, c, hd),
+                        view(k, t, c, hd),
+                        view(v, t, c, hd),
+                        x.device(),
+                    )
+                })
+            })
+        })?;
         let h = (x + self.out_proj.forward(&out)?)?;
         let hidden = self
             .fc1
