@@ -126,10 +126,13 @@ def check_two_images(blip3):
         assert r.usage.prompt_tokens_details.image_tokens == sum(ref["image_token_counts"])
         print("two images (v1.5): same text as blip3 generate --image A --image B", repr(ref["text"]))
 
+        # Typed "<image>" is text: it neither adds an image slot nor errors.
         typed = [{"role": "user", "content": [image_part(a), {"type": "text", "text": "Compare with <image>."}]}]
-        msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="image_count_mismatch",
-                            messages=typed, max_tokens=4)
-        print(f"  400: {msg}")
+        r = client.chat.completions.create(model="xgenmm-v15-tiny", messages=typed, max_tokens=4)
+        one = client.chat.completions.create(model="xgenmm-v15-tiny", max_tokens=4, messages=[
+            {"role": "user", "content": [image_part(a), {"type": "text", "text": "Compare with it."}]}])
+        assert r.usage.prompt_tokens_details.image_tokens == one.usage.prompt_tokens_details.image_tokens
+        print("  typed <image> stays text: one image slot")
         many = [{"role": "user", "content": [image_part(a)] * 5 + [{"type": "text", "text": "Hi"}]}]
         msg = expect_status(client, 400, model="xgenmm-v15-tiny", code="too_many_images",
                             messages=many, max_tokens=4)
@@ -191,8 +194,6 @@ def check_completions(blip3, client, base_url, a, b):
     for kwargs, code in [
         (dict(prompt=["A photo of", "A drawing of"]), "unsupported_parameter"),
         (dict(prompt="A photo of", echo=True), "unsupported_parameter"),
-        (dict(prompt="<image>Output:"), "image_count_mismatch"),
-        (dict(prompt=[image_part(a), {"type": "text", "text": "<image>Output:"}]), "image_count_mismatch"),
     ]:
         msg = expect_completion_status(client, 400, code, **kwargs)
         print(f"  400: {msg}")
@@ -267,9 +268,9 @@ def main():
             (400, dict(messages=[{"role": "user", "content": [{"type": "image_url"}]}])),
             (400, dict(messages=user("file:///etc/passwd"))),
             (400, dict(messages=user("http://127.0.0.1:1/x.png"))),
+            (400, dict(messages=user("http://169.254.169.254/latest/meta-data/"))),
             (400, dict(messages=user(url), max_tokens=100000)),
             (400, dict(messages=user(url), n=99)),
-            (400, dict(messages=user(url, text="What is <image>?"))),
         ]
         for status, kwargs in bad:
             msg = expect_status(client, status, **kwargs)

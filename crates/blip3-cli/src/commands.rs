@@ -31,6 +31,7 @@ impl SamplingArgs {
             },
             top_logprobs: 0,
             completion: false,
+            ignore_eos: false,
         }
     }
 }

@@ -145,9 +145,16 @@ struct ServeArgs {
     /// Folder that file:// image URLs may read from (otherwise refused).
     #[arg(long)]
     media_root: Option<PathBuf>,
-    /// Fetch http(s):// image URLs (size-capped, at most 3 redirects).
+    /// Fetch http(s):// image URLs (size-capped, at most 3 redirects). Hosts
+    /// that resolve to loopback, private, link-local or other non-public
+    /// addresses are refused, on every redirect hop.
     #[arg(long)]
     allow_remote_media: bool,
+    /// A host (name or address, as written in image URLs) that remote image
+    /// fetches may reach even though it is not public, e.g. an intranet image
+    /// store; repeat for several.
+    #[arg(long = "allow-media-host", value_name = "HOST")]
+    allow_media_hosts: Vec<String>,
     /// Time limit for fetching one remote image, in seconds.
     #[arg(long, default_value_t = 10)]
     remote_media_timeout_s: u64,

@@ -93,17 +93,15 @@ fn prompt_for(pipeline: &Pipeline, args: &RunArgs, question: &str, num_images: u
 /// Answers every line of `input` into `out`, skipping lines already answered
 /// in `out` (so an interrupted batch resumes; failed lines are retried). A
 /// bad line or image is recorded as an error line and the batch goes on.
+/// A rerun first drops the error records of the lines it retries (replacing
+/// `out` atomically), so each line has one record however often it failed.
 fn run_batch(pipeline: &Pipeline, args: &RunArgs, input: &Path, out: &Path) -> Result<ExitCode> {
-    let done: HashSet<u64> = match std::fs::File::open(out) {
-        Ok(f) => std::io::BufReader::new(f)
-            .lines()
-            .map_while(|l| l.ok())
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-            .filter(|v| v.get("error").is_none())
-            .filter_map(|v| v.get("line").and_then(|n| n.as_u64()))
-            .collect(),
-        Err(_) => HashSet::new(),
-    };
+    let (done, kept) = answered_records(out)?;
+    if let Some(kept) = kept {
+        let tmp = out.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, kept).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))?;
+    }
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?,
     );
@@ -153,6 +151,34 @@ fn run_batch(pipeline: &Pipeline, args: &RunArgs, input: &Path, out: &Path) -> R
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The line numbers answered in `out` and, when `out` also holds error
+/// records (or unreadable lines), its text without them.
+fn answered_records(out: &Path) -> Result<(HashSet<u64>, Option<String>)> {
+    let text = match std::fs::read_to_string(out) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((HashSet::new(), None)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    };
+    let mut done = HashSet::new();
+    let mut kept = String::new();
+    let mut dropped = false;
+    for line in text.lines() {
+        let answered = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .filter(|v| v.get("error").is_none())
+            .and_then(|v| v.get("line").and_then(|n| n.as_u64()));
+        match answered {
+            // A line answered twice (two runs at once) keeps its first record.
+            Some(n) if done.insert(n) => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            _ => dropped = true,
+        }
+    }
+    Ok((done, dropped.then_some(kept)))
 }
 
 fn answer_line(

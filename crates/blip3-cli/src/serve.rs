@@ -9,27 +9,6 @@ use blip3_server::{Server, ServerConfig};
 use crate::commands::{load, model_dir};
 use crate::ServeArgs;
 
-/// A short fingerprint of the model's configuration files, so cached image
-/// embeddings are never reused across models.
-fn revision(dir: &std::path::Path) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for name in [
-        "config.json",
-        "preprocessor_config.json",
-        "model.safetensors.index.json",
-    ] {
-        if let Ok(bytes) = std::fs::read(dir.join(name)) {
-            bytes.hash(&mut h);
-        }
-    }
-    if let Ok(meta) = std::fs::metadata(dir.join("model.safetensors")) {
-        meta.len().hash(&mut h);
-        meta.modified().ok().hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
-}
-
 pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
     let spec = args.load.model.clone();
     let dir = model_dir(&spec)?;
@@ -48,7 +27,6 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
     let pipeline = load(&args.load)?;
     let config = ServerConfig {
         model_name: model_name.clone(),
-        model_revision: revision(&args.load.model),
         queue_size: args.queue_size,
         max_batch: args.max_batch,
         max_request_bytes: args.max_request_bytes,
@@ -57,6 +35,8 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
             max_image_bytes: args.max_image_bytes,
             allow_remote: args.allow_remote_media,
             remote_timeout: std::time::Duration::from_secs(args.remote_media_timeout_s.max(1)),
+            allowed_hosts: args.allow_media_hosts.clone(),
+            ..MediaPolicy::default()
         },
         max_pixels: args.load.max_pixels,
         vision_cache_bytes: args.vision_cache_mib << 20,

@@ -262,10 +262,15 @@ fn run_answers_like_generate_and_batches_resume() {
     assert_eq!(lines[0]["ids"], expected["ids"]);
     assert_eq!(lines[0]["id"], "a");
     assert!(lines[1]["error"].as_str().unwrap().contains("missing.png"));
-    // Resume: answered lines are skipped; only the failed line is retried.
-    let log = batch(false);
-    assert!(log.contains("0 answered, 2 already"), "{log}");
-    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
+    // Resume: answered lines are skipped; only the failed line is retried,
+    // and its old error record is replaced, not repeated.
+    for _ in 0..2 {
+        let log = batch(false);
+        assert!(log.contains("0 answered, 2 already"), "{log}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert_eq!(text.matches("missing.png").count(), 1, "{text}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

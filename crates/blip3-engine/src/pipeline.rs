@@ -159,6 +159,62 @@ pub struct Pipeline {
     max_pixels: u64,
     splice: SpliceMode,
     padding_mask: bool,
+    fingerprint: String,
+}
+
+/// SHA-256 (hex) over what decides an image's vision-tower output: the
+/// model's configuration files, each weight file's name, size and
+/// modification time, and the load options that change the numbers (weight
+/// dtype, quantisation, device, aspect mode). Stable across builds and Rust
+/// versions, unlike `DefaultHasher`.
+fn fingerprint(dir: &Path, options: &PipelineOptions, aspect: AspectMode) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |name: &str, value: &[u8]| {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    field("blip3-rs image features", b"1");
+    for name in [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors.index.json",
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            field(name, &bytes);
+        }
+    }
+    let mut weights: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort_by_key(|e| e.file_name());
+    for entry in weights {
+        let Ok(meta) = entry.metadata() else { continue };
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let mut value = meta.len().to_le_bytes().to_vec();
+        value.extend_from_slice(&modified.to_le_bytes());
+        field(&entry.file_name().to_string_lossy(), &value);
+    }
+    field("dtype", format!("{:?}", options.weight_dtype).as_bytes());
+    field(
+        "quantization",
+        format!("{:?}", options.quantization).as_bytes(),
+    );
+    field(
+        "device",
+        format!("{:?}", options.device.location()).as_bytes(),
+    );
+    field("aspect", format!("{aspect:?}").as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_generation_eos(dir: &Path, fallback: u32) -> Vec<u32> {
@@ -262,6 +318,7 @@ impl Pipeline {
         let padding_mask = options
             .padding_mask
             .unwrap_or(model.family().masks_padding());
+        let fingerprint = fingerprint(dir, options, aspect);
         Ok(Self {
             model,
             tokenizer,
@@ -273,7 +330,15 @@ impl Pipeline {
             max_pixels: options.max_pixels,
             splice: options.splice,
             padding_mask,
+            fingerprint,
         })
+    }
+
+    /// What decides an image's vision features under this pipeline (see
+    /// [`fingerprint`]): image caches key their entries with it, so features
+    /// from another model, weight format or aspect mode are never reused.
+    pub fn feature_fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The model.

@@ -27,6 +27,9 @@ pub struct GenerationParams {
     /// The prompt is a raw completion (base models, few-shot): stop on
     /// `<|endoftext|>` / `<|endofchunk|>` instead of the chat's `<|end|>`.
     pub completion: bool,
+    /// Generate exactly `max_new_tokens`, past any stop id (benchmarks and
+    /// load tests that need fixed lengths; vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl GenerationParams {
@@ -37,6 +40,7 @@ impl GenerationParams {
             sampling: SamplingParams::default(),
             top_logprobs: 0,
             completion: false,
+            ignore_eos: false,
         }
     }
 }
@@ -96,6 +100,25 @@ pub(crate) struct Spliced {
     pub counts: Vec<usize>,
     /// The mask the perceiver applied `[ΣN·g²]`, if it masked.
     pub mask: Option<Vec<f32>>,
+}
+
+/// A prompt being prefilled chunk by chunk ([`Pipeline::begin_prefill`]).
+pub struct Prefill {
+    embeds: Tensor,
+    input_ids: Vec<u32>,
+    params: GenerationParams,
+    cache: KvCache,
+    /// Positions already in the cache.
+    done: usize,
+    /// The last prefilled position's hidden state.
+    last_hidden: Option<Tensor>,
+}
+
+impl Prefill {
+    /// Prompt positions prefilled so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.embeds.dims().first().copied().unwrap_or(0))
+    }
 }
 
 /// One sequence being generated: its KV cache, the logits for its next token
@@ -161,6 +184,56 @@ impl Pipeline {
             info: ImageInfo::of(prepared),
         };
         Ok((encoded, pixel_values, crops.vit_tokens))
+    }
+
+    /// The vision tower on crop `crop` of a preprocessed image alone:
+    /// `[1, g², C]`. [`Self::finish_image`] on every crop's tokens, in
+    /// order, gives what [`Self::encode_image`] gives (crops do not mix in
+    /// the tower), so a scheduler can run other work between crops.
+    pub fn encode_crop(
+        &self,
+        prepared: &PreprocessedImage,
+        crop: usize,
+    ) -> Result<Tensor, EngineError> {
+        let s = prepared.crop_size;
+        let per_crop = 3 * s * s;
+        let pixels = prepared
+            .pixel_values
+            .get(crop * per_crop..(crop + 1) * per_crop)
+            .ok_or_else(|| {
+                EngineError::Request(format!(
+                    "crop {crop} of an image with {} crops",
+                    prepared.num_crops
+                ))
+            })?;
+        let pixel_values = Tensor::from_slice(pixels, (1, 3, s, s), self.model().device())?;
+        Ok(self.model().vision_tokens(&pixel_values)?)
+    }
+
+    /// Regroups the tower tokens of every crop of `prepared` (from
+    /// [`Self::encode_crop`], in crop order) into the encoded image.
+    pub fn finish_image(
+        &self,
+        prepared: &PreprocessedImage,
+        crops: &[Tensor],
+    ) -> Result<EncodedImage, EngineError> {
+        if crops.len() != prepared.num_crops {
+            return Err(EngineError::Request(format!(
+                "{} crop encodings for an image with {} crops",
+                crops.len(),
+                prepared.num_crops
+            )));
+        }
+        let parts: Vec<&Tensor> = crops.iter().collect();
+        let vit_tokens = Tensor::cat(&parts, 0)?;
+        let features =
+            self.model()
+                .regroup_crops(vit_tokens, prepared.grid, prepared.image_size)?;
+        Ok(EncodedImage {
+            features: features.features,
+            padding_mask: features.padding_mask,
+            info: ImageInfo::of(prepared),
+        })
     }
 
     /// Perceiver (conditioned on `input_ids` for r-v1 instruct) and splice:
@@ -241,6 +314,20 @@ impl Pipeline {
         input_ids: &[u32],
         params: &GenerationParams,
     ) -> Result<Sequence, EngineError> {
+        let mut prefill = self.begin_prefill(inputs_embeds, input_ids, params)?;
+        while !self.prefill_chunk(&mut prefill, usize::MAX)? {}
+        self.finish_prefill(prefill)
+    }
+
+    /// Checks a prompt and sets up its prefill, to run in chunks
+    /// ([`Self::prefill_chunk`]) between other work, then
+    /// [`Self::finish_prefill`]; together the same as [`Self::start`].
+    pub fn begin_prefill(
+        &self,
+        inputs_embeds: &Tensor,
+        input_ids: &[u32],
+        params: &GenerationParams,
+    ) -> Result<Prefill, EngineError> {
         params.sampling.validate().map_err(EngineError::Request)?;
         let lm = self.model().lm();
         let len = inputs_embeds.dim(0)?;
@@ -250,19 +337,65 @@ impl Pipeline {
                 "prompt of {len} positions (text + visual tokens) does not fit the {context}-token context"
             )));
         }
-        let mut cache = lm.new_cache();
-        let hidden = lm.forward(inputs_embeds, &mut cache)?;
-        let logits = lm.logits(&hidden.narrow(0, len - 1, 1)?)?;
+        Ok(Prefill {
+            embeds: inputs_embeds.clone(),
+            input_ids: input_ids.to_vec(),
+            params: params.clone(),
+            cache: lm.new_cache(),
+            done: 0,
+            last_hidden: None,
+        })
+    }
+
+    /// Prefills up to `max_positions` more prompt positions; `true` once the
+    /// whole prompt is in the cache.
+    pub fn prefill_chunk(
+        &self,
+        prefill: &mut Prefill,
+        max_positions: usize,
+    ) -> Result<bool, EngineError> {
+        let len = prefill.embeds.dim(0)?;
+        if prefill.done < len {
+            let take = max_positions.max(1).min(len - prefill.done);
+            let chunk = prefill.embeds.narrow(0, prefill.done, take)?;
+            let hidden = self.model().lm().forward(&chunk, &mut prefill.cache)?;
+            prefill.last_hidden = Some(hidden.narrow(0, take - 1, 1)?);
+            prefill.done += take;
+        }
+        Ok(prefill.done == len)
+    }
+
+    /// The sequence of a fully prefilled prompt, its first token ready to
+    /// [`choose`](Self::choose).
+    pub fn finish_prefill(&self, prefill: Prefill) -> Result<Sequence, EngineError> {
+        let lm = self.model().lm();
+        let len = prefill.embeds.dim(0)?;
+        let last = match (&prefill.last_hidden, prefill.done == len) {
+            (Some(last), true) => last,
+            _ => {
+                return Err(EngineError::Request(
+                    "finish_prefill before the whole prompt was prefilled".into(),
+                ))
+            }
+        };
+        let logits = lm.logits(last)?;
+        let context = lm.config().max_position_embeddings;
+        let params = prefill.params;
         Ok(Sequence {
-            cache,
-            stop: if params.completion {
+            cache: prefill.cache,
+            stop: if params.ignore_eos {
+                StopRule {
+                    end_id: None,
+                    eos_ids: Vec::new(),
+                }
+            } else if params.completion {
                 self.completion_stop_rule().clone()
             } else {
                 self.stop_rule().clone()
             },
             logits: logits.flatten_all()?.to_vec1()?,
             sampler: Sampler::new(params.sampling.clone()),
-            history: input_ids.to_vec(),
+            history: prefill.input_ids,
             max_new_tokens: params.max_new_tokens.min(context - len),
             top_logprobs: params.top_logprobs,
             pending: None,

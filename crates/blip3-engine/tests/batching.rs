@@ -57,6 +57,7 @@ fn batched_steps_match_single_sequences() {
             },
             top_logprobs: 0,
             completion: false,
+            ignore_eos: false,
         },
     ] {
         let expected: Vec<Vec<u32>> = cases

@@ -320,3 +320,39 @@ fn oversized_images_are_rejected_before_decoding() {
         "{msg}"
     );
 }
+
+#[test]
+fn feature_fingerprint_names_weights_format_and_aspect() {
+    use blip3_model::weights::{Quantization, WeightDtype};
+    use blip3_preprocess::AspectMode;
+    let model = fixture().join("model");
+    let load = |options: PipelineOptions| {
+        Pipeline::load(&model, &options)
+            .unwrap()
+            .feature_fingerprint()
+            .to_string()
+    };
+    let default = load(PipelineOptions::default());
+    // Stable: a hex SHA-256, the same on every load.
+    assert_eq!(default.len(), 64);
+    assert!(default.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(load(PipelineOptions::default()), default);
+    let others = [
+        PipelineOptions {
+            quantization: Some(Quantization::Q4_0),
+            ..PipelineOptions::default()
+        },
+        PipelineOptions {
+            weight_dtype: WeightDtype::Bf16,
+            ..PipelineOptions::default()
+        },
+        PipelineOptions {
+            aspect: Some(AspectMode::Pad),
+            ..PipelineOptions::default()
+        },
+    ];
+    for options in others {
+        let other = load(options.clone());
+        assert_ne!(other, default, "{options:?}");
+    }
+}

@@ -880,7 +880,8 @@ mod tests {
             stride: k,
         };
         let want = bf16_reference(product);
-        let activations: [(Activation, fn(f32) -> f32); 3] = [
+        type Reference = fn(f32) -> f32;
+        let activations: [(Activation, Reference); 3] = [
             (Activation::Identity, |x| x),
             (Activation::QuickGelu, crate::activation::quick_gelu_scalar),
             (Activation::GeluTanh, crate::activation::gelu_tanh_scalar),

@@ -153,9 +153,27 @@ impl VisionLanguageModel {
         grid: (usize, usize),
         image_size: (usize, usize),
     ) -> Result<CropFeatures> {
+        let vit_tokens = self.vision_tokens(pixel_values)?;
+        self.regroup_crops(vit_tokens, grid, image_size)
+    }
+
+    /// The vision tower alone on crops `[N, 3, S, S]`: `[N, g², C]`. Each
+    /// crop's tokens depend on that crop only, so crops may go through one
+    /// at a time (a scheduler interleaving other work) with the same result.
+    pub fn vision_tokens(&self, pixel_values: &Tensor) -> Result<Tensor> {
         self.check_pixels(pixel_values)?;
-        let n = pixel_values.dim(0)?;
-        let vit_tokens = self.vision.forward(pixel_values)?;
+        self.vision.forward(pixel_values)
+    }
+
+    /// [`Self::encode_crops`]' second half: regroups all of an image's tower
+    /// tokens `[N, g², C]` for the perceiver and builds its padding mask.
+    pub fn regroup_crops(
+        &self,
+        vit_tokens: Tensor,
+        grid: (usize, usize),
+        image_size: (usize, usize),
+    ) -> Result<CropFeatures> {
+        let n = vit_tokens.dim(0)?;
         let g = self.vision.config().grid();
         let features = crate::anyres::regroup_features(&vit_tokens, grid, g)?;
         let padding_mask = crate::anyres::padding_mask(image_size, grid, n, g);

@@ -27,12 +27,18 @@ pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Preproces
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
+    // The message names no byte of the data: the server passes it to
+    // clients, and echoing a fetched file's first bytes would read it back.
     let format = reader.format().ok_or_else(|| {
-        PreprocessError::UnknownFormat(format!(
-            "unrecognised header {:02x?}",
-            &bytes[..bytes.len().min(8)]
-        ))
+        PreprocessError::UnknownFormat(
+            "the data is not a PNG, JPEG, WebP, GIF or BMP image".to_string(),
+        )
     })?;
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(PreprocessError::Corrupt(
+            "image file is truncated (the JPEG data ends before its end-of-image marker)".into(),
+        ));
+    }
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| PreprocessError::Corrupt(e.to_string()))?;
@@ -47,6 +53,18 @@ pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Preproces
         other => PreprocessError::Corrupt(other.to_string()),
     })?;
     Ok(to_rgb8_like_pillow(decoded))
+}
+
+/// Whether JPEG data holds an end-of-image marker (FF D9) after its last
+/// start-of-scan (FF DA). The `image` crate decodes a cut-off file without
+/// complaint (the missing rows come out grey); Pillow refuses it ("image file
+/// is truncated"), and so do we. Neither marker can occur inside
+/// entropy-coded data, where every FF byte is followed by 00.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// `convert("RGB")` as Pillow does it. 16-bit colour images keep the high byte
@@ -87,4 +105,41 @@ pub fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), Prepro
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+        });
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused_like_pillow() {
+        let whole = jpeg(64, 48);
+        assert!(decode_bytes(&whole, DEFAULT_MAX_PIXELS).is_ok());
+        // Trailing bytes after the end marker are fine, as in Pillow.
+        let mut trailing = whole.clone();
+        trailing.extend_from_slice(b"junk");
+        assert!(decode_bytes(&trailing, DEFAULT_MAX_PIXELS).is_ok());
+        for cut in [whole.len() - 2, whole.len() * 2 / 3, whole.len() / 2] {
+            let err = decode_bytes(&whole[..cut], DEFAULT_MAX_PIXELS).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_data_is_not_echoed() {
+        let err = decode_bytes(b"SECRET!!-and-more", DEFAULT_MAX_PIXELS).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("53") && !text.contains("SECRET"), "{text}");
+    }
 }

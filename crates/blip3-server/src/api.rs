@@ -4,6 +4,7 @@
 
 use blip3_engine::prompt::{DEFAULT_SYSTEM, IMAGE_TOKEN};
 use blip3_engine::{Family, SamplingParams};
+use blip3_engine::{MarkedText, TextKind};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -108,7 +109,9 @@ pub struct Request {
     pub model: Option<String>,
     /// The prompt text: the templated chat prompt with one image marker per
     /// image, or the raw completion prompt with one `<image>` per image part.
-    pub prompt: String,
+    /// Clients' text is marked as such: in chat messages no control token is
+    /// recognised, in a raw completion prompt no image marker.
+    pub prompt: MarkedText,
     /// The images, in prompt (`<image>`) order.
     pub images: Vec<ImageRef>,
     /// `max_tokens` (or chat's `max_completion_tokens`); None: the
@@ -130,6 +133,9 @@ pub struct Request {
     pub stream: bool,
     /// A final usage chunk when streaming.
     pub include_usage: bool,
+    /// Generate `max_tokens` past any stop token (vLLM's extension, for
+    /// benchmarks).
+    pub ignore_eos: bool,
 }
 
 /// OpenAI's default `max_tokens` on `/v1/completions`.
@@ -321,7 +327,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Request, ApiError> {
 fn options(
     body: &Value,
     endpoint: Endpoint,
-    prompt: String,
+    prompt: MarkedText,
     images: Vec<ImageRef>,
     max_tokens: Option<u64>,
     (logprobs, top_logprobs): (bool, usize),
@@ -395,6 +401,7 @@ fn options(
         ));
     }
     let stream = get_bool(body, "stream")?.unwrap_or(false);
+    let ignore_eos = get_bool(body, "ignore_eos")?.unwrap_or(false);
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => {
@@ -435,6 +442,7 @@ fn options(
         top_logprobs,
         stream,
         include_usage,
+        ignore_eos,
     })
 }
 
@@ -446,7 +454,7 @@ fn options(
 fn template(
     messages: Option<&Value>,
     images_format: ChatImages<'_>,
-) -> Result<(String, Vec<ImageRef>), ApiError> {
+) -> Result<(MarkedText, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     let Some(Value::Array(messages)) = messages else {
         return Err(invalid("'messages' must be a non-empty array", P));
@@ -454,8 +462,8 @@ fn template(
     if messages.is_empty() {
         return Err(invalid("'messages' must be a non-empty array", P));
     }
-    let mut system = DEFAULT_SYSTEM.to_string();
-    let mut turns = String::new();
+    let mut system = MarkedText::of(TextKind::Template, DEFAULT_SYSTEM);
+    let mut turns = MarkedText::new();
     let mut images = Vec::new();
     let mut last_role = "";
     for (i, m) in messages.iter().enumerate() {
@@ -482,14 +490,13 @@ fn template(
                     ));
                 }
                 let tag = if role == "user" {
-                    "<|user|>"
+                    "<|user|>\n"
                 } else {
-                    "<|assistant|>"
+                    "<|assistant|>\n"
                 };
-                turns.push_str(tag);
-                turns.push('\n');
-                turns.push_str(&text);
-                turns.push_str("<|end|>\n");
+                turns.template(tag);
+                append(&mut turns, &text);
+                turns.template("<|end|>\n");
                 images.extend(imgs);
             }
             other => {
@@ -506,10 +513,20 @@ fn template(
     if last_role != "user" {
         return Err(invalid("the last message must come from the user", P));
     }
-    Ok((
-        format!("<|system|>\n{system}<|end|>\n{turns}<|assistant|>\n"),
-        images,
-    ))
+    let mut prompt = MarkedText::new();
+    prompt.template("<|system|>\n");
+    append(&mut prompt, &system);
+    prompt.template("<|end|>\n");
+    append(&mut prompt, &turns);
+    prompt.template("<|assistant|>\n");
+    Ok((prompt, images))
+}
+
+/// Appends `part` to `to`, each piece keeping its kind.
+fn append(to: &mut MarkedText, part: &MarkedText) {
+    for (text, kind) in part.parts() {
+        to.push(kind, text);
+    }
 }
 
 /// One content part.
@@ -577,13 +594,13 @@ fn content(
     content: Option<&Value>,
     i: usize,
     format: ChatImages<'_>,
-) -> Result<(String, Vec<ImageRef>), ApiError> {
+) -> Result<(MarkedText, Vec<ImageRef>), ApiError> {
     const P: &str = "messages";
     match content {
-        Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
+        Some(Value::String(s)) => Ok((MarkedText::of(TextKind::Plain, s), Vec::new())),
         Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            let mut leading = String::new();
+            let mut text = MarkedText::new();
+            let mut leading = MarkedText::new();
             let mut images = Vec::new();
             // Whether the next text part needs a newline before it.
             let mut separate = false;
@@ -591,27 +608,27 @@ fn content(
                 match part(p, &format!("messages[{i}].content[{j}]"), P)? {
                     Part::Text(t) => {
                         if separate {
-                            text.push('\n');
+                            text.template("\n");
                         }
-                        text.push_str(t);
+                        text.plain(t);
                         separate = true;
                     }
                     Part::Image(image) => {
                         match format.placement {
                             Placement::Inline => {
                                 if separate {
-                                    text.push('\n');
+                                    text.template("\n");
                                 }
-                                text.push_str(format.marker);
+                                text.template(format.marker);
                                 separate = false;
                             }
-                            Placement::Leading => leading.push_str(format.marker),
+                            Placement::Leading => leading.template(format.marker),
                         }
                         images.push(image);
                     }
                 }
             }
-            leading.push_str(&text);
+            append(&mut leading, &text);
             Ok((leading, images))
         }
         Some(Value::Null) | None => Err(invalid(format!("messages[{i}].content is missing"), P)),
@@ -624,12 +641,15 @@ fn content(
 
 /// The raw prompt of a completion request and its images: a string, a
 /// one-string array, or content parts (each image part a bare `<image>` at
-/// its place, text parts verbatim, nothing in between).
-fn completion_prompt(prompt: Option<&Value>) -> Result<(String, Vec<ImageRef>), ApiError> {
+/// its place, text parts verbatim, nothing in between). The text is raw
+/// model input (a base model's few-shot prompt separates its examples with
+/// `<|endofchunk|>`), but only image parts place images: text that reads
+/// `<image>` stays text.
+fn completion_prompt(prompt: Option<&Value>) -> Result<(MarkedText, Vec<ImageRef>), ApiError> {
     const P: &str = "prompt";
     let items = match prompt {
         None | Some(Value::Null) => return Err(invalid("'prompt' is required", P)),
-        Some(Value::String(s)) => return Ok((s.clone(), Vec::new())),
+        Some(Value::String(s)) => return Ok((MarkedText::of(TextKind::Raw, s), Vec::new())),
         Some(Value::Array(items)) => items,
         Some(_) => {
             return Err(invalid(
@@ -643,7 +663,7 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<(String, Vec<ImageRef>), 
     }
     if items.iter().all(Value::is_string) {
         return match items.as_slice() {
-            [Value::String(s)] => Ok((s.clone(), Vec::new())),
+            [Value::String(s)] => Ok((MarkedText::of(TextKind::Raw, s), Vec::new())),
             _ => Err(unsupported(
                 format!(
                     "'prompt' holds {} prompts; this server takes one prompt per request \
@@ -660,7 +680,7 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<(String, Vec<ImageRef>), 
             P,
         ));
     }
-    let mut text = String::new();
+    let mut text = MarkedText::new();
     let mut images = Vec::new();
     for (j, item) in items.iter().enumerate() {
         if !item.is_object() {
@@ -673,9 +693,9 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<(String, Vec<ImageRef>), 
             ));
         }
         match part(item, &format!("prompt[{j}]"), P)? {
-            Part::Text(t) => text.push_str(t),
+            Part::Text(t) => text.push(TextKind::Raw, t),
             Part::Image(image) => {
-                text.push_str(IMAGE_TOKEN);
+                text.template(IMAGE_TOKEN);
                 images.push(image);
             }
         }
@@ -774,7 +794,7 @@ mod tests {
             text("What is this?"),
         ]}]}))
         .unwrap();
-        assert_eq!(r.prompt, instruct_prompt("What is this?", None));
+        assert_eq!(r.prompt.as_str(), instruct_prompt("What is this?", None));
         assert_eq!(r.images.len(), 1);
         assert_eq!(r.images[0].detail, Detail::Low);
         assert_eq!(r.images[0].at, "messages[0].content[0]");
@@ -795,7 +815,7 @@ mod tests {
             ]}]});
             let r = parse_chat(body.to_string().as_bytes(), format).unwrap();
             assert_eq!(
-                r.prompt,
+                r.prompt.as_str(),
                 chat_prompt("Describe both.", None, format.marker, 2)
             );
             let urls: Vec<_> = r
@@ -812,6 +832,7 @@ mod tests {
         .unwrap();
         assert!(r
             .prompt
+            .as_str()
             .ends_with("<|user|>\n<image> <image> Describe both.<|end|>\n<|assistant|>\n"));
     }
 
@@ -825,11 +846,11 @@ mod tests {
         ]}]}))
         .unwrap();
         assert!(
-            r.prompt.ends_with(
+            r.prompt.as_str().ends_with(
                 "<|user|>\nFirst:\n<image> Second:\n(below)\n<image> Compare.<|end|>\n<|assistant|>\n"
             ),
             "{}",
-            r.prompt
+            r.prompt.as_str()
         );
         let r = parse_v15(json!({"messages": [{"role": "user", "content": [
             text("Q"), image("a", "auto")
@@ -837,6 +858,7 @@ mod tests {
         .unwrap();
         assert!(r
             .prompt
+            .as_str()
             .ends_with("<|user|>\nQ\n<image> <|end|>\n<|assistant|>\n"));
     }
 
@@ -850,7 +872,7 @@ mod tests {
             json!([image("a", "auto"), text("What is this?")]),
         ] {
             let r = parse(json!({"messages": [{"role": "user", "content": content}]})).unwrap();
-            assert_eq!(r.prompt, instruct_prompt("What is this?", None));
+            assert_eq!(r.prompt.as_str(), instruct_prompt("What is this?", None));
             assert_eq!(r.images[0].url, "a");
         }
         // Several images: all markers first, in part order, then the text.
@@ -860,11 +882,11 @@ mod tests {
         ]}]}))
         .unwrap();
         assert!(
-            r.prompt.ends_with(
+            r.prompt.as_str().ends_with(
                 "<|user|>\n<image>\n<image>\nFirst:\nSecond:\nCompare.<|end|>\n<|assistant|>\n"
             ),
             "{}",
-            r.prompt
+            r.prompt.as_str()
         );
         let got: Vec<_> = r
             .images
@@ -889,7 +911,7 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(
-            r.prompt,
+            r.prompt.as_str(),
             format!(
                 "<|system|>\n{DEFAULT_SYSTEM}<|end|>\n<|user|>\n<image>\nWhat is this?<|end|>\n\
                  <|assistant|>\nA cat.<|end|>\n<|user|>\n<image>\nAnd this?<|end|>\n<|assistant|>\n"
@@ -975,7 +997,7 @@ mod tests {
         ], "stop": "x", "n": 2, "seed": 5, "temperature": 0.7}))
         .unwrap();
         assert_eq!(
-            r.prompt,
+            r.prompt.as_str(),
             "<|system|>\nBe brief.<|end|>\n<|user|>\nA<|end|>\n<|assistant|>\nB<|end|>\n<|user|>\nC<|end|>\n<|assistant|>\n"
         );
         assert!(r.images.is_empty());
@@ -991,7 +1013,10 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(r.endpoint, Endpoint::Completion);
-        assert_eq!(r.prompt, "<image>Output:a cat<|endofchunk|><image>Output:");
+        assert_eq!(
+            r.prompt.as_str(),
+            "<image>Output:a cat<|endofchunk|><image>Output:"
+        );
         let got: Vec<_> = r
             .images
             .iter()
@@ -1012,7 +1037,7 @@ mod tests {
 
         for prompt in [json!("A photo of"), json!(["A photo of"])] {
             let r = completion(json!({"prompt": prompt})).unwrap();
-            assert_eq!(r.prompt, "A photo of");
+            assert_eq!(r.prompt.as_str(), "A photo of");
             assert!(r.images.is_empty());
         }
         let r = completion(

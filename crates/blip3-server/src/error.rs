@@ -124,6 +124,26 @@ impl ApiError {
     }
 }
 
+impl From<blip3_engine::serving::RequestError> for ApiError {
+    fn from(e: blip3_engine::serving::RequestError) -> Self {
+        use blip3_engine::serving::ErrorKind;
+        let (status, kind) = match e.kind {
+            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            ErrorKind::Busy => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        };
+        Self {
+            status,
+            message: e.message,
+            kind,
+            param: e.param,
+            code: e.code,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body())).into_response()

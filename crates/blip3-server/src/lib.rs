@@ -1,9 +1,9 @@
 //! `blip3 serve`: an OpenAI-compatible HTTP server over the BLIP-3 engine.
 //!
 //! Layering (as in mistral.rs): this crate speaks HTTP and the OpenAI wire
-//! format ([`api`], [`media`], [`error`]); [`scheduler`] is the engine loop
-//! (continuous batching, per-request KV caches, cancellation); the model
-//! pipeline lives in `blip3-engine`.
+//! format ([`api`], [`media`], [`error`]) and nothing else; it hands each
+//! request to `blip3-engine`'s [`Engine`] (tokenizing, checks, image cache,
+//! scheduling, batching, detokenisation) and never sees a tensor.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `GET /v1/models`, `GET /health`, `GET /metrics`.
@@ -22,16 +22,12 @@
 pub mod api;
 pub mod error;
 pub mod media;
-pub mod metrics;
-pub mod scheduler;
-pub mod vision_cache;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -40,10 +36,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use blip3_engine::{GenerationParams, Pipeline};
-use blip3_preprocess::AspectMode;
+use blip3_engine::serving::{
+    Engine, EngineConfig, EngineRequest, Event, ImageInput, Metrics, Timings, TokenBudget,
+    TokenLogprob, Usage,
+};
+use blip3_engine::Pipeline;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -52,17 +51,12 @@ use crate::api::{
 };
 use crate::error::ApiError;
 use crate::media::MediaPolicy;
-use crate::metrics::Metrics;
-use crate::scheduler::{Event, Job, JobImage, SchedulerConfig, TokenLogprob};
-use crate::vision_cache::VisionCache;
 
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Name reported by `/v1/models` and echoed in answers.
     pub model_name: String,
-    /// Identifies the weights for the image cache (e.g. a hash of config files).
-    pub model_revision: String,
     /// Requests waiting beyond the running ones before 429.
     pub queue_size: usize,
     /// Most sequences decoded together.
@@ -85,17 +79,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             model_name: "blip3".into(),
-            model_revision: String::new(),
             queue_size: 64,
             max_batch: 8,
             max_request_bytes: 32 << 20,
-            media: MediaPolicy {
-                media_root: None,
-                max_image_bytes: 20 << 20,
-                allow_remote: false,
-                remote_timeout: std::time::Duration::from_secs(10),
-            },
-            max_pixels: blip3_preprocess::decode::DEFAULT_MAX_PIXELS,
+            media: MediaPolicy::default(),
+            max_pixels: EngineConfig::default().max_pixels,
             vision_cache_bytes: 512 << 20,
             vision_cache_dir: None,
             max_images: 8,
@@ -105,67 +93,56 @@ impl Default for ServerConfig {
 
 /// Shared by the handlers.
 pub struct AppState {
-    pipeline: Arc<Pipeline>,
+    engine: Engine,
     config: ServerConfig,
-    jobs: Mutex<Option<SyncSender<Job>>>,
-    cache: Arc<Mutex<VisionCache>>,
-    metrics: Arc<Metrics>,
     started: u64,
 }
 
-/// A running engine: the HTTP router plus the engine thread behind it.
+/// A running engine behind the HTTP routes.
 pub struct Server {
     state: Arc<AppState>,
-    engine: std::thread::JoinHandle<()>,
 }
 
 impl Server {
-    /// Starts the engine thread for `pipeline`.
+    /// Starts the engine for `pipeline`.
     pub fn start(pipeline: Pipeline, config: ServerConfig) -> std::io::Result<Self> {
-        let pipeline = Arc::new(pipeline);
-        let cache = Arc::new(Mutex::new(VisionCache::new(
-            config.vision_cache_bytes,
-            config.vision_cache_dir.clone(),
-        )?));
-        let metrics = Arc::new(Metrics::default());
-        let (tx, rx) = sync_channel(config.queue_size.max(1));
-        let engine = {
-            let (pipeline, cache, metrics) = (pipeline.clone(), cache.clone(), metrics.clone());
-            let sched = SchedulerConfig {
+        let engine = Engine::start(
+            pipeline,
+            EngineConfig {
+                queue_size: config.queue_size,
                 max_batch: config.max_batch,
-            };
-            std::thread::Builder::new()
-                .name("blip3-engine".into())
-                .spawn(move || scheduler::run(pipeline, rx, cache, metrics, sched))?
-        };
+                prefill_chunk: EngineConfig::default().prefill_chunk,
+                max_pixels: config.max_pixels,
+                vision_cache_bytes: config.vision_cache_bytes,
+                vision_cache_dir: config.vision_cache_dir.clone(),
+            },
+        )?;
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Ok(Self {
             state: Arc::new(AppState {
-                pipeline,
+                engine,
                 config,
-                jobs: Mutex::new(Some(tx)),
-                cache,
-                metrics,
                 started,
             }),
-            engine,
         })
     }
 
     /// The HTTP routes.
     pub fn router(&self) -> Router {
         let limit = self.state.config.max_request_bytes;
-        Router::new()
-            .route("/v1/chat/completions", post(chat_completions))
-            .route("/v1/completions", post(completions))
-            .route("/v1/models", get(models))
-            .route("/health", get(health))
-            .route("/metrics", get(metrics_text))
-            .fallback(not_found)
-            .layer(DefaultBodyLimit::max(limit))
-            .with_state(self.state.clone())
+        harden(
+            Router::new()
+                .route("/v1/chat/completions", post(chat_completions))
+                .route("/v1/completions", post(completions))
+                .route("/v1/models", get(models))
+                .route("/health", get(health))
+                .route("/metrics", get(metrics_text))
+                .fallback(not_found)
+                .layer(DefaultBodyLimit::max(limit))
+                .with_state(self.state.clone()),
+        )
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets running
@@ -185,11 +162,39 @@ impl Server {
 
     /// Refuses new requests and waits for the engine thread to drain.
     pub fn stop(self) {
-        if let Ok(mut jobs) = self.state.jobs.lock() {
-            jobs.take();
-        }
-        let _ = self.engine.join();
+        self.state.engine.stop();
     }
+}
+
+/// What every route gets: a panic in a handler becomes a 500 in OpenAI's
+/// error shape, naming nothing of the panic (its message may hold request
+/// data or internals), and the server goes on serving.
+pub fn harden(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_panic: Box<dyn std::any::Any + Send + 'static>| {
+            tracing::error!("a request handler panicked");
+            ApiError::internal("internal error").into_response()
+        },
+    ))
+}
+
+/// The request body, or the error for a body over the size limit (413)
+/// or one that could not be read, in OpenAI's error shape.
+fn body_or_error(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(
+                format!("the request body exceeds the limit of {limit} bytes"),
+                None,
+            )
+            .with_code("request_too_large")
+        } else {
+            ApiError::invalid("the request body could not be read", None)
+        }
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -203,7 +208,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let m = &state.metrics;
+    let m = state.engine.metrics();
     Json(json!({
         "status": "ok",
         "model": state.config.model_name,
@@ -227,45 +232,61 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.engine.metrics().render(),
     )
         .into_response()
 }
 
-async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(&state, &body, Endpoint::Chat).await
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    handle(&state, body, Endpoint::Chat).await
 }
 
-async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    handle(&state, &body, Endpoint::Completion).await
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    handle(&state, body, Endpoint::Completion).await
 }
 
-async fn handle(state: &Arc<AppState>, body: &[u8], endpoint: Endpoint) -> Response {
-    Metrics::add(&state.metrics.requests, 1);
-    match accept(state, body, endpoint).await {
+async fn handle(
+    state: &Arc<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
+    let metrics = state.engine.metrics();
+    Metrics::add(&metrics.requests, 1);
+    let answer = match body_or_error(body, state.config.max_request_bytes) {
+        Ok(body) => accept(state, &body, endpoint).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(response) => response,
         Err(e) => {
             if e.status == StatusCode::TOO_MANY_REQUESTS {
-                Metrics::add(&state.metrics.rejected, 1);
+                Metrics::add(&metrics.rejected, 1);
             } else {
-                Metrics::add(&state.metrics.errors, 1);
+                Metrics::add(&metrics.errors, 1);
             }
             e.into_response()
         }
     }
 }
 
-/// Validates a request of either endpoint, prepares its images and queues
-/// it; then answers (JSON or server-sent events) in the endpoint's format.
+/// Validates a request of either endpoint, fetches its images and submits
+/// it to the engine; then answers (JSON or server-sent events) in the
+/// endpoint's format.
 async fn accept(
     state: &Arc<AppState>,
     body: &[u8],
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
-    let pipeline = state.pipeline.clone();
+    let info = state.engine.model_info();
     let request = match endpoint {
         // The model family decides how an image is marked in a chat turn.
-        Endpoint::Chat => api::parse_chat(body, ChatImages::of(pipeline.family()))?,
+        Endpoint::Chat => api::parse_chat(body, ChatImages::of(info.family))?,
         Endpoint::Completion => api::parse_completion(body)?,
     };
     let param = endpoint.prompt_param();
@@ -291,90 +312,36 @@ async fn accept(
         )
         .with_code("too_many_images"));
     }
-    let input_ids = pipeline.tokenizer().encode(&request.prompt, true);
-    check_image_count(&pipeline, &input_ids, request.images.len(), endpoint)?;
-    let images = prepare_images(state, &request.images, endpoint).await?;
-    // Context check: each image's `<image>` token becomes crops × latents
-    // positions, known once the crop counts are.
-    let latents = pipeline
-        .model()
-        .config()
-        .vision_tokenizer_config
-        .num_vis_tokens;
-    let visual: usize = images.iter().map(|i| i.num_crops() * latents).sum();
-    let positions = (input_ids.len() + visual).saturating_sub(images.len());
-    let context = pipeline.model().lm().config().max_position_embeddings;
-    if positions >= context {
-        return Err(ApiError::invalid(
-            format!("the prompt takes {positions} positions (text + visual tokens); the context is {context}"),
-            Some(param),
-        )
-        .with_code("context_length_exceeded"));
-    }
-    let room = context - positions;
-    if let Some(max) = request.max_tokens {
-        if max > room {
-            return Err(ApiError::invalid(
-                format!("max_tokens {max} + the prompt's {positions} positions exceed the {context}-token context"),
-                Some("max_tokens"),
-            )
-            .with_code("context_length_exceeded"));
-        }
-    }
-    let mut sampling = request.sampling.clone();
-    if !request.seeded {
-        sampling.seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    }
-    let max_new_tokens = match (request.max_tokens, endpoint) {
-        (Some(max), _) => max,
-        (None, Endpoint::Chat) => room,
-        (None, Endpoint::Completion) => api::COMPLETION_DEFAULT_MAX_TOKENS.min(room),
+    let images = fetch_images(state, &request.images).await?;
+    let max_tokens = match (request.max_tokens, endpoint) {
+        (Some(max), _) => TokenBudget::Exactly(max),
+        (None, Endpoint::Chat) => TokenBudget::UntilContext,
+        (None, Endpoint::Completion) => TokenBudget::AtMost(api::COMPLETION_DEFAULT_MAX_TOKENS),
     };
-    let params = GenerationParams {
-        max_new_tokens,
-        sampling,
-        top_logprobs: request.top_logprobs,
-        // Raw prompts stop on <|endoftext|> / <|endofchunk|>, chat on <|end|>.
-        completion: endpoint == Endpoint::Completion,
-    };
-    let (tx, rx) = unbounded_channel();
-    let job = Job {
-        input_ids,
+    let submission = EngineRequest {
+        prompt: request.prompt.clone(),
         images,
-        params,
+        max_tokens,
+        sampling: request.sampling.clone(),
+        seeded: request.seeded,
         n: request.n,
         stop: request.stop.clone(),
         logprobs: request.logprobs,
-        events: tx,
-        accepted: Instant::now(),
+        top_logprobs: request.top_logprobs,
+        // Raw prompts stop on <|endoftext|> / <|endofchunk|>, chat on <|end|>.
+        completion: endpoint == Endpoint::Completion,
+        ignore_eos: request.ignore_eos,
         param,
     };
-    {
-        let guard = state
-            .jobs
-            .lock()
-            .map_err(|_| ApiError::internal("job queue poisoned"))?;
-        let Some(jobs) = guard.as_ref() else {
-            return Err(ApiError::unavailable("the server is shutting down"));
-        };
-        state.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(ApiError::busy(format!(
-                    "the request queue is full ({} waiting); retry later",
-                    state.config.queue_size
-                )));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                return Err(ApiError::unavailable("the engine has stopped"));
-            }
-        }
-    }
+    // Tokenizing and image preprocessing block: off the async threads, so a
+    // long prompt or a large image does not stall other requests.
+    let submitted = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.engine.submit(submission))
+            .await
+            .map_err(|_| ApiError::internal("internal error"))?
+    };
+    let rx = submitted.map_err(ApiError::from)?.events;
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
@@ -391,113 +358,33 @@ async fn accept(
     }
 }
 
-/// Checks that the prompt's `<image>` tokens match the images, before any
-/// image is fetched. Text that reads `<image>` tokenizes to the image token,
-/// so a user typing it would otherwise shift every image.
-fn check_image_count(
-    pipeline: &Pipeline,
-    input_ids: &[u32],
-    images: usize,
-    endpoint: Endpoint,
-) -> Result<(), ApiError> {
-    let image_token = pipeline.image_token_id();
-    let markers = input_ids.iter().filter(|&&id| id == image_token).count();
-    let mismatch = |detail: String| {
-        ApiError::invalid(
-            format!("the prompt holds {markers} <image> token(s) for {images} image(s): {detail}"),
-            Some(endpoint.prompt_param()),
-        )
-        .with_code("image_count_mismatch")
-    };
-    if markers != images {
-        let hint = match endpoint {
-            Endpoint::Chat => {
-                "the text '<image>' is reserved for the image parts; remove it from text content"
-            }
-            Endpoint::Completion => {
-                "each image_url part stands for one <image>; send the prompt as content parts \
-                 and keep the text '<image>' out of the text parts"
-            }
-        };
-        return Err(mismatch(hint.into()));
-    }
-    // The splice mode's own rule (e.g. first-image-only takes one image).
-    pipeline
-        .check_image_count(input_ids, images)
-        .map_err(|e| mismatch(e.to_string()))
-}
-
-/// Prepares each image in order: reads its bytes, checks the cache, else
-/// decodes and preprocesses it (off the async threads). Errors name the
-/// content part at fault.
-async fn prepare_images(
+/// Reads each image's bytes under the media policy (off the async threads).
+/// Errors name the content part at fault when there are several.
+async fn fetch_images(
     state: &Arc<AppState>,
     images: &[ImageRef],
-    endpoint: Endpoint,
-) -> Result<Vec<JobImage>, ApiError> {
-    let mut prepared = Vec::with_capacity(images.len());
+) -> Result<Vec<ImageInput>, ApiError> {
+    let mut fetched = Vec::with_capacity(images.len());
     for image_ref in images {
-        let image = prepare_image(state, image_ref, endpoint)
+        let policy = state.config.media.clone();
+        let url = image_ref.url.clone();
+        // A panic in a fetch (none is known) answers 500 without its text.
+        let bytes = tokio::task::spawn_blocking(move || media::fetch(&url, &policy))
             .await
+            .map_err(|_| ApiError::internal("internal error"))?
             .map_err(|mut e| {
                 if images.len() > 1 {
                     e.message = format!("{}: {}", image_ref.at, e.message);
                 }
                 e
             })?;
-        prepared.push(image);
+        fetched.push(ImageInput {
+            bytes,
+            global_view_only: image_ref.detail == Detail::Low,
+            at: image_ref.at.clone(),
+        });
     }
-    Ok(prepared)
-}
-
-/// One image: from the cache, or decoded and preprocessed under its `detail`
-/// (low: the global view alone; high/auto: the pipeline's aspect mode).
-async fn prepare_image(
-    state: &Arc<AppState>,
-    image_ref: &ImageRef,
-    endpoint: Endpoint,
-) -> Result<JobImage, ApiError> {
-    let policy = state.config.media.clone();
-    let url = image_ref.url.clone();
-    let bytes = tokio::task::spawn_blocking(move || media::fetch(&url, &policy))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-    let detail = image_ref.detail;
-    let key = vision_cache::key(&bytes, detail.label(), &state.config.model_revision);
-    let cached = state.cache.lock().ok().and_then(|mut c| c.get(&key));
-    if let Some((encoded, tier)) = cached {
-        Metrics::add(&state.metrics.cache_hits, 1);
-        if tier == vision_cache::Tier::Disk {
-            Metrics::add(&state.metrics.cache_disk_hits, 1);
-        }
-        return Ok(JobImage::Cached(encoded));
-    }
-    let pipeline = state.pipeline.clone();
-    let max_pixels = state.config.max_pixels;
-    let prepared = tokio::task::spawn_blocking(move || {
-        let image = blip3_preprocess::decode::decode_bytes(&bytes, max_pixels)?;
-        let aspect = match detail {
-            Detail::Low => AspectMode::Pad,
-            Detail::High => pipeline.aspect(),
-        };
-        Ok::<_, blip3_preprocess::PreprocessError>(pipeline.preprocess_with(&image, aspect))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| {
-        ApiError::invalid(
-            format!("cannot use the image: {e}"),
-            Some(match endpoint {
-                Endpoint::Chat => "messages.content.image_url",
-                Endpoint::Completion => "prompt.image_url",
-            }),
-        )
-        .with_code("invalid_image")
-    })?;
-    Ok(JobImage::Prepared {
-        image: Box::new(prepared),
-        key,
-    })
+    Ok(fetched)
 }
 
 fn fastrand_id() -> u128 {
@@ -519,7 +406,7 @@ struct ChoiceAcc {
     finish: Option<&'static str>,
 }
 
-fn usage_json(usage: &scheduler::Usage, timings: &scheduler::Timings) -> Value {
+fn usage_json(usage: &Usage, timings: &Timings) -> Value {
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -542,7 +429,7 @@ fn legacy(tokens: &[TokenLogprob], offset: usize) -> Value {
 }
 
 async fn collect_response(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    mut rx: UnboundedReceiver<Event>,
     request: &Request,
     id: String,
     model: String,
@@ -556,6 +443,7 @@ async fn collect_response(
                 id,
                 text,
                 logprob,
+                ..
             } => {
                 if let Some(c) = choices.get_mut(index) {
                     c.text.push_str(&text);
@@ -568,7 +456,7 @@ async fn collect_response(
                     c.finish = Some(reason);
                 }
             }
-            Event::Error(e) => return Err(e),
+            Event::Error(e) => return Err(e.into()),
             Event::Done { usage, timings } => {
                 let choices: Vec<Value> = choices
                     .iter()
@@ -624,7 +512,7 @@ async fn collect_response(
 }
 
 fn stream_response(
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    rx: UnboundedReceiver<Event>,
     request: Request,
     id: String,
     model: String,
@@ -662,6 +550,7 @@ fn stream_response(
                 id,
                 text,
                 logprob,
+                ..
             } => match endpoint {
                 Endpoint::Chat => {
                     let mut delta = json!({"content": text});
@@ -714,7 +603,7 @@ fn stream_response(
                     SseEvent::default().comment("done")
                 }
             }
-            Event::Error(e) => SseEvent::default().data(e.body().to_string()),
+            Event::Error(e) => SseEvent::default().data(ApiError::from(e).body().to_string()),
         };
         Ok::<_, Infallible>(ev)
     });

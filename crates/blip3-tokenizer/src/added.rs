@@ -33,6 +33,16 @@ pub enum Segment<'a> {
 /// `rstrip`/`lstrip` flags to the neighbouring text segments. Empty text segments
 /// are dropped.
 pub fn split_on_added<'a>(text: &'a str, tokens: &[AddedToken]) -> Vec<Segment<'a>> {
+    split_on_added_where(text, tokens, |_, _| true)
+}
+
+/// [`split_on_added`], recognising token `tokens[i]` at byte `pos` only
+/// where `allowed(pos, i)` says so (elsewhere its text stays text).
+pub fn split_on_added_where<'a>(
+    text: &'a str,
+    tokens: &[AddedToken],
+    allowed: impl Fn(usize, usize) -> bool,
+) -> Vec<Segment<'a>> {
     let mut raw: Vec<Segment<'a>> = Vec::new();
     let mut start = 0;
     let mut pos = 0;
@@ -41,7 +51,9 @@ pub fn split_on_added<'a>(text: &'a str, tokens: &[AddedToken]) -> Vec<Segment<'
         let best = tokens
             .iter()
             .enumerate()
-            .filter(|(_, t)| !t.content.is_empty() && rest.starts_with(t.content.as_str()))
+            .filter(|(i, t)| {
+                !t.content.is_empty() && rest.starts_with(t.content.as_str()) && allowed(pos, *i)
+            })
             .max_by_key(|(_, t)| t.content.len());
         match best {
             Some((index, token)) => {

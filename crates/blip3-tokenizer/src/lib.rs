@@ -9,13 +9,17 @@
 //!   fallback, from `tokenizer.json`) and runs score-ordered BPE with byte fallback.
 //! * [`added`] holds the added tokens (`<|system|>`, `<image>`, …) with their
 //!   `rstrip`/`lstrip` flags and splits text on them.
-//! * [`Tokenizer`] ties both together with the slow-tokenizer rules.
+//! * [`marked`] keeps apart the template's text, in which added tokens are
+//!   recognised, and clients' text, in which they are not.
+//! * [`Tokenizer`] ties them together with the slow-tokenizer rules.
 
 pub mod added;
 mod error;
+pub mod marked;
 mod proto;
 pub mod sentencepiece;
 mod tokenizer;
 
 pub use error::TokenizerError;
+pub use marked::{MarkedText, TextKind};
 pub use tokenizer::{Tokenizer, BLIP3_EXTRA_TOKENS};

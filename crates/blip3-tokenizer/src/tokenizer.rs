@@ -5,13 +5,18 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::added::{split_on_added, AddedToken, Segment};
+use crate::added::{split_on_added_where, AddedToken, Segment};
+use crate::marked::{MarkedText, TextKind};
 use crate::sentencepiece::{SentencePieceBpe, SPACE_MARKER};
 use crate::TokenizerError;
 
 /// The three tokens BLIP-3's `update_special_tokens` adds, in order
 /// (ids 32012, 32013, 32014 on the Phi-3 vocabulary).
 pub const BLIP3_EXTRA_TOKENS: [&str; 3] = ["<image>", "<image placeholder>", "<|endofchunk|>"];
+
+/// The added tokens that stand for images: only a prompt's template places
+/// them (a client's text that reads `<image>` stays text).
+const IMAGE_MARKERS: [&str; 2] = ["<image>", "<image placeholder>"];
 
 /// Phi-3 tokenizer with BLIP-3's added tokens and the slow Python rules.
 #[derive(Debug, Clone)]
@@ -25,6 +30,8 @@ pub struct Tokenizer {
     add_bos: bool,
     space_id: Option<u32>,
     len: usize,
+    /// See [`Tokenizer::max_token_bytes`].
+    max_token_bytes: usize,
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>, TokenizerError> {
@@ -194,6 +201,15 @@ impl Tokenizer {
         let special_ids = special_contents.iter().filter_map(|c| id_of(c)).collect();
         let bos_id = id_of(&named[0]).unwrap_or(1);
         let space_id = spm.piece_id(&SPACE_MARKER.to_string());
+        // Input bytes per piece: each `▁` stands for one space.
+        let input_bytes = |piece: &str| piece.replace(SPACE_MARKER, " ").len();
+        let max_token_bytes = (0..spm.len() as u32)
+            .filter_map(|i| spm.piece(i))
+            .map(input_bytes)
+            .chain(added.iter().map(|t| t.content.len()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
         Self {
             spm,
             added,
@@ -203,6 +219,7 @@ impl Tokenizer {
             add_bos,
             space_id,
             len,
+            max_token_bytes,
         }
     }
 
@@ -232,7 +249,20 @@ impl Tokenizer {
 
     /// Encodes `text` with the slow-tokenizer rules; BOS is prepended when
     /// `add_special_tokens` is set and the tokenizer config asks for it.
+    /// Every added token in `text` is recognised (template text); for
+    /// prompts holding clients' text use [`Self::encode_marked`].
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Vec<u32> {
+        self.encode_marked(
+            &MarkedText::of(TextKind::Template, text),
+            add_special_tokens,
+        )
+    }
+
+    /// [`Self::encode`] on text whose parts say which added tokens they may
+    /// contain ([`TextKind`]): in plain parts none is recognised, in raw
+    /// parts all but the image markers. Text without such tokens gives the
+    /// same ids as [`Self::encode`] of the joined string.
+    pub fn encode_marked(&self, text: &MarkedText, add_special_tokens: bool) -> Vec<u32> {
         let mut ids = Vec::new();
         if add_special_tokens && self.add_bos {
             ids.push(self.bos_id);
@@ -242,8 +272,22 @@ impl Tokenizer {
         }
         let body_start = ids.len();
         // Rules 1–2: literal `▁` becomes a space, then one `▁` is prepended.
-        let prepared = format!("{SPACE_MARKER}{}", text.replace(SPACE_MARKER, " "));
-        let segments = split_on_added(&prepared, &self.added);
+        // Built part by part so that each part keeps its kind at its new
+        // offsets (the replacement shortens the text).
+        let mut prepared = MarkedText::new();
+        prepared.template(&SPACE_MARKER.to_string());
+        for (part, kind) in text.parts() {
+            prepared.push(kind, &part.replace(SPACE_MARKER, " "));
+        }
+        let allowed = |pos: usize, index: usize| {
+            let token = &self.added[index];
+            match prepared.kind_of(pos..pos + token.content.len()) {
+                Some(TextKind::Template) => true,
+                Some(TextKind::Raw) => !IMAGE_MARKERS.contains(&token.content.as_str()),
+                Some(TextKind::Plain) | None => false,
+            }
+        };
+        let segments = split_on_added_where(prepared.as_str(), &self.added, allowed);
         let mut second_is_special = false;
         for (i, seg) in segments.iter().enumerate() {
             match seg {
@@ -266,6 +310,14 @@ impl Tokenizer {
             ids.remove(body_start);
         }
         ids
+    }
+
+    /// The most bytes of input text one id can stand for (`▁` counted as the
+    /// one space it encodes): a text of `b` bytes needs at least
+    /// `b / max_token_bytes()` ids, which bounds a prompt's length before
+    /// tokenizing it.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Decodes ids to text. With `skip_special_tokens`, named special tokens

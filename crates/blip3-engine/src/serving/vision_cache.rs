@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 
-use blip3_engine::{EncodedImage, ImageInfo};
+use crate::{EncodedImage, ImageInfo};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,29 @@
+//! Text from a request through the Phi-3 tokenizer, as template, plain and
+//! raw text, and the ids back through the decoder.
+#![no_main]
+
+use blip3_tokenizer::{MarkedText, TextKind, Tokenizer};
+use libfuzzer_sys::fuzz_target;
+
+fn tokenizer() -> &'static Tokenizer {
+    static T: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/phi3-tokenizer");
+        Tokenizer::from_dir(&dir).expect("fixture tokenizer")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let t = tokenizer();
+    let mut marked = MarkedText::new();
+    marked.template("<|user|>\n");
+    marked.plain(text);
+    marked.template("<|end|>\n");
+    marked.push(TextKind::Raw, text);
+    for ids in [t.encode(text, true), t.encode_marked(&marked, false)] {
+        assert!(ids.len() * t.max_token_bytes() + 64 >= text.len());
+        let _ = t.decode(&ids, false);
+        let _ = t.decode_answer(&ids);
+    }
+});
