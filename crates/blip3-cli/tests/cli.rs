@@ -269,7 +269,7 @@ fn run_answers_like_generate_and_batches_resume() {
         assert!(log.contains("0 answered, 2 already"), "{log}");
         let text = std::fs::read_to_string(&out).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
-        assert_eq!(text.matches("missing.png").count(), 1, "{text}");
+        assert_eq!(text.matches("\"error\"").count(), 1, "{text}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
