@@ -121,10 +121,20 @@ def read_stream(resp, stats, abandon_after=None):
     return tokens, gaps
 
 
-def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tokens):
+def metric(host, port, name):
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tokens, cache_mib):
+    extra = ["--vision-cache-mib", str(cache_mib)] if cache_mib is not None else []
     proc = subprocess.Popen([blip3, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
                              "--max-batch", str(max_batch), "--queue-size", str(clients * 2),
-                             "--max-request-bytes", str(4 << 20)],
+                             "--max-request-bytes", str(4 << 20), *extra],
                             stderr=subprocess.PIPE, text=True)
     host, port = None, None
     while True:
@@ -154,6 +164,14 @@ def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tok
     stats = Stats()
     rss_before = rss(proc.pid)
     stop_at = time.time() + duration
+    samples = []
+
+    def sample_rss():
+        while time.time() < stop_at:
+            samples.append((round(duration - (stop_at - time.time())), rss(proc.pid)))
+            time.sleep(max(1.0, duration / 20))
+
+    threading.Thread(target=sample_rss, daemon=True).start()
 
     def one(rng, k):
         if not mix:
@@ -225,6 +243,7 @@ def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tok
         t.join()
     elapsed = time.time() - start
     rss_after = rss(proc.pid)
+    cache_bytes = metric(host, port, "blip3_vision_cache_bytes")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     time.sleep(0.2)
@@ -240,7 +259,9 @@ def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tok
         "inter_token_p50_ms": percentile(stats.gaps, 0.50) * 1000,
         "inter_token_p99_ms": percentile(stats.gaps, 0.99) * 1000,
         "inter_token_max_ms": max(stats.gaps) * 1000 if stats.gaps else float("nan"),
-        "rss_before_bytes": rss_before, "rss_after_bytes": rss_after, "server_exit_code": proc.returncode,
+        "rss_before_bytes": rss_before, "rss_after_bytes": rss_after, "rss_samples_s_bytes": samples,
+        "vision_cache_bytes_at_end": cache_bytes, "vision_cache_mib": cache_mib,
+        "server_exit_code": proc.returncode,
     }
 
 
@@ -253,10 +274,11 @@ def main():
     p.add_argument("--stream-tokens", type=int, default=48)
     p.add_argument("--max-batch", default="1,8")
     p.add_argument("--mix", action="store_true", help="the soak mix: streams, new images, cancels, bad input")
+    p.add_argument("--cache-mib", type=int, help="the server's --vision-cache-mib (default: its own)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     results = [run_setting(args.blip3, int(b), args.clients, args.duration, args.max_tokens, args.mix,
-                           args.stream_tokens)
+                           args.stream_tokens, args.cache_mib)
                for b in args.max_batch.split(",")]
     print("| max batch | clients | requests | unexpected errors | panics | req/s | tokens/s | p50 | p99 "
           "| inter-token p50 / p99 | RSS before → after |")
