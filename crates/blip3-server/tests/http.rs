@@ -82,6 +82,18 @@ async fn post_to(router: &axum::Router, path: &str, body: Vec<u8>) -> (StatusCod
     (status, json, text)
 }
 
+/// `GET path`: the status and the body as text.
+async fn get_text(router: &axum::Router, path: &str) -> (StatusCode, String) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Greedy ids of `prompt` with already encoded images, through the engine's
 /// step API (as the server runs it, without the server).
 fn greedy_ids(
@@ -304,18 +316,7 @@ async fn chat_completions_match_the_engine_and_reject_bad_input() {
     }
 
     // Models, health, metrics (the repeated image hit the cache).
-    let get = |path: &'static str| {
-        let r = router.clone();
-        async move {
-            let resp = r
-                .oneshot(Request::get(path).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        }
-    };
+    let get = |path: &'static str| get_text(&router, path);
     let (status, models) = get("/v1/models").await;
     assert_eq!(status, StatusCode::OK);
     assert!(models.contains("\"tiny\""));
@@ -1054,18 +1055,7 @@ async fn a_panicking_handler_answers_500_json_and_the_server_goes_on() {
             )
             .route("/ok", get(|| async { "fine" })),
     );
-    let call = |path: &'static str| {
-        let r = router.clone();
-        async move {
-            let response = r
-                .oneshot(Request::get(path).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            let status = response.status();
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            (status, String::from_utf8_lossy(&bytes).into_owned())
-        }
-    };
+    let call = |path: &'static str| get_text(&router, path);
     let (status, text) = call("/boom").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let json: Value = serde_json::from_str(&text).unwrap();
