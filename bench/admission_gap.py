@@ -15,10 +15,10 @@ import base64
 import http.client
 import json
 import os
-import re
-import subprocess
 import threading
 import time
+
+import loopback_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,18 +31,7 @@ def main():
     p.add_argument("--tokens", type=int, default=60)
     p.add_argument("--json")
     args = p.parse_args()
-    proc = subprocess.Popen([args.blip3, "serve", "--model", args.model, "--host", "127.0.0.1", "--port", "0"],
-                            stderr=subprocess.PIPE, text=True)
-    host = port = None
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            raise SystemExit("server did not start")
-        m = re.search(r"on http://([0-9.]+):([0-9]+)/v1", line)
-        if m:
-            host, port = m.group(1), int(m.group(2))
-            break
-    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+    proc, host, port, _ = loopback_server.start(args.blip3, args.model)
     with open(args.image, "rb") as f:
         url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
     stream_body = json.dumps({"messages": [{"role": "user", "content": "Tell a long story."}],

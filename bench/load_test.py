@@ -32,12 +32,12 @@ import http.client
 import json
 import os
 import random
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
+
+import loopback_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "testdata", "blip3-tiny", "model")
@@ -132,21 +132,9 @@ def metric(host, port, name):
 
 def run_setting(blip3, max_batch, clients, duration, max_tokens, mix, stream_tokens, cache_mib):
     extra = ["--vision-cache-mib", str(cache_mib)] if cache_mib is not None else []
-    proc = subprocess.Popen([blip3, "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-                             "--max-batch", str(max_batch), "--queue-size", str(clients * 2),
-                             "--max-request-bytes", str(4 << 20), *extra],
-                            stderr=subprocess.PIPE, text=True)
-    host, port = None, None
-    while True:
-        line = proc.stderr.readline()
-        if not line:
-            raise SystemExit("server did not start")
-        m = re.search(r"on http://([0-9.]+):([0-9]+)/v1", line)
-        if m:
-            host, port = m.group(1), int(m.group(2))
-            break
-    log = []
-    threading.Thread(target=lambda: log.extend(proc.stderr.readlines()), daemon=True).start()
+    proc, host, port, log = loopback_server.start(
+        blip3, MODEL, "--max-batch", str(max_batch), "--queue-size", str(clients * 2),
+        "--max-request-bytes", str(4 << 20), *extra)
     images = image_bytes()
     plain = [chat([{"type": "text", "text": f"Question {i}: what is shown?"},
                    {"type": "image_url", "image_url": {"url": data_url(raw)}}],

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use blip3_engine::serving::EngineConfig;
 use blip3_server::media::MediaPolicy;
 use blip3_server::{Server, ServerConfig};
 
@@ -27,8 +28,6 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
     let pipeline = load(&args.load)?;
     let config = ServerConfig {
         model_name: model_name.clone(),
-        queue_size: args.queue_size,
-        max_batch: args.max_batch,
         max_request_bytes: args.max_request_bytes,
         media: MediaPolicy {
             media_root: args.media_root.clone(),
@@ -38,10 +37,15 @@ pub fn serve(mut args: ServeArgs) -> Result<ExitCode> {
             allowed_hosts: args.allow_media_hosts.clone(),
             ..MediaPolicy::default()
         },
-        max_pixels: args.load.max_pixels,
-        vision_cache_bytes: args.vision_cache_mib << 20,
-        vision_cache_dir: args.vision_cache_dir.clone(),
         max_images: args.max_images,
+        engine: EngineConfig {
+            queue_size: args.queue_size,
+            max_batch: args.max_batch,
+            max_pixels: args.load.max_pixels,
+            vision_cache_bytes: args.vision_cache_mib << 20,
+            vision_cache_dir: args.vision_cache_dir.clone(),
+            ..EngineConfig::default()
+        },
     };
     let server = Server::start(pipeline, config).context("starting the engine")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

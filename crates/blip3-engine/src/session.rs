@@ -114,13 +114,6 @@ pub struct Prefill {
     last_hidden: Option<Tensor>,
 }
 
-impl Prefill {
-    /// Prompt positions prefilled so far, and in all.
-    pub fn progress(&self) -> (usize, usize) {
-        (self.done, self.embeds.dims().first().copied().unwrap_or(0))
-    }
-}
-
 /// One sequence being generated: its KV cache, the logits for its next token
 /// and what it has produced so far.
 pub struct Sequence {

@@ -175,8 +175,6 @@ pub(crate) mod avx512 {
     /// AVX-512 F must be available.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn quick_gelu(xs: &mut [f32]) {
-        let one = _mm512_set1_ps(1.0);
-        let k = _mm512_set1_ps(-1.702);
         let mut at = 0;
         while at < xs.len() {
             let live = (xs.len() - at).min(16);
@@ -187,8 +185,8 @@ pub(crate) mod avx512 {
             };
             let p = xs.as_mut_ptr().add(at);
             let x = _mm512_maskz_loadu_ps(mask, p);
-            let e = exp(_mm512_mul_ps(x, k));
-            _mm512_mask_storeu_ps(p, mask, _mm512_div_ps(x, _mm512_add_ps(one, e)));
+            let y = apply16(super::Activation::QuickGelu, x);
+            _mm512_mask_storeu_ps(p, mask, y);
             at += 16;
         }
     }

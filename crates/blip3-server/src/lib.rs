@@ -24,7 +24,6 @@ pub mod error;
 pub mod media;
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,36 +56,25 @@ use crate::media::MediaPolicy;
 pub struct ServerConfig {
     /// Name reported by `/v1/models` and echoed in answers.
     pub model_name: String,
-    /// Requests waiting beyond the running ones before 429.
-    pub queue_size: usize,
-    /// Most sequences decoded together.
-    pub max_batch: usize,
     /// Largest request body.
     pub max_request_bytes: usize,
     /// Media permissions and image size cap.
     pub media: MediaPolicy,
-    /// Largest decoded image, in pixels (decompression-bomb guard).
-    pub max_pixels: u64,
-    /// RAM budget of the image cache.
-    pub vision_cache_bytes: usize,
-    /// Disk tier of the image cache.
-    pub vision_cache_dir: Option<PathBuf>,
     /// Most images in one request (over it: 400 `too_many_images`).
     pub max_images: usize,
+    /// The engine's queue (a full one answers 429), batching, admission,
+    /// pixel limit and image cache.
+    pub engine: EngineConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             model_name: "blip3".into(),
-            queue_size: 64,
-            max_batch: 8,
             max_request_bytes: 32 << 20,
             media: MediaPolicy::default(),
-            max_pixels: EngineConfig::default().max_pixels,
-            vision_cache_bytes: 512 << 20,
-            vision_cache_dir: None,
             max_images: 8,
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -106,17 +94,7 @@ pub struct Server {
 impl Server {
     /// Starts the engine for `pipeline`.
     pub fn start(pipeline: Pipeline, config: ServerConfig) -> std::io::Result<Self> {
-        let engine = Engine::start(
-            pipeline,
-            EngineConfig {
-                queue_size: config.queue_size,
-                max_batch: config.max_batch,
-                prefill_chunk: EngineConfig::default().prefill_chunk,
-                max_pixels: config.max_pixels,
-                vision_cache_bytes: config.vision_cache_bytes,
-                vision_cache_dir: config.vision_cache_dir.clone(),
-            },
-        )?;
+        let engine = Engine::start(pipeline, config.engine.clone())?;
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

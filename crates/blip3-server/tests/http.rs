@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use blip3_engine::prompt::{instruct_prompt, DEFAULT_SYSTEM};
+use blip3_engine::serving::EngineConfig;
 use blip3_engine::{GenerationParams, Pipeline, PipelineOptions};
 use blip3_server::{Server, ServerConfig};
 use http_body_util::BodyExt;
@@ -102,16 +103,42 @@ fn greedy_ids(
     images: &[blip3_engine::EncodedImage],
     max_new_tokens: usize,
 ) -> Vec<u32> {
-    let ids = p.tokenizer().encode(prompt, true);
-    let embeds = p.prompt_embeds(&ids, images).unwrap();
+    greedy_from_ids(
+        p,
+        &p.tokenizer().encode(prompt, true),
+        images,
+        max_new_tokens,
+    )
+}
+
+/// Greedy ids from prompt ids (already tokenized) with encoded images.
+fn greedy_from_ids(
+    p: &Pipeline,
+    ids: &[u32],
+    images: &[blip3_engine::EncodedImage],
+    max_new_tokens: usize,
+) -> Vec<u32> {
+    let embeds = p.prompt_embeds(ids, images).unwrap();
     let mut seq = p
-        .start(&embeds, &ids, &GenerationParams::greedy(max_new_tokens))
+        .start(&embeds, ids, &GenerationParams::greedy(max_new_tokens))
         .unwrap();
     while seq.finished.is_none() {
         p.choose(&mut seq).unwrap();
         p.step(&mut [&mut seq]).unwrap();
     }
     seq.generated
+}
+
+/// A server on the tiny r-v1 model, served as "tiny", with `config`'s other settings.
+fn tiny_server(config: ServerConfig) -> Server {
+    Server::start(
+        pipeline(),
+        ServerConfig {
+            model_name: "tiny".into(),
+            ..config
+        },
+    )
+    .unwrap()
 }
 
 fn ids(choice: &Value) -> Vec<u32> {
@@ -139,14 +166,7 @@ async fn chat_completions_match_the_engine_and_reject_bad_input() {
         greedy_ids(p, &prompt, &[encoded], 8)
     };
 
-    let server = Server::start(
-        pipeline(),
-        ServerConfig {
-            model_name: "tiny".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let server = tiny_server(ServerConfig::default());
     let router = server.router();
 
     // Non-streaming, greedy: same ids and text as the engine.
@@ -344,8 +364,11 @@ async fn full_queue_gets_429_and_a_dropped_client_is_cancelled() {
         pipeline(),
         ServerConfig {
             model_name: "tiny".into(),
-            queue_size: 1,
-            max_batch: 1,
+            engine: EngineConfig {
+                queue_size: 1,
+                max_batch: 1,
+                ..EngineConfig::default()
+            },
             ..Default::default()
         },
     )
@@ -884,24 +907,6 @@ async fn completions_with_image_parts_match_the_engine() {
     server.stop();
 }
 
-/// Greedy ids from prompt ids (already tokenized) with encoded images.
-fn greedy_from_ids(
-    p: &Pipeline,
-    ids: &[u32],
-    images: &[blip3_engine::EncodedImage],
-    max_new_tokens: usize,
-) -> Vec<u32> {
-    let embeds = p.prompt_embeds(ids, images).unwrap();
-    let mut seq = p
-        .start(&embeds, ids, &GenerationParams::greedy(max_new_tokens))
-        .unwrap();
-    while seq.finished.is_none() {
-        p.choose(&mut seq).unwrap();
-        p.step(&mut [&mut seq]).unwrap();
-    }
-    seq.generated
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_text_cannot_forge_turns_or_place_images() {
     use blip3_engine::MarkedText;
@@ -930,14 +935,7 @@ async fn client_text_cannot_forge_turns_or_place_images() {
     assert_eq!(count("<|assistant|>"), 1);
     let expected = greedy_from_ids(&reference, &prompt_ids, &[encoded], 8);
 
-    let server = Server::start(
-        pipeline(),
-        ServerConfig {
-            model_name: "tiny".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let server = tiny_server(ServerConfig::default());
     let router = server.router();
     let body = json!({"messages": [
         {"role": "system", "content": system},
@@ -955,31 +953,22 @@ async fn client_text_cannot_forge_turns_or_place_images() {
             .config()
             .vision_tokenizer_config
             .num_vis_tokens;
-        prompt_ids.len() - 1 + latents * json_crops(&reference, &image)
+        prompt_ids.len() - 1 + latents * reference.preprocess(&image).num_crops
     });
     drop(router);
     server.stop();
 }
 
-fn json_crops(p: &Pipeline, image: &blip3_preprocess::RgbImage) -> usize {
-    p.preprocess(image).num_crops
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_long_prompts_and_private_media_are_refused_cleanly() {
-    let server = Server::start(
-        pipeline(),
-        ServerConfig {
-            model_name: "tiny".into(),
-            max_request_bytes: 12 << 20,
-            media: blip3_server::media::MediaPolicy {
-                allow_remote: true,
-                ..Default::default()
-            },
+    let server = tiny_server(ServerConfig {
+        max_request_bytes: 12 << 20,
+        media: blip3_server::media::MediaPolicy {
+            allow_remote: true,
             ..Default::default()
         },
-    )
-    .unwrap();
+        ..Default::default()
+    });
     let router = server.router();
     // Over the body limit: 413 in OpenAI's error shape.
     let huge = vec![b' '; (12 << 20) + 1];

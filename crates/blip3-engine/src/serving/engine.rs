@@ -87,7 +87,7 @@ pub struct EngineRequest {
     pub images: Vec<ImageInput>,
     /// Generation cap.
     pub max_tokens: TokenBudget,
-    /// Token selection; `seed: None` draws a fresh seed.
+    /// Token selection (its seed is replaced by a fresh one unless `seeded`).
     pub sampling: SamplingParams,
     /// Whether `sampling.seed` was given by the client.
     pub seeded: bool,
