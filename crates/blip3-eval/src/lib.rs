@@ -1,0 +1,6 @@
+//! The evaluation harness behind `blip3 eval`: benchmark datasets read from
+//! their public formats, the OpenFlamingo few-shot protocol, resumable runs
+//! and the reports. It never touches a tensor: answers come from an
+//! [`Answerer`](run::Answerer) the caller supplies (the CLI drives the engine).
+
+pub mod sampler;
