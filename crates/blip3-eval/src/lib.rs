@@ -3,4 +3,12 @@
 //! and the reports. It never touches a tensor: answers come from an
 //! [`Answerer`](run::Answerer) the caller supplies (the CLI drives the engine).
 
+pub mod dataset;
+mod plot;
+mod error;
+pub mod run;
 pub mod sampler;
+pub mod task;
+
+pub use error::EvalError;
+pub use task::{Metric, PromptStyle, Task, TASKS};
