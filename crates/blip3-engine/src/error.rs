@@ -13,6 +13,9 @@ pub enum EngineError {
     /// A request is not valid for this model.
     #[error("invalid request: {0}")]
     Request(String),
+    /// The caller stopped the run ([`crate::Pipeline::generate_with`]).
+    #[error("generation cancelled")]
+    Cancelled,
     /// A file could not be written.
     #[error("cannot write {path}: {reason}")]
     Write {

@@ -6,6 +6,8 @@
 //! `<image>{placeholders}{prompt}`; images go in the same order, the
 //! demonstrations' first and the query's last.
 
+use blip3_tokenizer::MarkedText;
+
 use crate::prompt::{END_OF_CHUNK_TOKEN, IMAGE_PLACEHOLDER_TOKEN, IMAGE_TOKEN};
 
 /// The evaluation task, which fixes the prompt strings and the post-processing.
@@ -36,11 +38,16 @@ pub struct Demo {
     pub answer: String,
 }
 
-/// The text that follows an image: `Output:` or `Question:{q} Short answer:`.
-fn lead(task: Task, question: Option<&str>) -> String {
+/// Appends the text that follows an image: `Output:` or
+/// `Question:{q} Short answer:` (the question is data, not template).
+fn push_lead(text: &mut MarkedText, task: Task, question: Option<&str>) {
     match task {
-        Task::Caption => "Output:".to_string(),
-        Task::Vqa => format!("Question:{} Short answer:", question.unwrap_or_default()),
+        Task::Caption => text.template("Output:"),
+        Task::Vqa => {
+            text.template("Question:");
+            text.plain(question.unwrap_or_default());
+            text.template(" Short answer:");
+        }
     }
 }
 
@@ -54,16 +61,35 @@ fn image_block(placeholders: usize) -> String {
 
 /// The whole few-shot prompt for `demos` then a query with `question` (VQA).
 pub fn prompt(task: Task, demos: &[Demo], question: Option<&str>, placeholders: usize) -> String {
-    let mut text = String::new();
+    marked_prompt(task, demos, question, placeholders, true)
+        .as_str()
+        .to_string()
+}
+
+/// [`prompt`] with its parts marked: image blocks, the task's lead words and
+/// `<|endofchunk|>` are template, questions and answers are plain text (a
+/// dataset answer that reads `<image>` stays text). With `demo_images`
+/// false the demonstrations are text only: OpenFlamingo's zero-shot
+/// convention, which deletes their `<image>` and passes only the query image.
+pub fn marked_prompt(
+    task: Task,
+    demos: &[Demo],
+    question: Option<&str>,
+    placeholders: usize,
+    demo_images: bool,
+) -> MarkedText {
+    let mut text = MarkedText::new();
     for demo in demos {
-        text.push_str(&image_block(placeholders));
-        text.push_str(&lead(task, demo.question.as_deref()));
-        text.push_str(&demo.answer);
-        text.push_str(END_OF_CHUNK_TOKEN);
-        text.push('\n');
+        if demo_images {
+            text.template(&image_block(placeholders));
+        }
+        push_lead(&mut text, task, demo.question.as_deref());
+        text.plain(&demo.answer);
+        text.template(END_OF_CHUNK_TOKEN);
+        text.template("\n");
     }
-    text.push_str(&image_block(placeholders));
-    text.push_str(&lead(task, question));
+    text.template(&image_block(placeholders));
+    push_lead(&mut text, task, question);
     text
 }
 
@@ -100,6 +126,22 @@ mod tests {
         );
         let p = prompt(Task::Caption, &[], None, 2);
         assert_eq!(p, "<image><image placeholder><image placeholder>Output:");
+    }
+
+    #[test]
+    fn data_is_plain_and_text_only_demos_drop_their_image() {
+        let demos = [Demo {
+            question: None,
+            answer: "a <image> sign".into(),
+        }];
+        let m = marked_prompt(Task::Caption, &demos, None, 0, false);
+        assert_eq!(m.as_str(), "Output:a <image> sign<|endofchunk|>\n<image>Output:");
+        let plain: Vec<&str> = m
+            .parts()
+            .filter(|(_, k)| *k == blip3_tokenizer::TextKind::Plain)
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(plain, ["a <image> sign"]);
     }
 
     #[test]

@@ -74,11 +74,15 @@ pub struct DumpInfo {
     pub image_files: Vec<String>,
 }
 
-/// Writes `output` (run with `capture = true`) to a safetensors file.
-pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<(), EngineError> {
-    let stages: &StageTensors = output.stages.as_ref().ok_or_else(|| {
-        EngineError::Request("the run kept no stage tensors (capture was off)".into())
-    })?;
+fn no_stages() -> EngineError {
+    EngineError::Request("the run kept no stage tensors (capture was off)".into())
+}
+
+/// The tensors a dump holds, named as in the fixture goldens, from `output`
+/// (run with `capture = true`): what [`write_dump`] writes, for callers that
+/// keep them in memory (the Python binding's `Model.dump`).
+pub fn dump_tensors(output: &RunOutput) -> Result<Vec<(String, HostTensor)>, EngineError> {
+    let stages: &StageTensors = output.stages.as_ref().ok_or_else(no_stages)?;
     let mut tensors: Vec<(String, HostTensor)> = vec![
         ("input_ids".into(), raw_ids(&output.input_ids)),
         ("pixel_values".into(), raw_f32(&stages.pixel_values)?),
@@ -101,6 +105,13 @@ pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<()
     if let Some(t) = &stages.text_embeds {
         tensors.push(("debug.text_embeds".into(), raw_f32(t)?));
     }
+    Ok(tensors)
+}
+
+/// Writes `output` (run with `capture = true`) to a safetensors file.
+pub fn write_dump(path: &Path, output: &RunOutput, info: &DumpInfo) -> Result<(), EngineError> {
+    let stages = output.stages.as_ref().ok_or_else(no_stages)?;
+    let tensors = dump_tensors(output)?;
     let json = |v: serde_json::Value| v.to_string();
     let metadata: HashMap<String, String> = [
         ("question", info.question.clone()),

@@ -1,6 +1,7 @@
 //! Images + one prompt → stage tensors and generated ids, for every family
 //! member (the model crate's seam decides what differs).
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use blip3_model::weights::{Quantization, WeightDtype};
 use blip3_model::{Family, SpliceMode, VisionLanguageModel};
 use blip3_preprocess::decode::DEFAULT_MAX_PIXELS;
 use blip3_preprocess::{AspectMode, ImageProcessor, PreprocessedImage, ProcessorConfig, RgbImage};
-use blip3_tokenizer::Tokenizer;
+use blip3_tokenizer::{MarkedText, TextKind, Tokenizer};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
@@ -147,7 +148,27 @@ impl ImageInfo {
     }
 }
 
-/// A loaded model folder ready to answer questions about images.
+/// A loaded model folder ready to answer questions about images: the
+/// engine's main entry point.
+///
+/// ```
+/// use blip3_engine::{GenerationParams, Pipeline, PipelineOptions};
+///
+/// # fn main() -> Result<(), blip3_engine::EngineError> {
+/// # let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/blip3-tiny");
+/// # let (model_dir, image_path) = (fixture.join("model"), fixture.join("images/v2_grid2x2_100x90.png"));
+/// // A Hugging Face model folder (config.json, safetensors, tokenizer).
+/// let pipeline = Pipeline::load(&model_dir, &PipelineOptions::default())?;
+/// let image = pipeline.load_image(&image_path)?;
+/// // The family's chat frame with one image marker per image.
+/// let prompt = pipeline.chat_prompt("What is shown in this image?", None, 1);
+/// let params = GenerationParams::greedy(8);
+/// let out = pipeline.generate(&[image], &prompt, &params, false, &mut |_| {})?;
+/// println!("{:?} ({}, {} ids)", out.text, out.stop_reason.label(), out.generated_ids.len());
+/// assert!(!out.generated_ids.is_empty() && out.generated_ids.len() <= 8);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Pipeline {
     model: VisionLanguageModel,
     tokenizer: Tokenizer,
@@ -362,6 +383,22 @@ impl Pipeline {
         )
     }
 
+    /// [`Self::chat_prompt`] with the question (and a given system text)
+    /// marked as plain text, for [`serving::Engine`](crate::serving::Engine) requests.
+    pub fn marked_chat_prompt(
+        &self,
+        question: &str,
+        system: Option<&str>,
+        num_images: usize,
+    ) -> blip3_tokenizer::MarkedText {
+        crate::prompt::marked_chat_prompt(
+            question,
+            system,
+            self.family().chat_image_marker(),
+            num_images,
+        )
+    }
+
     /// Whether the perceiver hides the anyres padding.
     pub fn masks_padding(&self) -> bool {
         self.padding_mask
@@ -423,9 +460,39 @@ impl Pipeline {
         capture: bool,
         on_choice: &mut dyn FnMut(&Choice),
     ) -> Result<RunOutput, EngineError> {
+        // Template text: every added token in `prompt` is recognised, as
+        // `Tokenizer::encode` does.
+        self.generate_with(
+            images,
+            &MarkedText::of(TextKind::Template, prompt),
+            params,
+            capture,
+            &mut |choice: &Choice| {
+                on_choice(choice);
+                ControlFlow::Continue(())
+            },
+        )
+    }
+
+    /// [`generate`](Self::generate) for a prompt whose parts say which added
+    /// tokens they may hold ([`MarkedText`]: a user's message stays plain
+    /// text), with a callback that can stop the run. The cancellation hook:
+    /// when `on_choice` returns [`ControlFlow::Break`], nothing more is
+    /// computed and the call returns [`EngineError::Cancelled`] (an
+    /// interrupted or abandoned caller, such as the Python binding on
+    /// Ctrl-C). The callback runs between decode steps, so a run stops
+    /// within one token.
+    pub fn generate_with(
+        &self,
+        images: &[RgbImage],
+        prompt: &MarkedText,
+        params: &GenerationParams,
+        capture: bool,
+        on_choice: &mut dyn FnMut(&Choice) -> ControlFlow<()>,
+    ) -> Result<RunOutput, EngineError> {
         let start = Instant::now();
         let device = self.model.device();
-        let input_ids = self.tokenizer.encode(prompt, true);
+        let input_ids = self.tokenizer.encode_marked(prompt, true);
         self.check_image_count(&input_ids, images.len())?;
         let prepared: Vec<PreprocessedImage> = images.iter().map(|i| self.preprocess(i)).collect();
         let mut timings = StageTimings {
@@ -463,7 +530,9 @@ impl Pipeline {
             if seq.generated.len() == 1 {
                 timings.ttft_s = start.elapsed().as_secs_f64();
             }
-            on_choice(&choice);
+            if on_choice(&choice).is_break() {
+                return Err(EngineError::Cancelled);
+            }
             self.step(&mut [&mut seq])?;
         }
         timings.decode_s = t.elapsed().as_secs_f64();

@@ -1,6 +1,8 @@
 //! Prompt templates: the instruct chat frame (spec §11.1, family spec §2.7)
 //! with one image marker per image, and raw prompts for the base models.
 
+use blip3_tokenizer::MarkedText;
+
 /// The model card's system prompt.
 pub const DEFAULT_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
@@ -21,9 +23,30 @@ pub fn chat_prompt(
     image_marker: &str,
     num_images: usize,
 ) -> String {
-    let system = system.unwrap_or(DEFAULT_SYSTEM);
-    let images = image_marker.repeat(num_images);
-    format!("<|system|>\n{system}<|end|>\n<|user|>\n{images}{question}<|end|>\n<|assistant|>\n")
+    marked_chat_prompt(question, system, image_marker, num_images)
+        .as_str()
+        .to_string()
+}
+
+/// [`chat_prompt`] with the question and the system text marked plain (a
+/// question that reads `<|end|>` or `<image>` stays text).
+pub fn marked_chat_prompt(
+    question: &str,
+    system: Option<&str>,
+    image_marker: &str,
+    num_images: usize,
+) -> MarkedText {
+    let mut text = MarkedText::new();
+    text.template("<|system|>\n");
+    match system {
+        Some(s) => text.plain(s),
+        None => text.template(DEFAULT_SYSTEM),
+    }
+    text.template("<|end|>\n<|user|>\n");
+    text.template(&image_marker.repeat(num_images));
+    text.plain(question);
+    text.template("<|end|>\n<|assistant|>\n");
+    text
 }
 
 /// The r-v1 model card's one-image prompt:

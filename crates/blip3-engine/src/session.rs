@@ -240,6 +240,25 @@ impl Pipeline {
         Ok(self.prompt_embeds_stages(input_ids, images)?.embeds)
     }
 
+    /// The perceiver output spliced at each `<image>` of `input_ids`: one
+    /// `[N_k·Q, D]` tensor per image, in order (what a dump's
+    /// `vision_tokens` holds, image by image). r-v1 instruct conditions the
+    /// perceiver on the prompt, so the rows depend on `input_ids` there.
+    pub fn image_tokens(
+        &self,
+        input_ids: &[u32],
+        images: &[EncodedImage],
+    ) -> Result<Vec<Tensor>, EngineError> {
+        let spliced = self.prompt_embeds_stages(input_ids, images)?;
+        let mut out = Vec::with_capacity(spliced.counts.len());
+        let mut row = 0;
+        for &rows in &spliced.counts {
+            out.push(spliced.vision_tokens.narrow(0, row, rows)?);
+            row += rows;
+        }
+        Ok(out)
+    }
+
     /// [`prompt_embeds`](Self::prompt_embeds) keeping the intermediate
     /// tensors. All images' crops go through the perceiver as one batch.
     pub(crate) fn prompt_embeds_stages(

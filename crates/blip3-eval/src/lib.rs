@@ -5,9 +5,11 @@
 
 pub mod dataset;
 mod plot;
+pub mod report;
 mod error;
 pub mod run;
 pub mod sampler;
+pub mod settings;
 pub mod task;
 
 pub use error::EvalError;
