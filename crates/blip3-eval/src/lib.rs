@@ -6,6 +6,7 @@
 pub mod dataset;
 mod plot;
 pub mod report;
+pub mod requests;
 mod error;
 pub mod run;
 pub mod sampler;

@@ -278,7 +278,7 @@ pub fn write(
         html.push_str("</ul>\n");
     }
     for (title, svg) in &charts {
-        let _ = write!(html, "<figure aria-label=\"{}\">{svg}</figure>\n", escape(title));
+        let _ = writeln!(html, "<figure aria-label=\"{}\">{svg}</figure>", escape(title));
     }
     html.push_str("<h2>Settings</h2><table><tr><th>setting</th><th>value</th></tr>");
     for (k, v) in settings_rows(settings) {
