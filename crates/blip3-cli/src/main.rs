@@ -1,6 +1,7 @@
 //! `blip3`: run BLIP-3 from a Hugging Face model folder.
 
 mod commands;
+mod eval;
 mod fewshot;
 mod presets;
 mod run;
@@ -43,6 +44,124 @@ enum Command {
     Serve(ServeArgs),
     /// Few-shot captioning or VQA with a base model (OpenFlamingo prompts).
     Fewshot(FewshotArgs),
+    /// Run a benchmark of the model card (batched, resumable) and write its score and report.
+    Eval(EvalArgs),
+    /// Score an existing predictions file with the benchmark scorers.
+    Score(ScoreArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Benchmark: coco, nocaps, textcaps, okvqa, textvqa, vizwiz, vqav2 (few-shot,
+    /// base models); seed, mmbench, mme, mmstar, mmmu, mmvet, mathvista, scienceqa,
+    /// pope, ai2d (VLMEvalKit TSVs, instruct models).
+    #[arg(long)]
+    task: String,
+    /// The split to evaluate: COCO-style caption JSON (or Karpathy's split file),
+    /// a VQAv2-style questions JSON, or a VLMEvalKit TSV.
+    #[arg(long)]
+    data: PathBuf,
+    /// VQA: the annotations JSON (default: found beside --data).
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Folder of the images named by --data (default: --data's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Karpathy split to evaluate.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Few-shot demonstration pool, in --data's format (default: the
+    /// `train` split of a Karpathy file).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// VQA: the pool's annotations JSON (default: found beside --train).
+    #[arg(long)]
+    train_annotations: Option<PathBuf>,
+    /// Folder of the pool's images (default: --train's folder).
+    #[arg(long)]
+    train_images: Option<PathBuf>,
+    /// Evaluate this many items (few-shot: drawn as OpenFlamingo's --num_samples;
+    /// others: the first ones, MMBench counting questions).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Demonstrations per item (few-shot tasks).
+    #[arg(long, default_value_t = 0)]
+    shots: usize,
+    /// Trial seed of the few-shot sampler.
+    #[arg(long, default_value_t = 42)]
+    seed: u32,
+    /// Pool items the demonstrations are drawn from (OpenFlamingo's default 2048).
+    #[arg(long, default_value_t = 2048)]
+    query_set_size: usize,
+    /// Zero shots without OpenFlamingo's two text-only demonstrations.
+    #[arg(long)]
+    no_text_demos: bool,
+    /// Put Q − 1 `<image placeholder>` tokens after every `<image>` (the model card's prompts).
+    #[arg(long)]
+    placeholders: bool,
+    /// Answer budget (default: 20 caption, 5 VQA, 1024 instruct benchmarks).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Items submitted to the engine together.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// VQA ground-truth normalisation: official (the VQA evaluation code),
+    /// official-2021, or openflamingo (OpenFlamingo's copy, which normalises every answer).
+    #[arg(long, value_enum, default_value_t = VqaGtArg::Official)]
+    vqa_gt: VqaGtArg,
+    /// VLMEvalKit answer-extraction rule: 2024 (the r-v1 numbers) or head.
+    #[arg(long, value_enum, default_value_t = ChoiceRuleArg::V2024)]
+    choice_rule: ChoiceRuleArg,
+    /// Do not check the TSV's MD5 against VLMEvalKit's.
+    #[arg(long)]
+    no_md5_check: bool,
+    /// Run folder: run.json, predictions.jsonl (appended; a rerun resumes),
+    /// results.json, report.md, report.html and the charts.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Scorer: cider, vqa, okvqa, pope, mme, mmbench, mcq, mmmu.
+    #[arg(long)]
+    task: String,
+    /// Predictions JSONL: one {"id": ..., "answer": "..."} per line.
+    #[arg(long)]
+    pred: PathBuf,
+    /// References JSON: {id: [reference strings]} for cider and vqa (the 10
+    /// human answers); task-specific objects for the others (see the README).
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// VQA ground-truth normalisation.
+    #[arg(long, value_enum, default_value_t = VqaGtArg::Official)]
+    vqa_gt: VqaGtArg,
+    /// VLMEvalKit answer-extraction rule.
+    #[arg(long, value_enum, default_value_t = ChoiceRuleArg::V2024)]
+    choice_rule: ChoiceRuleArg,
+    /// Print the corpus metric and the per-item scores (`per_id`) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VqaGtArg {
+    /// GT-Vision-Lab's vqaEval.py as most harnesses copy it.
+    Official,
+    /// vqaEval.py after its 2021 fix.
+    #[value(name = "official-2021")]
+    Official2021,
+    /// OpenFlamingo's vqa_metric.py (the BLIP-3 pre-training table's harness).
+    Openflamingo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChoiceRuleArg {
+    #[value(name = "2024")]
+    V2024,
+    Head,
 }
 
 #[derive(Args)]
@@ -450,6 +569,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => run::run(a),
         Command::Serve(a) => serve::serve(a),
         Command::Fewshot(a) => fewshot::fewshot(a),
+        Command::Eval(a) => eval::eval(a),
+        Command::Score(a) => eval::score(a),
     };
     match result {
         Ok(code) => code,

@@ -9,9 +9,10 @@ pub mod report;
 pub mod requests;
 mod error;
 pub mod run;
+pub mod score;
 pub mod sampler;
 pub mod settings;
 pub mod task;
 
 pub use error::EvalError;
-pub use task::{Metric, PromptStyle, Task, TASKS};
+pub use task::{DataFormat, Metric, PromptStyle, Task, TASKS};

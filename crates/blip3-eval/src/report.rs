@@ -173,11 +173,18 @@ fn settings_rows(settings: &Settings) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// A file name for a chart: its title lower-cased, runs of other
+/// characters turned into one `-`.
 fn file_stem(title: &str) -> String {
-    title
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-        .collect()
+    let mut stem = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            stem.push(c.to_ascii_lowercase());
+        } else if !stem.ends_with('-') {
+            stem.push('-');
+        }
+    }
+    stem.trim_matches('-').to_string()
 }
 
 fn render_chart(chart: &Chart) -> Result<(String, String), EvalError> {

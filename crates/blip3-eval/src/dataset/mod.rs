@@ -2,6 +2,7 @@
 //! reference JSON the scorer takes (the layout `blip3 score --ref` documents).
 
 pub mod captions;
+pub mod tsv;
 pub mod vqa;
 
 use std::path::{Path, PathBuf};

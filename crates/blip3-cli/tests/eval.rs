@@ -1,0 +1,244 @@
+//! `blip3 eval` end to end on the tiny fixture models over the synthetic
+//! datasets in `testdata/eval/datasets` (one per public format), resuming,
+//! the report, and `blip3 score` agreeing with the run's own scores.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn datasets() -> PathBuf {
+    root().join("testdata/eval/datasets")
+}
+
+fn images() -> PathBuf {
+    root().join("testdata/blip3-tiny/images")
+}
+
+fn blip3(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_blip3"))
+        .args(args)
+        .output()
+        .expect("blip3 runs")
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("blip3-eval-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&p).ok();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+/// A random-weight r-v1 base model shaped like the tiny fixture.
+fn base_model(dir: &Path) -> PathBuf {
+    let model = dir.join("base-model");
+    ok(&blip3(&[
+        "init-random",
+        "--like",
+        s(&root().join("testdata/blip3-tiny/model")),
+        "--base",
+        "--out",
+        s(&model),
+    ]));
+    model
+}
+
+/// `blip3 score` on the run's predictions and references gives the run's metrics.
+fn rescored(out: &Path, scorer: &str) -> Value {
+    let scored = blip3(&[
+        "score",
+        "--task",
+        scorer,
+        "--pred",
+        s(&out.join("predictions.jsonl")),
+        "--ref",
+        s(&out.join("references.json")),
+        "--json",
+    ]);
+    ok(&scored);
+    serde_json::from_slice(&scored.stdout).unwrap()
+}
+
+#[test]
+fn few_shot_captioning_runs_resumes_and_scores() {
+    let dir = temp("coco");
+    let model = base_model(&dir);
+    let out = dir.join("run");
+    let (data, images) = (datasets().join("captions_karpathy.json"), images());
+    let args = [
+        "eval",
+        "--model",
+        s(&model),
+        "--task",
+        "coco",
+        "--data",
+        s(&data),
+        "--images",
+        s(&images),
+        "--shots",
+        "2",
+        "--query-set-size",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--batch",
+        "3",
+        "--out",
+        s(&out),
+    ];
+    ok(&blip3(&args));
+    let predictions = out.join("predictions.jsonl");
+    assert_eq!(lines(&predictions), 4);
+    let results = json(&out.join("results.json"));
+    assert_eq!(results["settings"]["shots"], 2);
+    assert_eq!(results["settings"]["task"], "coco");
+    assert!(results["settings"]["model_revision"].as_str().unwrap().len() >= 16);
+    let cider = results["metrics"]["CIDEr"].as_f64().unwrap();
+    assert_eq!(rescored(&out, "cider")["CIDEr"].as_f64().unwrap(), cider);
+    // A rerun resumes: nothing is asked again.
+    ok(&blip3(&args));
+    assert_eq!(lines(&predictions), 4);
+    // Other settings in the same folder are refused rather than mixed.
+    let mut other = args.to_vec();
+    assert_eq!(other[9], "--shots");
+    other[10] = "1";
+    let refused = blip3(&other);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("shots: was 2, now 1"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| model | shots | COCO | NoCaps |"), "{md}");
+    assert!(out.join("report.html").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn few_shot_vqa_from_question_and_annotation_files() {
+    let dir = temp("vqa");
+    let model = base_model(&dir);
+    let out = dir.join("run");
+    ok(&blip3(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--task",
+        "vqav2",
+        "--data",
+        s(&datasets().join("vqa_val_questions.json")),
+        "--train",
+        s(&datasets().join("vqa_train_questions.json")),
+        "--images",
+        s(&images()),
+        "--train-images",
+        s(&images()),
+        "--query-set-size",
+        "4",
+        "--out",
+        s(&out),
+    ]));
+    assert_eq!(lines(&out.join("predictions.jsonl")), 3);
+    let results = json(&out.join("results.json"));
+    // Zero shots: OpenFlamingo's two text-only demonstrations.
+    assert_eq!(results["settings"]["zero_shot_text_demos"], true);
+    let accuracy = results["metrics"]["accuracy"].as_f64().unwrap();
+    assert_eq!(rescored(&out, "vqa")["accuracy"].as_f64().unwrap(), accuracy);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn vlmevalkit_benchmarks_run_on_the_instruct_model() {
+    let dir = temp("tsv");
+    let model = root().join("testdata/blip3-tiny/model");
+    for (task, scorer, items, column) in [
+        ("mmbench", "mmbench", 8, "Overall"),
+        ("mme", "mme", 28, "total"),
+        ("pope", "pope", 6, "Overall"),
+        ("mmmu", "mmmu", 2, "Overall"),
+    ] {
+        let out = dir.join(task);
+        let data = datasets().join(format!("{task}.tsv"));
+        let mut args = vec![
+            "eval",
+            "--model",
+            s(&model),
+            "--task",
+            task,
+            "--data",
+            s(&data),
+            "--max-new-tokens",
+            "3",
+            "--out",
+            s(&out),
+        ];
+        // The synthetic files are not VLMEvalKit's: the MD5 check refuses them.
+        let refused = blip3(&args);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("MD5"));
+        args.push("--no-md5-check");
+        ok(&blip3(&args));
+        assert_eq!(lines(&out.join("predictions.jsonl")), items, "{task}");
+        let results = json(&out.join("results.json"));
+        assert_eq!(results["failed"], 0, "{task}");
+        let ours = &results["metrics"][column];
+        assert!(ours.is_number(), "{task}: {results}");
+        assert_eq!(&rescored(&out, scorer)[column], ours, "{task}");
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(html.contains("<table>"), "{task}");
+    }
+    assert!(std::fs::read_to_string(dir.join("mme/report.html"))
+        .unwrap()
+        .contains("<svg"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let out = blip3(&[
+        "eval", "--model", "x", "--task", "imagenet", "--data", "x", "--out", "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"imagenet\""));
+    let out = blip3(&[
+        "score", "--task", "bleu", "--pred", "/nonexistent", "--ref", "/nonexistent",
+    ]);
+    assert!(!out.status.success());
+    let dir = temp("score");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.jsonl"), "{\"id\": 1, \"answer\": \"a dog\"}\n").unwrap();
+    std::fs::write(dir.join("r.json"), "{\"2\": [\"a cat\"]}").unwrap();
+    let out = blip3(&[
+        "score",
+        "--task",
+        "cider",
+        "--pred",
+        s(&dir.join("p.jsonl")),
+        "--ref",
+        s(&dir.join("r.json")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains('1'));
+    std::fs::remove_dir_all(&dir).ok();
+}
