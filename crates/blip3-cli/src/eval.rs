@@ -268,7 +268,19 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     })?;
     bar.finish();
     answerer.engine.stop();
-    let scored = blip3_eval::score::score_run(&task, &records, &test.reference, &args.scorer_options())?;
+    let judge = args.judge_url.as_ref().map(|url| blip3_eval::judge::Judge {
+        url: url.clone(),
+        model: args.judge_model.clone(),
+        api_key: std::env::var(&args.judge_key_env).ok(),
+        timeout: Duration::from_secs(120),
+    });
+    let scored = blip3_eval::score::score_run(
+        &task,
+        &records,
+        &test.reference,
+        &args.scorer_options(),
+        judge.as_ref(),
+    )?;
     let results = serde_json::json!({
         "settings": settings,
         "metrics": scored.metrics,

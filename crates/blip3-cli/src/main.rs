@@ -117,6 +117,16 @@ struct EvalArgs {
     /// Do not check the TSV's MD5 against VLMEvalKit's.
     #[arg(long)]
     no_md5_check: bool,
+    /// OpenAI-compatible endpoint (`http://host:port/v1`) that grades the
+    /// judge benchmarks (mmvet, mathvista); off by default.
+    #[arg(long)]
+    judge_url: Option<String>,
+    /// Model name sent to the judge.
+    #[arg(long, default_value = "gpt-4-turbo")]
+    judge_model: String,
+    /// Environment variable holding the judge's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    judge_key_env: String,
     /// Run folder: run.json, predictions.jsonl (appended; a rerun resumes),
     /// results.json, report.md, report.html and the charts.
     #[arg(long)]

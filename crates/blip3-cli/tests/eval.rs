@@ -242,3 +242,83 @@ fn bad_arguments_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains('1'));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A loopback OpenAI-compatible judge answering `replies` in turn (then
+/// "1.0"); returns its base URL and the prompts it was sent.
+fn fake_judge(replies: Vec<&'static str>) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut replies = replies.into_iter();
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).ok();
+            tx.send(String::from_utf8_lossy(&body).into_owned()).ok();
+            let reply = replies.next().unwrap_or("1.0");
+            let json = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": reply}}]})
+                .to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                json.len()
+            );
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn judge_benchmarks_need_a_judge_and_use_the_one_given() {
+    let dir = temp("judge");
+    let model = root().join("testdata/blip3-tiny/model");
+    let data = datasets().join("mmvet.tsv");
+    let base = [
+        "eval",
+        "--model",
+        s(&model),
+        "--task",
+        "mmvet",
+        "--data",
+        s(&data),
+        "--no-md5-check",
+        "--max-new-tokens",
+        "2",
+    ];
+    let out = dir.join("nojudge");
+    let mut args = base.to_vec();
+    args.extend(["--out", s(&out)]);
+    let run = blip3(&args);
+    ok(&run);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("MM-Vet: needs a judge (--judge-url)"));
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("needs a judge"));
+
+    // Item 0: an unparsable reply, then 0.5; items 1 and 2: 1.0.
+    let (url, prompts) = fake_judge(vec!["not sure", "0.5"]);
+    let out = dir.join("judged");
+    let mut args = base.to_vec();
+    args.extend(["--judge-url", &url, "--judge-model", "fake", "--out", s(&out)]);
+    let run = blip3(&args);
+    ok(&run);
+    let results = json(&out.join("results.json"));
+    let score = results["metrics"]["score"].as_f64().unwrap();
+    assert!((score - 250.0 / 3.0).abs() < 1e-9, "{results}");
+    assert_eq!(results["metrics"]["categories"]["math"], 100.0);
+    let sent: Vec<String> = prompts.try_iter().collect();
+    assert_eq!(sent.len(), 4, "one retry");
+    assert!(sent[0].contains("red <AND> green") && sent[0].contains("\"model\":\"fake\""));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -8,6 +8,7 @@ mod plot;
 pub mod report;
 pub mod requests;
 mod error;
+pub mod judge;
 pub mod run;
 pub mod score;
 pub mod sampler;

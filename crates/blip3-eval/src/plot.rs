@@ -25,6 +25,8 @@ pub fn bars(title: &str, values: &[(String, f64)], max: f64) -> Result<String, E
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .light_line_style(WHITE)
+            .x_labels(11)
             .y_labels(n)
             .y_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
@@ -72,7 +74,7 @@ pub fn confusion(title: &str, counts: [[u64; 2]; 2]) -> Result<String, EvalError
             .map_err(|e| draw(e.to_string()))?;
         let labels = [
             ("answered yes", (150, 350)),
-            ("answered no", (290, 350)),
+            ("no or unclear", (285, 350)),
             ("truth yes", (10, 115)),
             ("truth no", (10, 255)),
         ];

@@ -258,7 +258,7 @@ pub fn write(
     let mut html = String::new();
     let _ = write!(
         html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}: blip3 eval</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eef}}td:first-child,th:first-child{{text-align:left}}code{{background:#f4f4f4}}figure{{margin:1em 0}}</style></head><body>\n<h1>{title}: blip3 eval</h1>\n<table><tr>",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}: blip3 eval</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eef}}td:first-child,th:first-child{{text-align:left}}table.settings td{{text-align:left}}code{{background:#f4f4f4}}figure{{margin:1em 0}}</style></head><body>\n<h1>{title}: blip3 eval</h1>\n<table><tr>",
         title = escape(task.title)
     );
     for h in &header {
@@ -287,7 +287,7 @@ pub fn write(
     for (title, svg) in &charts {
         let _ = writeln!(html, "<figure aria-label=\"{}\">{svg}</figure>", escape(title));
     }
-    html.push_str("<h2>Settings</h2><table><tr><th>setting</th><th>value</th></tr>");
+    html.push_str("<h2>Settings</h2><table class=\"settings\"><tr><th>setting</th><th>value</th></tr>");
     for (k, v) in settings_rows(settings) {
         let _ = write!(html, "<tr><td>{}</td><td><code>{}</code></td></tr>", escape(&k), escape(&v));
     }

@@ -8,6 +8,7 @@ use blip3_metrics::vlmevalkit::{Rule, ScoreOptions};
 use blip3_metrics::vqa::{GtNormalization, VqaOptions};
 use blip3_metrics::{mcq, mme, pope, Prediction};
 
+use crate::judge::Judge;
 use crate::report::{Chart, Summary};
 use crate::run::PredictionRecord;
 use crate::task::{Metric, Task};
@@ -222,21 +223,76 @@ fn summarise(task: &Task, metrics: &Value, reference: &Value) -> Summary {
                 counts: pope_confusion(metrics, reference),
             });
         }
-        Metric::Judge => {
-            summary
+        Metric::Judge => match number(metrics, &["score"]) {
+            Some(score) => {
+                summary.columns.push((task.title.into(), Ok(score)));
+                if let Some(j) = metrics.get("judge").and_then(Value::as_str) {
+                    summary.details.push((
+                        "judge".into(),
+                        format!("{j} (blip3's grading prompt, not the benchmark's official one)"),
+                    ));
+                }
+                let values = bars_of(metrics.get("categories"), 1.0);
+                if !values.is_empty() {
+                    summary.charts.push(Chart::Bars {
+                        title: format!("{} categories (judged %)", task.title),
+                        values,
+                        max: 100.0,
+                    });
+                }
+            }
+            None => summary
                 .columns
-                .push((task.title.into(), Err("needs a judge (--judge-url)".into())));
-        }
+                .push((task.title.into(), Err("needs a judge (--judge-url)".into()))),
+        },
     }
     summary
 }
 
+/// Grades every answer of a judge benchmark: `score` is the mean grade
+/// ×100, also per `category`, with each item's grade under `per_id`.
+pub fn judged(
+    records: &[PredictionRecord],
+    reference: &Value,
+    judge: &Judge,
+) -> Result<Value, EvalError> {
+    let mut per_id = serde_json::Map::new();
+    let mut categories: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+    let mut total = 0.0;
+    for r in records {
+        let entry = reference.get(&r.id).ok_or_else(|| {
+            EvalError::data("references", format!("no reference for item {}", r.id))
+        })?;
+        let text = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
+        let grade = judge.grade(text("question"), text("answer"), &r.answer)?;
+        total += grade;
+        let c = categories.entry(text("category").to_string()).or_default();
+        c.0 += grade;
+        c.1 += 1;
+        per_id.insert(r.id.clone(), grade.into());
+    }
+    let n = records.len().max(1) as f64;
+    let categories: serde_json::Map<String, Value> = categories
+        .into_iter()
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, (sum, count))| (k, (100.0 * sum / count as f64).into()))
+        .collect();
+    Ok(serde_json::json!({
+        "score": 100.0 * total / n,
+        "categories": categories,
+        "judge": format!("{} at {}", judge.model, judge.url),
+        "per_id": per_id,
+    }))
+}
+
 /// Scores a finished run. Failed items count as empty answers (wrong).
+/// Judge benchmarks are graded by `judge` when one is given.
 pub fn score_run(
     task: &Task,
     records: &[PredictionRecord],
     reference: &Value,
     options: &ScorerOptions,
+    judge: Option<&Judge>,
 ) -> Result<Scored, EvalError> {
     let preds: Vec<Prediction> = records
         .iter()
@@ -245,9 +301,10 @@ pub fn score_run(
             answer: r.answer.clone(),
         })
         .collect();
-    let metrics = match scorer_of(task.metric) {
-        Some(name) => score_named(name, &preds, reference, options)?,
-        None => serde_json::json!({"needs_judge": true}),
+    let metrics = match (scorer_of(task.metric), judge) {
+        (Some(name), _) => score_named(name, &preds, reference, options)?,
+        (None, Some(judge)) => judged(records, reference, judge)?,
+        (None, None) => serde_json::json!({"needs_judge": true}),
     };
     let mut summary = summarise(task, &metrics, reference);
     summary.items = records.len();

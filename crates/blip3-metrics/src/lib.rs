@@ -7,8 +7,24 @@
 //! Every scorer takes [`Prediction`]s and a reference in the JSON layout that
 //! `blip3 score` documents, and returns the corpus metric plus per-item scores.
 
+pub mod choice;
+pub mod cider;
 mod error;
+pub mod mcq;
+pub mod mmbench;
+pub mod mme;
+pub mod mmmu;
+pub mod okvqa;
+pub mod pandas_cells;
+pub mod pope;
 pub mod predictions;
+pub mod ptb;
+pub mod pytext;
+pub mod vlmevalkit;
+pub mod vlmevalkit_tsv;
+pub mod vqa;
+pub mod vqa_files;
+pub mod yes_no;
 
 pub use error::MetricsError;
 pub use predictions::{parse_predictions, read_predictions, Prediction};

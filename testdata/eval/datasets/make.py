@@ -72,3 +72,10 @@ rows = [
      "split": "validation", "category": "Math", "image": b64[NAMES[3]]},
 ]
 tsv("mmmu.tsv", ["index", "image", "question", "A", "B", "C", "answer", "split", "category"], rows)
+
+rows = [
+    {"index": 0, "question": "What colours are the squares?", "answer": "red <AND> green", "category": "rec", "image": b64[NAMES[3]]},
+    {"index": 1, "question": "How many squares are there?", "answer": "4 <OR> four", "category": "math", "image": b64[NAMES[3]]},
+    {"index": 2, "question": "Is it a grid?", "answer": "yes", "category": "rec", "image": "1"},
+]
+tsv("mmvet.tsv", ["index", "image", "question", "answer", "category"], rows)

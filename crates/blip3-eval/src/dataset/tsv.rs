@@ -123,12 +123,21 @@ pub fn load(task: &Task, path: &Path, check_md5: bool) -> Result<Dataset, EvalEr
     }
     let reference = match Benchmark::from_dataset_key(key) {
         Some(b) => vtsv::build_reference(&tsv, b)?,
-        // Judge benchmarks: the answer column, for the judge and for the record.
+        // Judge benchmarks: what the judge needs, per item.
         None => {
             let answers = column(&tsv, "answer");
+            let category = column(&tsv, "category");
             let mut map = serde_json::Map::new();
-            for (row, id) in ids.iter().enumerate() {
-                map.insert(id.clone(), answers[row].py_str().into());
+            for item in &items {
+                let row = ids.iter().position(|i| *i == item.id).unwrap_or(0);
+                map.insert(
+                    item.id.clone(),
+                    serde_json::json!({
+                        "question": item.question,
+                        "answer": answers[row].py_str(),
+                        "category": category[row].py_str(),
+                    }),
+                );
             }
             serde_json::Value::Object(map)
         }
