@@ -14,8 +14,8 @@ use blip3_eval::dataset::{self, captions, vqa, Dataset};
 use blip3_eval::requests::{self, RequestOptions};
 use blip3_eval::run::{self, Answer, Answerer, EvalRequest, Progress};
 use blip3_eval::sampler::ZeroShotDemos;
-use blip3_eval::settings::{self, Settings};
 use blip3_eval::score::ScorerOptions;
+use blip3_eval::settings::{self, Settings};
 use blip3_eval::{report, DataFormat, PromptStyle, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -102,7 +102,9 @@ impl EngineAnswerer {
     }
 }
 
-fn collect(submission: Result<blip3_engine::serving::Submission, String>) -> Result<String, String> {
+fn collect(
+    submission: Result<blip3_engine::serving::Submission, String>,
+) -> Result<String, String> {
     let mut submission = submission?;
     let mut text = String::new();
     while let Some(event) = submission.events.blocking_recv() {
@@ -125,7 +127,9 @@ impl Answerer for EngineAnswerer {
             .map(|(request, submission)| {
                 let raw = collect(submission)?;
                 let answer = match request.style {
-                    PromptStyle::FewShotCaption => fewshot::postprocess(fewshot::Task::Caption, &raw),
+                    PromptStyle::FewShotCaption => {
+                        fewshot::postprocess(fewshot::Task::Caption, &raw)
+                    }
                     PromptStyle::FewShotVqa => fewshot::postprocess(fewshot::Task::Vqa, &raw),
                     PromptStyle::Chat => raw.clone(),
                 };
@@ -142,18 +146,30 @@ fn load_data(task: &Task, args: &EvalArgs) -> Result<(Dataset, Option<Dataset>)>
         DataFormat::CocoCaptions => {
             let (items, reference) =
                 captions::load(&args.data, &images, captions::Split::Named(&args.split))?;
-            let test = Dataset { items, reference, md5: None };
+            let test = Dataset {
+                items,
+                reference,
+                md5: None,
+            };
             let train = match &args.train {
                 Some(path) => {
                     let root = dataset::image_root(path, args.train_images.as_deref());
                     let (items, reference) = captions::load(path, &root, captions::Split::Train)?;
-                    Some(Dataset { items, reference, md5: None })
+                    Some(Dataset {
+                        items,
+                        reference,
+                        md5: None,
+                    })
                 }
                 None => {
                     // Karpathy's file holds the training split too.
                     let (items, reference) =
                         captions::load(&args.data, &images, captions::Split::Train)?;
-                    (!items.is_empty()).then_some(Dataset { items, reference, md5: None })
+                    (!items.is_empty()).then_some(Dataset {
+                        items,
+                        reference,
+                        md5: None,
+                    })
                 }
             };
             Ok((test, train))
@@ -161,13 +177,22 @@ fn load_data(task: &Task, args: &EvalArgs) -> Result<(Dataset, Option<Dataset>)>
         DataFormat::VqaV2 => {
             let annotations = vqa::annotations_path(&args.data, args.annotations.as_deref())?;
             let (items, reference) = vqa::load(&args.data, &annotations, &images)?;
-            let test = Dataset { items, reference, md5: None };
+            let test = Dataset {
+                items,
+                reference,
+                md5: None,
+            };
             let train = match &args.train {
                 Some(path) => {
                     let root = dataset::image_root(path, args.train_images.as_deref());
-                    let annotations = vqa::annotations_path(path, args.train_annotations.as_deref())?;
+                    let annotations =
+                        vqa::annotations_path(path, args.train_annotations.as_deref())?;
                     let (items, reference) = vqa::load(path, &annotations, &root)?;
-                    Some(Dataset { items, reference, md5: None })
+                    Some(Dataset {
+                        items,
+                        reference,
+                        md5: None,
+                    })
                 }
                 None => None,
             };
@@ -183,9 +208,11 @@ fn load_data(task: &Task, args: &EvalArgs) -> Result<(Dataset, Option<Dataset>)>
 fn progress_bar(total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} items, {elapsed} elapsed, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} items, {elapsed} elapsed, ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar
 }
@@ -204,8 +231,16 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     eprintln!("loading {} ...", load_args.model.display());
     let pipeline = load(&load_args)?;
     let family = pipeline.family();
-    let latents = pipeline.model().config().vision_tokenizer_config.num_vis_tokens;
-    let placeholders = if args.placeholders { latents.saturating_sub(1) } else { 0 };
+    let latents = pipeline
+        .model()
+        .config()
+        .vision_tokenizer_config
+        .num_vis_tokens;
+    let placeholders = if args.placeholders {
+        latents.saturating_sub(1)
+    } else {
+        0
+    };
     let max_new_tokens = args.max_new_tokens.unwrap_or(task.max_new_tokens);
     let zero_shot = if args.no_text_demos {
         ZeroShotDemos::Empty
@@ -219,7 +254,11 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         family: format!(
             "{} {}",
             family.name(),
-            if pipeline.model().is_base() { "base" } else { "instruct" }
+            if pipeline.model().is_base() {
+                "base"
+            } else {
+                "instruct"
+            }
         ),
         weight_format: pipeline.model().lm().weight_dtype(),
         quantize: args.load.quantize.map(|q| q.format().name().to_string()),
@@ -263,9 +302,15 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let bar = progress_bar(requests.len());
     bar.set_message(task.title.to_string());
     bar.enable_steady_tick(Duration::from_millis(500));
-    let records = run::run(&requests, &mut answerer, &args.out, args.batch, &mut |p: Progress| {
-        bar.set_position(p.done as u64);
-    })?;
+    let records = run::run(
+        &requests,
+        &mut answerer,
+        &args.out,
+        args.batch,
+        &mut |p: Progress| {
+            bar.set_position(p.done as u64);
+        },
+    )?;
     bar.finish();
     answerer.engine.stop();
     let judge = args.judge_url.as_ref().map(|url| blip3_eval::judge::Judge {
@@ -335,15 +380,57 @@ impl EvalArgs {
     }
 }
 
+/// The reference of `blip3 score`: JSON, or a VLMEvalKit TSV turned into
+/// the scorer's layout.
+fn read_reference(args: &ScoreArgs) -> Result<serde_json::Value> {
+    use blip3_metrics::vlmevalkit_tsv::{build_reference, read_tsv, Benchmark};
+    let path = &args.reference;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+    {
+        let key = args
+            .dataset
+            .clone()
+            .unwrap_or_else(|| default_dataset(&args.task).to_string());
+        let benchmark = Benchmark::from_dataset_key(&key)
+            .with_context(|| format!("--dataset {key}: not a benchmark scored from a TSV"))?;
+        let tsv = read_tsv(path)?;
+        return Ok(build_reference(&tsv, benchmark)?);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+fn default_dataset(task: &str) -> &'static str {
+    match task {
+        "pope" => "POPE",
+        "mme" => "MME",
+        "mmbench" => "MMBench_DEV_EN",
+        "mmmu" => "MMMU_DEV_VAL",
+        _ => "SEEDBench_IMG",
+    }
+}
+
 /// `blip3 score`: one scorer over a predictions file and a reference file.
 pub fn score(args: ScoreArgs) -> Result<ExitCode> {
     let preds = blip3_metrics::read_predictions(&args.pred)?;
-    let text = std::fs::read_to_string(&args.reference)
-        .with_context(|| format!("reading {}", args.reference.display()))?;
-    let reference: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not JSON", args.reference.display()))?;
+    let reference = read_reference(&args)?;
     let options = scorer_options(args.vqa_gt, args.choice_rule);
-    let value = blip3_eval::score::score_named(&args.task, &preds, &reference, &options)?;
+    let value = match (args.task.as_str(), &args.dataset) {
+        ("mcq", Some(key)) => {
+            let mcq = blip3_metrics::mcq::McqOptions::for_dataset(
+                key,
+                blip3_metrics::vlmevalkit::ScoreOptions {
+                    rule: options.rule,
+                    ..Default::default()
+                },
+            );
+            blip3_metrics::mcq::score_json(&preds, &reference, &mcq)?
+        }
+        (task, _) => blip3_eval::score::score_named(task, &preds, &reference, &options)?,
+    };
     if args.json {
         println!("{value}");
     } else {

@@ -143,8 +143,15 @@ struct ScoreArgs {
     pred: PathBuf,
     /// References JSON: {id: [reference strings]} for cider and vqa (the 10
     /// human answers); task-specific objects for the others (see the README).
+    /// For pope, mme, mmbench, mcq and mmmu it may also be the benchmark's
+    /// VLMEvalKit TSV.
     #[arg(long = "ref")]
     reference: PathBuf,
+    /// VLMEvalKit dataset key of a TSV given as --ref (default by task: POPE,
+    /// MME, MMBench_DEV_EN, SEEDBench_IMG, MMMU_DEV_VAL); it also selects
+    /// VLMEvalKit's per-dataset rules for mcq.
+    #[arg(long)]
+    dataset: Option<String>,
     /// VQA ground-truth normalisation.
     #[arg(long, value_enum, default_value_t = VqaGtArg::Official)]
     vqa_gt: VqaGtArg,

@@ -116,7 +116,13 @@ fn few_shot_captioning_runs_resumes_and_scores() {
     let results = json(&out.join("results.json"));
     assert_eq!(results["settings"]["shots"], 2);
     assert_eq!(results["settings"]["task"], "coco");
-    assert!(results["settings"]["model_revision"].as_str().unwrap().len() >= 16);
+    assert!(
+        results["settings"]["model_revision"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 16
+    );
     let cider = results["metrics"]["CIDEr"].as_f64().unwrap();
     assert_eq!(rescored(&out, "cider")["CIDEr"].as_f64().unwrap(), cider);
     // A rerun resumes: nothing is asked again.
@@ -164,7 +170,10 @@ fn few_shot_vqa_from_question_and_annotation_files() {
     // Zero shots: OpenFlamingo's two text-only demonstrations.
     assert_eq!(results["settings"]["zero_shot_text_demos"], true);
     let accuracy = results["metrics"]["accuracy"].as_f64().unwrap();
-    assert_eq!(rescored(&out, "vqa")["accuracy"].as_f64().unwrap(), accuracy);
+    assert_eq!(
+        rescored(&out, "vqa")["accuracy"].as_f64().unwrap(),
+        accuracy
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -205,6 +214,20 @@ fn vlmevalkit_benchmarks_run_on_the_instruct_model() {
         let ours = &results["metrics"][column];
         assert!(ours.is_number(), "{task}: {results}");
         assert_eq!(&rescored(&out, scorer)[column], ours, "{task}");
+        // The TSV itself as --ref gives the same numbers.
+        let from_tsv = blip3(&[
+            "score",
+            "--task",
+            scorer,
+            "--pred",
+            s(&out.join("predictions.jsonl")),
+            "--ref",
+            s(&data),
+            "--json",
+        ]);
+        ok(&from_tsv);
+        let from_tsv: Value = serde_json::from_slice(&from_tsv.stdout).unwrap();
+        assert_eq!(&from_tsv[column], ours, "{task}");
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<table>"), "{task}");
     }
@@ -222,7 +245,13 @@ fn bad_arguments_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"imagenet\""));
     let out = blip3(&[
-        "score", "--task", "bleu", "--pred", "/nonexistent", "--ref", "/nonexistent",
+        "score",
+        "--task",
+        "bleu",
+        "--pred",
+        "/nonexistent",
+        "--ref",
+        "/nonexistent",
     ]);
     assert!(!out.status.success());
     let dir = temp("score");
@@ -304,13 +333,22 @@ fn judge_benchmarks_need_a_judge_and_use_the_one_given() {
     let run = blip3(&args);
     ok(&run);
     assert!(String::from_utf8_lossy(&run.stdout).contains("MM-Vet: needs a judge (--judge-url)"));
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("needs a judge"));
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("needs a judge"));
 
     // Item 0: an unparsable reply, then 0.5; items 1 and 2: 1.0.
     let (url, prompts) = fake_judge(vec!["not sure", "0.5"]);
     let out = dir.join("judged");
     let mut args = base.to_vec();
-    args.extend(["--judge-url", &url, "--judge-model", "fake", "--out", s(&out)]);
+    args.extend([
+        "--judge-url",
+        &url,
+        "--judge-model",
+        "fake",
+        "--out",
+        s(&out),
+    ]);
     let run = blip3(&args);
     ok(&run);
     let results = json(&out.join("results.json"));

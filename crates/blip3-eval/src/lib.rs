@@ -4,14 +4,14 @@
 //! [`Answerer`](run::Answerer) the caller supplies (the CLI drives the engine).
 
 pub mod dataset;
+mod error;
+pub mod judge;
 mod plot;
 pub mod report;
 pub mod requests;
-mod error;
-pub mod judge;
 pub mod run;
-pub mod score;
 pub mod sampler;
+pub mod score;
 pub mod settings;
 pub mod task;
 

@@ -110,10 +110,18 @@ mod tests {
 
     #[test]
     fn charts_are_svg_with_their_labels() {
-        let svg = bars("MME", &[("OCR".into(), 120.0), ("color".into(), 80.5)], 200.0).unwrap();
+        let svg = bars(
+            "MME",
+            &[("OCR".into(), 120.0), ("color".into(), 80.5)],
+            200.0,
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("OCR") && svg.contains("80.5"));
         let svg = confusion("POPE", [[5, 1], [2, 7]]).unwrap();
-        assert!(svg.contains("\n5\n") && svg.contains("\n7\n") && svg.contains("truth no"), "{svg}");
+        assert!(
+            svg.contains("\n5\n") && svg.contains("\n7\n") && svg.contains("truth no"),
+            "{svg}"
+        );
         assert!(bars("empty", &[], 100.0).unwrap().contains("empty"));
     }
 }

@@ -111,7 +111,11 @@ fn format_value(v: f64) -> String {
 }
 
 /// The rows of the metric table: ours, then the card's.
-fn table_rows(task: &Task, settings: &Settings, summary: &Summary) -> (Vec<String>, Vec<Vec<String>>) {
+fn table_rows(
+    task: &Task,
+    settings: &Settings,
+    summary: &Summary,
+) -> (Vec<String>, Vec<Vec<String>>) {
     let columns = table_columns(task);
     let mut header = vec!["model".to_string()];
     if task.is_few_shot() {
@@ -119,17 +123,13 @@ fn table_rows(task: &Task, settings: &Settings, summary: &Summary) -> (Vec<Strin
     }
     header.extend(columns.iter().cloned());
     let cell = |col: &str| -> String {
-        summary
-            .columns
-            .iter()
-            .find(|(c, _)| c == col)
-            .map_or_else(
-                || "–".to_string(),
-                |(_, v)| match v {
-                    Ok(v) => format_value(*v),
-                    Err(note) => note.clone(),
-                },
-            )
+        summary.columns.iter().find(|(c, _)| c == col).map_or_else(
+            || "–".to_string(),
+            |(_, v)| match v {
+                Ok(v) => format_value(*v),
+                Err(note) => note.clone(),
+            },
+        )
     };
     let card = |col: &str| -> String {
         let ours = summary.columns.iter().any(|(c, _)| c == col);
@@ -244,7 +244,10 @@ pub fn write(
         md.push('\n');
     }
     for (title, path) in &svg_files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let _ = writeln!(md, "![{title}]({name})\n");
     }
     let _ = writeln!(md, "## Settings\n\n| setting | value |\n|---|---|");
@@ -285,11 +288,22 @@ pub fn write(
         html.push_str("</ul>\n");
     }
     for (title, svg) in &charts {
-        let _ = writeln!(html, "<figure aria-label=\"{}\">{svg}</figure>", escape(title));
+        let _ = writeln!(
+            html,
+            "<figure aria-label=\"{}\">{svg}</figure>",
+            escape(title)
+        );
     }
-    html.push_str("<h2>Settings</h2><table class=\"settings\"><tr><th>setting</th><th>value</th></tr>");
+    html.push_str(
+        "<h2>Settings</h2><table class=\"settings\"><tr><th>setting</th><th>value</th></tr>",
+    );
     for (k, v) in settings_rows(settings) {
-        let _ = write!(html, "<tr><td>{}</td><td><code>{}</code></td></tr>", escape(&k), escape(&v));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&k),
+            escape(&v)
+        );
     }
     html.push_str("</table>\n</body></html>\n");
     let html_path = out.join("report.html");
@@ -327,9 +341,18 @@ mod tests {
         let files = write(&out, &task, &settings, &summary).unwrap();
         assert_eq!(files.len(), 3);
         let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-        assert!(md.contains("| model | SEED-IMG | MMBench-dev | MME-total |"), "{md}");
-        assert!(md.contains("| blip3-rs (m) | – | – | 1500.0 | 1200.0 | 300.0 |"), "{md}");
-        assert!(md.contains("| model card (r-v1 instruct) | – | – | 1827.0 | 1467.0 | 360.0 |"), "{md}");
+        assert!(
+            md.contains("| model | SEED-IMG | MMBench-dev | MME-total |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| blip3-rs (m) | – | – | 1500.0 | 1200.0 | 300.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| model card (r-v1 instruct) | – | – | 1827.0 | 1467.0 | 360.0 |"),
+            "{md}"
+        );
         assert!(md.contains("| shots | `4` |") && md.contains("mme-subtasks.svg"));
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<svg") && html.contains("<td>1500.0</td>"));

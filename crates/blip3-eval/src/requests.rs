@@ -61,7 +61,11 @@ fn shot(item: &EvalItem, with_images: bool) -> Result<Shot, EvalError> {
         EvalError::data(format!("demonstration {}", item.id), "no answer to show")
     })?;
     Ok(Shot {
-        images: if with_images { item.images.clone() } else { Vec::new() },
+        images: if with_images {
+            item.images.clone()
+        } else {
+            Vec::new()
+        },
         question: item.question.clone(),
         answer,
     })
@@ -127,7 +131,12 @@ pub fn build(
                 .iter()
                 .map(|&d| shot(&pool[d], !plan.text_only_demos))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(request_for(&test.items[i], task.prompt, shots, options.max_new_tokens))
+            Ok(request_for(
+                &test.items[i],
+                task.prompt,
+                shots,
+                options.max_new_tokens,
+            ))
         })
         .collect()
 }
@@ -181,14 +190,22 @@ mod tests {
         let train = items(&["t0", "t1", "t2", "t3", "t4"]);
         let got = build(&task, &test, Some(&train), &options(None, 2)).unwrap();
         assert_eq!(got.len(), 3);
-        assert!(got.iter().all(|r| r.shots.len() == 2 && r.shots[0].images.len() == 1));
+        assert!(got
+            .iter()
+            .all(|r| r.shots.len() == 2 && r.shots[0].images.len() == 1));
         let zero = build(&task, &test, Some(&train), &options(Some(2), 0)).unwrap();
-        assert!(zero.iter().all(|r| r.shots.len() == 2 && r.shots[0].images.is_empty()));
-        let e = build(&task, &test, None, &options(None, 4)).unwrap_err().to_string();
+        assert!(zero
+            .iter()
+            .all(|r| r.shots.len() == 2 && r.shots[0].images.is_empty()));
+        let e = build(&task, &test, None, &options(None, 4))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--train"), "{e}");
         let mut big = options(None, 2);
         big.query_set_size = 2048;
-        let e = build(&task, &test, Some(&train), &big).unwrap_err().to_string();
+        let e = build(&task, &test, Some(&train), &big)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--query-set-size"), "{e}");
     }
 }

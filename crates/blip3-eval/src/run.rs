@@ -198,9 +198,10 @@ pub fn run(
                     error: Some(e),
                 },
             };
-            lines.push_str(&serde_json::to_string(&record).map_err(|e| {
-                EvalError::data(path.display().to_string(), e.to_string())
-            })?);
+            lines.push_str(
+                &serde_json::to_string(&record)
+                    .map_err(|e| EvalError::data(path.display().to_string(), e.to_string()))?,
+            );
             lines.push('\n');
             known.insert(record.id.clone(), record);
         }
@@ -214,7 +215,10 @@ pub fn run(
         .iter()
         .map(|r| {
             known.remove(&r.id).ok_or_else(|| {
-                EvalError::data(path.display().to_string(), format!("no answer for {}", r.id))
+                EvalError::data(
+                    path.display().to_string(),
+                    format!("no answer for {}", r.id),
+                )
             })
         })
         .collect()
@@ -283,7 +287,10 @@ mod tests {
         let out = std::env::temp_dir().join(format!("blip3-run-{}", std::process::id()));
         std::fs::remove_dir_all(&out).ok();
         let reqs = requests(5);
-        let mut a = Canned { calls: 0, fail: Some("3".into()) };
+        let mut a = Canned {
+            calls: 0,
+            fail: Some("3".into()),
+        };
         let mut seen = Vec::new();
         let records = run(&reqs, &mut a, &out, 2, &mut |p| seen.push(p.done)).unwrap();
         assert_eq!(a.calls, 3);
@@ -291,10 +298,16 @@ mod tests {
         assert_eq!(records[3].error.as_deref(), Some("bad image"));
         // Simulate a kill mid-write: a torn line at the end.
         let path = predictions_path(&out);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"id\": \"4\", \"ans").unwrap();
         drop(f);
-        let mut b = Canned { calls: 0, fail: None };
+        let mut b = Canned {
+            calls: 0,
+            fail: None,
+        };
         let records = run(&reqs, &mut b, &out, 2, &mut |_| {}).unwrap();
         assert_eq!(b.calls, 1, "only the failed item is asked again");
         assert_eq!(records[3].answer, "a3");
@@ -302,7 +315,10 @@ mod tests {
         assert_eq!(read_records(&path).unwrap().len(), 5);
         // A corrupt line in the middle is an error, not silently skipped.
         std::fs::write(&path, "garbage\n{\"id\":\"1\",\"answer\":\"x\"}\n").unwrap();
-        assert!(read_records(&path).unwrap_err().to_string().contains("line 1"));
+        assert!(read_records(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
         std::fs::remove_dir_all(&out).ok();
     }
 

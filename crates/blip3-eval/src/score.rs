@@ -59,7 +59,6 @@ fn vlmevalkit_options(options: &ScorerOptions) -> ScoreOptions {
     }
 }
 
-
 /// Scores `preds` with the scorer `name` (see [`SCORERS`]); the JSON is the
 /// scorer's own (`per_id` included).
 pub fn score_named(
@@ -74,7 +73,9 @@ pub fn score_named(
         "okvqa" => blip3_metrics::vqa::score_json(preds, reference, vqa_options(options, true))?,
         "pope" => pope::score_json(preds, reference, &vlmevalkit_options(options))?,
         "mme" => mme::score_json(preds, reference, &vlmevalkit_options(options))?,
-        "mmbench" => blip3_metrics::mmbench::score_json(preds, reference, &vlmevalkit_options(options))?,
+        "mmbench" => {
+            blip3_metrics::mmbench::score_json(preds, reference, &vlmevalkit_options(options))?
+        }
         "mmmu" => blip3_metrics::mmmu::score_json(preds, reference, &vlmevalkit_options(options))?,
         "mcq" => mcq::score_json(
             preds,
@@ -175,18 +176,28 @@ fn summarise(task: &Task, metrics: &Value, reference: &Value) -> Summary {
     match task.metric {
         Metric::Cider => {
             // The card reports CIDEr ×100.
-            summary.columns.push((task.title.into(), col(number(metrics, &["CIDEr"]).map(|c| c * 100.0))));
+            summary.columns.push((
+                task.title.into(),
+                col(number(metrics, &["CIDEr"]).map(|c| c * 100.0)),
+            ));
         }
         Metric::VqaAccuracy { .. } => {
-            summary.columns.push((task.title.into(), col(number(metrics, &["accuracy"]))));
+            summary
+                .columns
+                .push((task.title.into(), col(number(metrics, &["accuracy"]))));
         }
         Metric::MultipleChoice | Metric::CircularChoice | Metric::Mmmu => {
             let overall = number(metrics, &["Overall"])
                 .or_else(|| number(metrics, &["table", "none", "Overall"]))
                 .or_else(|| number(metrics, &["table", "dev", "Overall"]))
                 .or_else(|| number(metrics, &["table", "validation", "Overall"]));
-            summary.columns.push((task.title.into(), col(overall.map(|v| v * 100.0))));
-            for (key, title) in [("categories", "categories"), ("l2-categories", "l2-categories")] {
+            summary
+                .columns
+                .push((task.title.into(), col(overall.map(|v| v * 100.0))));
+            for (key, title) in [
+                ("categories", "categories"),
+                ("l2-categories", "l2-categories"),
+            ] {
                 let values = bars_of(metrics.get(key), 100.0);
                 if !values.is_empty() {
                     summary.charts.push(Chart::Bars {
@@ -198,12 +209,20 @@ fn summarise(task: &Task, metrics: &Value, reference: &Value) -> Summary {
             }
         }
         Metric::Mme => {
-            summary.columns.push(("MME-total".into(), col(number(metrics, &["total"]))));
-            summary.columns.push(("MME-P".into(), col(number(metrics, &["perception"]))));
-            summary.columns.push(("MME-C".into(), col(number(metrics, &["reasoning"]))));
+            summary
+                .columns
+                .push(("MME-total".into(), col(number(metrics, &["total"]))));
+            summary
+                .columns
+                .push(("MME-P".into(), col(number(metrics, &["perception"]))));
+            summary
+                .columns
+                .push(("MME-C".into(), col(number(metrics, &["reasoning"]))));
             let values = bars_of(metrics.get("subtasks"), 1.0);
             for (k, v) in &values {
-                summary.details.push((format!("subtask {k}"), format!("{v:.2}")));
+                summary
+                    .details
+                    .push((format!("subtask {k}"), format!("{v:.2}")));
             }
             summary.charts.push(Chart::Bars {
                 title: "MME subtasks (acc + acc+)".into(),
@@ -212,7 +231,9 @@ fn summarise(task: &Task, metrics: &Value, reference: &Value) -> Summary {
             });
         }
         Metric::Pope => {
-            summary.columns.push((task.title.into(), col(number(metrics, &["Overall"]))));
+            summary
+                .columns
+                .push((task.title.into(), col(number(metrics, &["Overall"]))));
             for key in ["acc", "precision", "recall"] {
                 if let Some(v) = number(metrics, &[key]) {
                     summary.details.push((key.into(), format!("{v:.2}")));

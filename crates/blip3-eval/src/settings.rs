@@ -58,7 +58,10 @@ pub fn record_or_check(out: &Path, settings: &Settings) -> Result<(), EvalError>
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let old: Settings = serde_json::from_str(&text).map_err(|e| {
-                EvalError::data(path.display().to_string(), format!("not a run record ({e})"))
+                EvalError::data(
+                    path.display().to_string(),
+                    format!("not a run record ({e})"),
+                )
             })?;
             let diffs = differences(&old, settings);
             if diffs.is_empty() {
@@ -90,7 +93,12 @@ fn differences(old: &Settings, new: &Settings) -> Vec<String> {
     };
     a.iter()
         .filter(|(k, v)| b.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: was {v}, now {}", b.get(k).cloned().unwrap_or_default()))
+        .map(|(k, v)| {
+            format!(
+                "{k}: was {v}, now {}",
+                b.get(k).cloned().unwrap_or_default()
+            )
+        })
         .collect()
 }
 

@@ -143,7 +143,10 @@ fn karpathy_style(
             return Err(EvalError::data(at(), "no sentences"));
         }
         if reference.contains_key(&id) {
-            return Err(EvalError::data(at(), format!("image id {id} appears twice")));
+            return Err(EvalError::data(
+                at(),
+                format!("image id {id} appears twice"),
+            ));
         }
         items.push(EvalItem {
             id: id.clone(),
@@ -189,10 +192,15 @@ mod tests {
         let (test, _) = load(&p, &dir, Split::Named("test")).unwrap();
         assert_eq!(test.len(), 1);
         let (train, _) = load(&p, &dir, Split::Train).unwrap();
-        assert_eq!(train.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["2"]);
+        assert_eq!(
+            train.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
         let bad = serde_json::json!({"images": [{"id": 1, "file_name": "a"}], "annotations": []});
         let p = write(&dir, "bad.json", &bad);
-        let e = load(&p, &dir, Split::Named("test")).unwrap_err().to_string();
+        let e = load(&p, &dir, Split::Named("test"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no caption"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }

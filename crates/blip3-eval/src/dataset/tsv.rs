@@ -92,8 +92,7 @@ pub fn load(task: &Task, path: &Path, check_md5: bool) -> Result<Dataset, EvalEr
         })?;
     }
     let name = path.display().to_string();
-    let text = String::from_utf8(bytes)
-        .map_err(|_| EvalError::data(&name, "not UTF-8 text"))?;
+    let text = String::from_utf8(bytes).map_err(|_| EvalError::data(&name, "not UTF-8 text"))?;
     let tsv = vtsv::parse_tsv(&text, &name)?;
     let ids = tsv.ids()?;
     let question = tsv
@@ -117,7 +116,13 @@ pub fn load(task: &Task, path: &Path, check_md5: bool) -> Result<Dataset, EvalEr
         items.push(EvalItem {
             id: id.clone(),
             images: decoded,
-            question: Some(prompt_text(multiple_choice, row, &question, &hint, &options)),
+            question: Some(prompt_text(
+                multiple_choice,
+                row,
+                &question,
+                &hint,
+                &options,
+            )),
             answer: None,
         });
     }
@@ -175,6 +180,9 @@ mod tests {
             prompt_text(true, 1, &question, &hint, &options),
             "Question: How many?\nOptions:\nA. 1\nB. 2.5\nPlease select the correct answer from the options above. \n"
         );
-        assert_eq!(prompt_text(false, 0, &question, &hint, &options), "What is it?");
+        assert_eq!(
+            prompt_text(false, 0, &question, &hint, &options),
+            "What is it?"
+        );
     }
 }

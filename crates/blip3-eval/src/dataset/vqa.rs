@@ -95,7 +95,8 @@ pub fn load(
     let mut answers: HashMap<String, Vec<String>> = HashMap::new();
     for (i, a) in annotations.iter().enumerate() {
         let at = || format!("{aname}: annotations[{i}]");
-        let id = id_of(a.get("question_id")).ok_or_else(|| EvalError::data(at(), "no question_id"))?;
+        let id =
+            id_of(a.get("question_id")).ok_or_else(|| EvalError::data(at(), "no question_id"))?;
         let list = a
             .get("answers")
             .and_then(Value::as_array)
@@ -114,14 +115,18 @@ pub fn load(
             return Err(EvalError::data(at(), "no answers"));
         }
         if answers.insert(id.clone(), texts).is_some() {
-            return Err(EvalError::data(at(), format!("question {id} annotated twice")));
+            return Err(EvalError::data(
+                at(),
+                format!("question {id} annotated twice"),
+            ));
         }
     }
     let mut items = Vec::with_capacity(questions.len());
     let mut reference = serde_json::Map::new();
     for (i, q) in questions.iter().enumerate() {
         let at = || format!("{qname}: questions[{i}]");
-        let id = id_of(q.get("question_id")).ok_or_else(|| EvalError::data(at(), "no question_id"))?;
+        let id =
+            id_of(q.get("question_id")).ok_or_else(|| EvalError::data(at(), "no question_id"))?;
         let text = q
             .get("question")
             .and_then(Value::as_str)
@@ -138,7 +143,10 @@ pub fn load(
             answer: human.first().cloned(),
         });
         if reference.insert(id.clone(), human.into()).is_some() {
-            return Err(EvalError::data(at(), format!("question {id} appears twice")));
+            return Err(EvalError::data(
+                at(),
+                format!("question {id} appears twice"),
+            ));
         }
     }
     Ok((items, Value::Object(reference)))
@@ -155,20 +163,36 @@ mod tests {
         std::fs::create_dir_all(&images).unwrap();
         std::fs::write(images.join("COCO_val2014_000000000042.jpg"), b"x").unwrap();
         let q = dir.join("val_questions_vqa_format.json");
-        std::fs::write(&q, serde_json::json!({"questions": [
-            {"question_id": 5, "image_id": 42, "question": "What?"},
-            {"question_id": 6, "image_id": "VizWiz_val_1.jpg", "question": "Who?"}
-        ]}).to_string()).unwrap();
+        std::fs::write(
+            &q,
+            serde_json::json!({"questions": [
+                {"question_id": 5, "image_id": 42, "question": "What?"},
+                {"question_id": 6, "image_id": "VizWiz_val_1.jpg", "question": "Who?"}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
         let a = dir.join("val_annotations_vqa_format.json");
-        std::fs::write(&a, serde_json::json!({"annotations": [
-            {"question_id": 6, "answers": [{"answer": "me", "answer_id": 1}]},
-            {"question_id": 5, "answers": [{"answer": "two"}, {"answer": "2"}]}
-        ]}).to_string()).unwrap();
+        std::fs::write(
+            &a,
+            serde_json::json!({"annotations": [
+                {"question_id": 6, "answers": [{"answer": "me", "answer_id": 1}]},
+                {"question_id": 5, "answers": [{"answer": "two"}, {"answer": "2"}]}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
         let found = annotations_path(&q, None).unwrap();
         assert_eq!(found, a);
         let (items, refs) = load(&q, &found, &images).unwrap();
-        assert_eq!(items[0].images[0], ImageRef::File(images.join("COCO_val2014_000000000042.jpg")));
-        assert_eq!(items[1].images[0], ImageRef::File(images.join("VizWiz_val_1.jpg")));
+        assert_eq!(
+            items[0].images[0],
+            ImageRef::File(images.join("COCO_val2014_000000000042.jpg"))
+        );
+        assert_eq!(
+            items[1].images[0],
+            ImageRef::File(images.join("VizWiz_val_1.jpg"))
+        );
         assert_eq!(items[0].answer.as_deref(), Some("two"));
         assert_eq!(refs["5"], serde_json::json!(["two", "2"]));
         std::fs::write(&a, serde_json::json!({"annotations": []}).to_string()).unwrap();
