@@ -142,57 +142,26 @@ impl Answerer for EngineAnswerer {
 /// Loads the split to evaluate and, for few-shot tasks, the demonstration pool.
 fn load_data(task: &Task, args: &EvalArgs) -> Result<(Dataset, Option<Dataset>)> {
     let images = dataset::image_root(&args.data, args.images.as_deref());
+    let train_images =
+        |path: &std::path::Path| dataset::image_root(path, args.train_images.as_deref());
     match task.format {
         DataFormat::CocoCaptions => {
-            let (items, reference) =
-                captions::load(&args.data, &images, captions::Split::Named(&args.split))?;
-            let test = Dataset {
-                items,
-                reference,
-                md5: None,
-            };
+            let test = captions::load(&args.data, &images, captions::Split::Named(&args.split))?;
             let train = match &args.train {
-                Some(path) => {
-                    let root = dataset::image_root(path, args.train_images.as_deref());
-                    let (items, reference) = captions::load(path, &root, captions::Split::Train)?;
-                    Some(Dataset {
-                        items,
-                        reference,
-                        md5: None,
-                    })
-                }
-                None => {
-                    // Karpathy's file holds the training split too.
-                    let (items, reference) =
-                        captions::load(&args.data, &images, captions::Split::Train)?;
-                    (!items.is_empty()).then_some(Dataset {
-                        items,
-                        reference,
-                        md5: None,
-                    })
-                }
+                Some(path) => captions::load(path, &train_images(path), captions::Split::Train)?,
+                // Karpathy's file holds the training split too.
+                None => captions::load(&args.data, &images, captions::Split::OwnTrain)?,
             };
-            Ok((test, train))
+            Ok((test, (!train.items.is_empty()).then_some(train)))
         }
         DataFormat::VqaV2 => {
             let annotations = vqa::annotations_path(&args.data, args.annotations.as_deref())?;
-            let (items, reference) = vqa::load(&args.data, &annotations, &images)?;
-            let test = Dataset {
-                items,
-                reference,
-                md5: None,
-            };
+            let test = vqa::load(&args.data, &annotations, &images)?;
             let train = match &args.train {
                 Some(path) => {
-                    let root = dataset::image_root(path, args.train_images.as_deref());
                     let annotations =
                         vqa::annotations_path(path, args.train_annotations.as_deref())?;
-                    let (items, reference) = vqa::load(path, &annotations, &root)?;
-                    Some(Dataset {
-                        items,
-                        reference,
-                        md5: None,
-                    })
+                    Some(vqa::load(path, &annotations, &train_images(path))?)
                 }
                 None => None,
             };

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{id_of, read_json, EvalItem, ImageRef};
+use super::{id_of, read_json, Dataset, EvalItem, ImageRef};
 use crate::EvalError;
 
 /// Which part of a Karpathy-style file to read.
@@ -18,22 +18,27 @@ use crate::EvalError;
 pub enum Split<'a> {
     /// Items whose `split` is this name (`test`, `val`).
     Named(&'a str),
-    /// OpenFlamingo's demonstration pool: `split == "train"` (not `restval`).
+    /// OpenFlamingo's demonstration pool: `split == "train"` (not `restval`);
+    /// a COCO annotation file (no split) is the pool as a whole.
     Train,
+    /// The pool that comes with the evaluated file: its `train` split when it
+    /// is Karpathy's file, nothing when it is a COCO annotation file.
+    OwnTrain,
 }
 
 /// Caption items and their references (`{id: [captions]}`).
-pub fn load(
-    path: &Path,
-    images: &Path,
-    split: Split<'_>,
-) -> Result<(Vec<EvalItem>, Value), EvalError> {
+pub fn load(path: &Path, images: &Path, split: Split<'_>) -> Result<Dataset, EvalError> {
     let json = read_json(path)?;
     let name = path.display().to_string();
     let Some(entries) = json.get("images").and_then(Value::as_array) else {
         return Err(EvalError::data(&name, "no \"images\" array"));
     };
     match json.get("annotations") {
+        Some(_) if split == Split::OwnTrain => Ok(Dataset {
+            items: Vec::new(),
+            reference: Value::Object(serde_json::Map::new()),
+            md5: None,
+        }),
         Some(annotations) => coco_style(&name, entries, annotations, images),
         None => karpathy_style(&name, entries, images, split),
     }
@@ -44,7 +49,7 @@ fn coco_style(
     entries: &[Value],
     annotations: &Value,
     images: &Path,
-) -> Result<(Vec<EvalItem>, Value), EvalError> {
+) -> Result<Dataset, EvalError> {
     let Some(annotations) = annotations.as_array() else {
         return Err(EvalError::data(name, "\"annotations\" is not an array"));
     };
@@ -85,7 +90,11 @@ fn coco_style(
             format!("captions for image {orphan}, which \"images\" does not list"),
         ));
     }
-    Ok((items, Value::Object(reference)))
+    Ok(Dataset {
+        items,
+        reference: Value::Object(reference),
+        md5: None,
+    })
 }
 
 fn karpathy_style(
@@ -93,7 +102,7 @@ fn karpathy_style(
     entries: &[Value],
     images: &Path,
     split: Split<'_>,
-) -> Result<(Vec<EvalItem>, Value), EvalError> {
+) -> Result<Dataset, EvalError> {
     let mut items = Vec::new();
     let mut reference = serde_json::Map::new();
     for (i, e) in entries.iter().enumerate() {
@@ -104,7 +113,7 @@ fn karpathy_style(
             .ok_or_else(|| EvalError::data(at(), "no \"split\" (nor an \"annotations\" array)"))?;
         let wanted = match split {
             Split::Named(s) => item_split == s,
-            Split::Train => item_split == "train",
+            Split::Train | Split::OwnTrain => item_split == "train",
         };
         if !wanted {
             continue;
@@ -156,7 +165,11 @@ fn karpathy_style(
         });
         reference.insert(id, refs.into());
     }
-    Ok((items, Value::Object(reference)))
+    Ok(Dataset {
+        items,
+        reference: Value::Object(reference),
+        md5: None,
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +192,9 @@ mod tests {
                             {"image_id": 7, "caption": "z"}]
         });
         let p = write(&dir, "coco.json", &coco);
-        let (items, refs) = load(&p, &dir, Split::Named("test")).unwrap();
+        let loaded = load(&p, &dir, Split::Named("test")).unwrap();
+        let items = loaded.items;
+        let refs = loaded.reference;
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].answer.as_deref(), Some("y"));
         assert_eq!(refs["7"], serde_json::json!([" y ", "z"]));
@@ -189,13 +204,19 @@ mod tests {
             {"cocoid": 3, "filename": "r.jpg", "filepath": "train2014", "split": "restval", "sentences": [{"raw": "c"}]}
         ]});
         let p = write(&dir, "karpathy.json", &karpathy);
-        let (test, _) = load(&p, &dir, Split::Named("test")).unwrap();
+        let loaded = load(&p, &dir, Split::Named("test")).unwrap();
+        let test = loaded.items;
         assert_eq!(test.len(), 1);
-        let (train, _) = load(&p, &dir, Split::Train).unwrap();
+        let loaded = load(&p, &dir, Split::Train).unwrap();
+        let train = loaded.items;
         assert_eq!(
             train.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
             ["2"]
         );
+        // A COCO annotation file brings no pool of its own; as --train it is one.
+        let coco = write(&dir, "coco2.json", &coco);
+        assert!(load(&coco, &dir, Split::OwnTrain).unwrap().items.is_empty());
+        assert_eq!(load(&coco, &dir, Split::Train).unwrap().items.len(), 2);
         let bad = serde_json::json!({"images": [{"id": 1, "file_name": "a"}], "annotations": []});
         let p = write(&dir, "bad.json", &bad);
         let e = load(&p, &dir, Split::Named("test"))

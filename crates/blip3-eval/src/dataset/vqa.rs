@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{id_of, read_json, EvalItem, ImageRef};
+use super::{id_of, read_json, Dataset, EvalItem, ImageRef};
 use crate::EvalError;
 
 /// The annotations file that goes with `questions`: given, or the same name
@@ -81,7 +81,7 @@ pub fn load(
     questions_path: &Path,
     annotations: &Path,
     images: &Path,
-) -> Result<(Vec<EvalItem>, Value), EvalError> {
+) -> Result<Dataset, EvalError> {
     let qname = questions_path.display().to_string();
     let aname = annotations.display().to_string();
     let questions = read_json(questions_path)?;
@@ -149,7 +149,11 @@ pub fn load(
             ));
         }
     }
-    Ok((items, Value::Object(reference)))
+    Ok(Dataset {
+        items,
+        reference: Value::Object(reference),
+        md5: None,
+    })
 }
 
 #[cfg(test)]
@@ -184,7 +188,9 @@ mod tests {
         .unwrap();
         let found = annotations_path(&q, None).unwrap();
         assert_eq!(found, a);
-        let (items, refs) = load(&q, &found, &images).unwrap();
+        let loaded = load(&q, &found, &images).unwrap();
+        let items = loaded.items;
+        let refs = loaded.reference;
         assert_eq!(
             items[0].images[0],
             ImageRef::File(images.join("COCO_val2014_000000000042.jpg"))
