@@ -135,7 +135,10 @@ mod tests {
             answer: "a <image> sign".into(),
         }];
         let m = marked_prompt(Task::Caption, &demos, None, 0, false);
-        assert_eq!(m.as_str(), "Output:a <image> sign<|endofchunk|>\n<image>Output:");
+        assert_eq!(
+            m.as_str(),
+            "Output:a <image> sign<|endofchunk|>\n<image>Output:"
+        );
         let plain: Vec<&str> = m
             .parts()
             .filter(|(_, k)| *k == blip3_tokenizer::TextKind::Plain)

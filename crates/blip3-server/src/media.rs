@@ -143,7 +143,7 @@ fn decode_data_url(rest: &str, policy: &MediaPolicy) -> Result<Vec<u8>, ApiError
         ));
     }
     // base64 is 4/3 of the decoded size: reject oversized payloads before decoding.
-    if payload.len() / 4 * 3 > policy.max_image_bytes + 3 {
+    if payload.len() / 4 * 3 > policy.max_image_bytes.saturating_add(3) {
         return Err(ApiError::too_large(
             format!(
                 "image of about {} bytes exceeds the limit of {} bytes",
