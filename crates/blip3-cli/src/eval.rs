@@ -20,7 +20,8 @@ use blip3_eval::{report, DataFormat, PromptStyle, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::commands::load;
-use crate::{AspectArg, ChoiceRuleArg, EvalArgs, ScoreArgs, VqaGtArg};
+use crate::fewshot::{few_shot_load_args, placeholders};
+use crate::{ChoiceRuleArg, EvalArgs, ScoreArgs, VqaGtArg};
 
 /// The engine as the harness's [`Answerer`]: a batch is submitted whole, so
 /// the scheduler decodes its items together.
@@ -192,24 +193,15 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     if test.items.is_empty() {
         bail!("{}: no items to evaluate", args.data.display());
     }
-    let mut load_args = args.load.clone();
-    if task.is_few_shot() {
-        // Base few-shot runs one squashed crop per image (family spec §1.5).
-        load_args.aspect = Some(load_args.aspect.unwrap_or(AspectArg::Pad));
-    }
+    let load_args = if task.is_few_shot() {
+        few_shot_load_args(&args.load)
+    } else {
+        args.load.clone()
+    };
     eprintln!("loading {} ...", load_args.model.display());
     let pipeline = load(&load_args)?;
     let family = pipeline.family();
-    let latents = pipeline
-        .model()
-        .config()
-        .vision_tokenizer_config
-        .num_vis_tokens;
-    let placeholders = if args.placeholders {
-        latents.saturating_sub(1)
-    } else {
-        0
-    };
+    let placeholders = placeholders(&pipeline, args.placeholders);
     let max_new_tokens = args.max_new_tokens.unwrap_or(task.max_new_tokens);
     let zero_shot = if args.no_text_demos {
         ZeroShotDemos::Empty

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use blip3_engine::fewshot::{postprocess, prompt, Demo, Task};
 
 use crate::commands::{load, load_images, output_json};
-use crate::{AspectArg, FewshotArgs, TaskArg};
+use crate::{AspectArg, FewshotArgs, LoadArgs, TaskArg};
 
 /// Reads the demonstrations file: (image path, demo) per non-empty line.
 fn read_demos(path: &Path, task: Task) -> Result<Vec<(PathBuf, Demo)>> {
@@ -47,6 +47,29 @@ fn read_demos(path: &Path, task: Task) -> Result<Vec<(PathBuf, Demo)>> {
     Ok(demos)
 }
 
+/// The load flags for a few-shot run: one squashed crop per image unless
+/// `--aspect` says otherwise (family spec §1.5).
+pub(crate) fn few_shot_load_args(load: &LoadArgs) -> LoadArgs {
+    let mut load = load.clone();
+    load.aspect = Some(load.aspect.unwrap_or(AspectArg::Pad));
+    load
+}
+
+/// `<image placeholder>` tokens after each `<image>` when asked for: Q − 1,
+/// so each image takes Q + (Q − 1) positions as in the model card's prompts.
+pub(crate) fn placeholders(pipeline: &blip3_engine::Pipeline, on: bool) -> usize {
+    let latents = pipeline
+        .model()
+        .config()
+        .vision_tokenizer_config
+        .num_vis_tokens;
+    if on {
+        latents.saturating_sub(1)
+    } else {
+        0
+    }
+}
+
 pub fn fewshot(args: FewshotArgs) -> Result<ExitCode> {
     let task = match args.task {
         TaskArg::Caption => Task::Caption,
@@ -63,22 +86,10 @@ pub fn fewshot(args: FewshotArgs) -> Result<ExitCode> {
         }
         demos.truncate(k);
     }
-    let mut load_args = args.load.clone();
-    // Base few-shot runs one squashed crop per image (family spec §1.5).
-    load_args.aspect = Some(load_args.aspect.unwrap_or(AspectArg::Pad));
     let load_start = std::time::Instant::now();
-    let pipeline = load(&load_args)?;
+    let pipeline = load(&few_shot_load_args(&args.load))?;
     let load_s = load_start.elapsed().as_secs_f64();
-    let latents = pipeline
-        .model()
-        .config()
-        .vision_tokenizer_config
-        .num_vis_tokens;
-    let placeholders = if args.placeholders {
-        latents.saturating_sub(1)
-    } else {
-        0
-    };
+    let placeholders = placeholders(&pipeline, args.placeholders);
     let just_demos: Vec<Demo> = demos.iter().map(|(_, d)| d.clone()).collect();
     let text = prompt(task, &just_demos, args.question.as_deref(), placeholders);
     let mut paths: Vec<PathBuf> = demos.into_iter().map(|(p, _)| p).collect();

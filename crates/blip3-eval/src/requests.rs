@@ -37,15 +37,12 @@ fn first_items<'a>(task: &Task, items: &'a [EvalItem], limit: Option<usize>) -> 
         return items.iter().collect();
     };
     if task.metric == Metric::CircularChoice {
-        let mut groups: Vec<String> = Vec::new();
+        let mut groups = std::collections::HashSet::new();
         for item in items {
-            let g = circular_group(&item.id);
-            if !groups.contains(&g) {
-                if groups.len() == limit {
-                    continue;
-                }
-                groups.push(g);
+            if groups.len() == limit {
+                break;
             }
+            groups.insert(circular_group(&item.id));
         }
         items
             .iter()

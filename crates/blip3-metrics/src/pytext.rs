@@ -79,13 +79,10 @@ const DECIMAL_RANGES: &[(u32, u32)] = &[
     (0x1FBF0, 0x1FBF9),
 ];
 
-/// Whether `c` is matched by `\d` in a Python `str` regex.
-pub fn is_decimal(c: char) -> bool {
+/// Whether `c` lies in one of the sorted, disjoint inclusive `ranges`.
+pub(crate) fn in_ranges(ranges: &[(u32, u32)], c: char) -> bool {
     let c = c as u32;
-    if c < 0x80 {
-        return (0x30..=0x39).contains(&c);
-    }
-    DECIMAL_RANGES
+    ranges
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
                 std::cmp::Ordering::Less
@@ -96,6 +93,14 @@ pub fn is_decimal(c: char) -> bool {
             }
         })
         .is_ok()
+}
+
+/// Whether `c` is matched by `\d` in a Python `str` regex.
+pub fn is_decimal(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_digit();
+    }
+    in_ranges(DECIMAL_RANGES, c)
 }
 
 /// `str.lower()`: full Unicode lower-casing, final sigma included (Rust's rules are the same;

@@ -101,12 +101,17 @@ pub fn load(task: &Task, path: &Path, check_md5: bool) -> Result<Dataset, EvalEr
     let hint = column(&tsv, "hint");
     let options = option_columns(&tsv);
     let multiple_choice = is_multiple_choice(task);
+    // Row of each id: a TSV may have tens of thousands of rows.
+    let row_of: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(row, id)| (id.as_str(), row))
+        .collect();
     let images = tsv.images()?;
     let mut items = Vec::with_capacity(images.ids().len());
     for id in images.ids() {
-        let row = ids
-            .iter()
-            .position(|i| i == id)
+        let row = *row_of
+            .get(id.as_str())
             .ok_or_else(|| EvalError::data(&name, format!("no row {id}")))?;
         let decoded = images
             .bytes(id)?
@@ -134,7 +139,7 @@ pub fn load(task: &Task, path: &Path, check_md5: bool) -> Result<Dataset, EvalEr
             let category = column(&tsv, "category");
             let mut map = serde_json::Map::new();
             for item in &items {
-                let row = ids.iter().position(|i| *i == item.id).unwrap_or(0);
+                let row = row_of.get(item.id.as_str()).copied().unwrap_or(0);
                 map.insert(
                     item.id.clone(),
                     serde_json::json!({
