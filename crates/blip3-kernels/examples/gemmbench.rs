@@ -50,6 +50,9 @@ fn gflops(m: usize, n: usize, k: usize, reps: usize, mut run: impl FnMut()) -> f
 }
 
 fn main() -> candle_core::Result<()> {
+    // As the engine does: large freed buffers stay in the heap, so packed
+    // operands are not page-faulted and zeroed afresh on every call.
+    blip3_kernels::allocator::retain_freed_memory();
     let peak = blip3_kernels::peak::measure(300);
     let bf16_peak = peak.bf16_gemm_gflops();
     println!(

@@ -211,11 +211,40 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-/// One (sequence, head) of [`attention_with`] on the AMX tiles: both
-/// products through [`crate::amx::gemm_bf16`], the head width and the key
-/// span zero-padded to whole tile depths (32). Returns the head's [queries, hd].
+/// A BF16-weight GEMM for the two products of [`head_in_bf16`], and the
+/// depth multiple it needs (the head width and the key span are zero-padded
+/// to it).
+#[derive(Clone, Copy)]
+struct HeadGemm {
+    run: crate::shared::Bf16Gemm,
+    depth_multiple: usize,
+}
+
+impl HeadGemm {
+    /// The tile unit where usable, else AVX-512 BF16 dot products, else none.
+    fn for_cpu(features: CpuFeatures) -> Option<Self> {
+        if features.amx_bf16 {
+            // Whole tile depths: 32 BF16 values.
+            return Some(Self {
+                run: crate::amx::gemm_bf16,
+                depth_multiple: 32,
+            });
+        }
+        // Whole pairs; extra rows past the span stay zero, so any even
+        // multiple works.
+        features.avx512_bf16.then_some(Self {
+            run: crate::avx512_bf16::gemm_bf16,
+            depth_multiple: 2,
+        })
+    }
+}
+
+/// One (sequence, head) of [`attention_with`] in BF16: both products
+/// through `gemm` (the AMX tiles or `vdpbf16ps`), the head width and the key
+/// span zero-padded to its depth multiple. Returns the head's [queries, hd].
 #[allow(clippy::too_many_arguments)]
-fn head_on_tiles(
+fn head_in_bf16(
+    gemm: HeadGemm,
     shape: AttentionShape,
     (b, h, kvh): (usize, usize, usize),
     q: Strided,
@@ -232,12 +261,13 @@ fn head_on_tiles(
         head_dim: hd,
         ..
     } = shape;
-    let hdp = hd.next_multiple_of(32);
+    let align = gemm.depth_multiple;
+    let hdp = hd.next_multiple_of(align);
     // Keys [keys + 32, hdp] and Vᵀ [hdp, kp] in BF16, zero-padded, on 64-byte
     // boundaries (rows of whole tile depths), with whole tiles of rows past
     // the real ones: the tile GEMM reads them in place for every query block
     // instead of copying partial tiles.
-    let kp = (keys + 32).next_multiple_of(32);
+    let kp = (keys + 32).next_multiple_of(align);
     let mut row = vec![0f32; keys * hd];
     k.gather(b, kvh, 0, hd, &mut row);
     let mut keys_buffer = crate::scratch::AlignedBf16::new();
@@ -275,7 +305,7 @@ fn head_on_tiles(
         // Scores [rows, spanp]: the span padded to whole tile depths, so the
         // probabilities feed the second product as they are (zeros past
         // `span`).
-        let spanp = span.next_multiple_of(32).max(32);
+        let spanp = span.next_multiple_of(align).max(align);
         let s = &mut scores[..rows * spanp];
         let product = crate::gemm::Bf16Product {
             a: qb,
@@ -285,7 +315,7 @@ fn head_on_tiles(
             k: hdp,
             stride: hdp,
         };
-        crate::amx::gemm_bf16(product, s, false);
+        (gemm.run)(product, s, false);
         for (i, row) in s.chunks_exact_mut(spanp).enumerate() {
             let (live, pad) = row.split_at_mut(span);
             if span > 0 {
@@ -302,7 +332,7 @@ fn head_on_tiles(
             k: spanp,
             stride: kp,
         };
-        crate::amx::gemm_bf16(product, &mut result[t0 * hd..(t0 + rows) * hd], false);
+        (gemm.run)(product, &mut result[t0 * hd..(t0 + rows) * hd], false);
     }
     result
 }
@@ -367,8 +397,9 @@ pub enum Products {
     /// F32 throughout (the reference's precision).
     F32,
     /// Q, K, the probabilities and V rounded to BF16, F32 sums, on the AMX
-    /// tiles where the CPU has them (what PyTorch's BF16 attention computes);
-    /// F32 elsewhere. For models whose weights are BF16 anyway.
+    /// tiles or with AVX-512 BF16 dot products where the CPU has them (what
+    /// PyTorch's BF16 attention computes); F32 elsewhere. For models whose
+    /// weights are BF16 anyway.
     Bf16,
 }
 
@@ -420,7 +451,10 @@ pub fn attention_with(
         assert_eq!(mask.len(), batch * keys, "key mask size");
     }
     let features = CpuFeatures::detect();
-    let tiles = products == Products::Bf16 && features.amx_bf16;
+    let bf16_gemm = match products {
+        Products::Bf16 => HeadGemm::for_cpu(features),
+        Products::F32 => None,
+    };
     let group = heads / kv_heads;
     // One [queries, hd] result per (sequence, head), scattered afterwards.
     let per_head: Vec<Vec<f32>> = (0..batch * heads)
@@ -428,8 +462,18 @@ pub fn attention_with(
         .map(|bh| {
             let (b, h) = (bh / heads, bh % heads);
             let kvh = h / group;
-            if tiles {
-                return head_on_tiles(shape, (b, h, kvh), q, k, v, scale, visibility, features);
+            if let Some(gemm) = bf16_gemm {
+                return head_in_bf16(
+                    gemm,
+                    shape,
+                    (b, h, kvh),
+                    q,
+                    k,
+                    v,
+                    scale,
+                    visibility,
+                    features,
+                );
             }
             let mut keys_h = vec![0f32; keys * hd];
             k.gather(b, kvh, 0, hd, &mut keys_h);
@@ -787,7 +831,7 @@ mod tests {
             let scale = 1.0 / (hd as f32).sqrt();
             let want = multi_reference(&q, &k, &v, shape, f64::from(scale), visibility);
             // BF16 products: inputs rounded to 8 significant bits (on the AMX
-            // tiles where present, else the F32 path).
+            // tiles or AVX-512 BF16 where present, else the F32 path).
             for (products, tolerance) in [(Products::F32, 2e-5), (Products::Bf16, 2e-2)] {
                 let mut out = vec![0f32; batch * queries * heads * hd];
                 attention_with(

@@ -292,12 +292,7 @@ fn gemm_impl(
             return;
         }
     }
-    let bf16_gemm: Option<crate::shared::Bf16Gemm> = if features.avx512_bf16 {
-        Some(crate::avx512_bf16::gemm_bf16)
-    } else {
-        None
-    };
-    if let Some(bf16_gemm) = bf16_gemm {
+    if features.avx512_bf16 {
         if let Some((data, stride)) = w.bf16_rows() {
             let product = Bf16Product {
                 a,
@@ -307,11 +302,8 @@ fn gemm_impl(
                 k,
                 stride,
             };
-            bf16_gemm(product, c, parallel);
-            if !epilogue.is_identity() {
-                c.par_chunks_mut(n)
-                    .for_each(|row| epilogue.apply(features, row, 0));
-            }
+            // The epilogue runs on each output tile after its last store.
+            crate::avx512_bf16::gemm_bf16_with(product, c, parallel, epilogue);
             return;
         }
     }

@@ -25,13 +25,22 @@ pub fn widen_bf16(src: &[bf16], dst: &mut [f32]) {
 /// `bf16::from_f32` and `vcvtneps2bf16` do; the instruction also flushes
 /// subnormals to zero) into `dst` (same length), on the calling thread.
 pub fn round_to_bf16(src: &[f32], dst: &mut [bf16]) {
+    round_to_bf16_on(crate::cpu::CpuFeatures::detect().avx512_bf16, src, dst);
+}
+
+/// [`round_to_bf16`] with `vcvtneps2bf16` when `instruction` (which the
+/// caller has checked the CPU has: AVX-512 F and BF16). For the GEMM's own
+/// self-check, which runs while [`crate::cpu::CpuFeatures::detect`] is still
+/// being answered.
+pub(crate) fn round_to_bf16_on(instruction: bool, src: &[f32], dst: &mut [bf16]) {
     assert_eq!(src.len(), dst.len(), "round_to_bf16 lengths");
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::CpuFeatures::detect().avx512_bf16 {
+    if instruction {
         // SAFETY: AVX-512 F and BF16 were detected; the lengths match.
         unsafe { x86::round(src, dst) };
         return;
     }
+    let _ = instruction;
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = bf16::from_f32(s);
     }
