@@ -39,6 +39,10 @@ const NR: usize = 32;
 /// panel (16 KiB) stay in L1 together while a micro-tile sweeps them; 256
 /// measured 5–10 % slower at the ViT and prefill shapes on Zen 5.
 const KC_PAIRS: usize = 128;
+/// Activation rows per row range, at most. Each range packs the weight
+/// again; the packed activations are read one 6 KiB panel at a time, so a
+/// tall range costs only memory (4 bytes per row and depth pair).
+const ROWS_PER_RANGE: usize = 4096;
 /// Weight rows per packed block (`NC × KC_PAIRS` pairs, 128 KiB, stay in L2).
 const NC: usize = 256;
 
@@ -116,7 +120,11 @@ fn gemm_on<K: PairDot>(
     let out = Output(c.as_mut_ptr());
     let packed_rows =
         |i0: usize, rows: usize| pack_activations(&a[i0 * k..(i0 + rows) * k], rows, k, parallel);
-    let tiles = TileMultiples { rows: MR, cols: NR };
+    let tiles = TileMultiples {
+        rows: MR,
+        cols: NR,
+        rows_per_range: ROWS_PER_RANGE,
+    };
     for_each_rectangle(m, n, tiles, parallel, packed_rows, |packed, rect| {
         let task = Task {
             packed,

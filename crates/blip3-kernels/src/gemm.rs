@@ -30,8 +30,9 @@ pub const KC: usize = 256;
 const MC: usize = 144;
 /// Rows of W per packed block (a multiple of [`NR`]; `NC × KC` F32 stays in L2).
 const NC: usize = 256;
-/// Rows of A per parallel task, at most (rounded to the micro-tile).
-const ROWS_PER_TASK: usize = 768;
+/// Rows of A per row range, at most (rounded to the micro-tile): the F32
+/// kernel keeps a range's packed rows of one depth block in L2.
+const ROWS_PER_RANGE: usize = 768;
 
 /// A weight matrix W [N, K] whose rows the GEMM reads as F32 while packing.
 pub trait WeightRows: Sync {
@@ -320,7 +321,11 @@ fn gemm_impl(
     }
     let out = Output(c.as_mut_ptr());
     let packed_rows = |i0: usize, rows: usize| pack_a(&a[i0 * k..(i0 + rows) * k], rows, k);
-    let tiles = TileMultiples { rows: MR, cols: NR };
+    let tiles = TileMultiples {
+        rows: MR,
+        cols: NR,
+        rows_per_range: ROWS_PER_RANGE,
+    };
     for_each_rectangle(m, n, tiles, parallel, packed_rows, |packed_a, rect| {
         let task = Task {
             features,
@@ -367,6 +372,10 @@ pub(crate) struct TileMultiples {
     pub rows: usize,
     /// Columns of C per micro-tile.
     pub cols: usize,
+    /// Rows of C per row range, at most: each range packs the weight once
+    /// more, so a kernel whose packed activations need not stay in cache
+    /// takes tall ranges.
+    pub rows_per_range: usize,
 }
 
 /// One rectangle of C [m, n]: rows `first_row .. first_row + rows`,
@@ -400,7 +409,7 @@ pub(crate) fn for_each_rectangle<P: Sync>(
     } else {
         1
     };
-    let row_tasks = m.div_ceil(ROWS_PER_TASK);
+    let row_tasks = m.div_ceil(tiles.rows_per_range.max(tiles.rows));
     let rows_per_task = m.div_ceil(row_tasks).div_ceil(tiles.rows) * tiles.rows;
     let col_tasks = if parallel {
         (TASKS_PER_THREAD * threads).min(n.div_ceil(tiles.cols))
