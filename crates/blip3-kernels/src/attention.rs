@@ -218,6 +218,11 @@ pub struct AttentionShape {
 struct HeadGemm {
     run: crate::shared::Bf16Gemm,
     depth_multiple: usize,
+    /// Queries per block where every query sees every key (the ViT, the
+    /// perceiver). Each block packs the head's keys and values afresh, so a
+    /// GEMM that packs its weight wants tall blocks; causal attention keeps
+    /// [`QUERY_BLOCK`], as taller blocks compute more masked scores.
+    unmasked_query_block: usize,
 }
 
 impl HeadGemm {
@@ -228,13 +233,18 @@ impl HeadGemm {
             return Some(Self {
                 run: crate::amx::gemm_bf16,
                 depth_multiple: 32,
+                unmasked_query_block: QUERY_BLOCK,
             });
         }
         // Whole pairs; extra rows past the span stay zero, so any even
         // multiple works.
+        // 256 queries: the keys of a ViT crop are packed 3 times, not 8
+        // (packing was half the time of its products), and the score block
+        // (256 × 730 × 4 bytes) still fits L2.
         features.avx512_bf16.then_some(Self {
             run: crate::avx512_bf16::gemm_bf16,
             depth_multiple: 2,
+            unmasked_query_block: 256,
         })
     }
 }
@@ -289,10 +299,14 @@ fn head_in_bf16(
     let values_t = values_buffer.as_slice();
     let mut result = vec![0f32; queries * hd];
     let mut q_row = vec![0f32; hd];
-    let mut q_block = vec![0f32; QUERY_BLOCK * hdp];
-    let mut scores = vec![0f32; QUERY_BLOCK * kp];
-    for t0 in (0..queries).step_by(QUERY_BLOCK) {
-        let rows = QUERY_BLOCK.min(queries - t0);
+    let query_block = match visibility {
+        Visibility::Causal { .. } => QUERY_BLOCK,
+        Visibility::All | Visibility::KeyMask(_) => gemm.unmasked_query_block,
+    };
+    let mut q_block = vec![0f32; query_block * hdp];
+    let mut scores = vec![0f32; query_block * kp];
+    for t0 in (0..queries).step_by(query_block) {
+        let rows = query_block.min(queries - t0);
         let (lo, hi) = visible_span(visibility, t0, rows, keys);
         let span = hi - lo;
         let qb = &mut q_block[..rows * hdp];
@@ -766,6 +780,8 @@ mod tests {
             // (batch, heads, kv_heads, queries, keys, hd, visibility)
             (2, 3, 3, 37, 37, 20, Visibility::All),
             (1, 2, 2, 200, 200, 80, Visibility::All),
+            // Past one unmasked query block (256 with `vdpbf16ps`).
+            (1, 1, 1, 300, 300, 80, Visibility::All),
             (
                 1,
                 4,
