@@ -2,7 +2,8 @@
 //! products that dominate image encoding and prefill, side by side with
 //! candle's F32 matmul (what the engine used before), in GFLOP/s and as a
 //! fraction of the measured peak (`blip3_kernels::peak`: F32 FMA for the F32
-//! product, `vdpbf16ps` for BF16 where the CPU has it).
+//! product, `vdpbf16ps` for BF16 where the CPU has it, `vpdpbusd` for Q8_0
+//! where it has AVX-512 VNNI).
 //!
 //! ```sh
 //! cargo run --release -p blip3-kernels --example gemmbench
@@ -56,14 +57,16 @@ fn main() -> candle_core::Result<()> {
     let peak = blip3_kernels::peak::measure(300);
     let bf16_peak = peak.bf16_gemm_gflops();
     println!(
-        "threads: {}; kernels: {}; measured peak: f32 FMA {:.0} GFLOP/s, vdpbf16ps {}, AMX tdpbf16ps {} (bf16 % below is of {bf16_peak:.0})",
+        "threads: {}; kernels: {}; measured peak: f32 FMA {:.0} GFLOP/s, vdpbf16ps {}, AMX tdpbf16ps {}, vpdpbusd {} (bf16 % below is of {bf16_peak:.0}, q8_0 % of vpdpbusd)",
         rayon::current_num_threads(),
         blip3_kernels::gemm::path(blip3_kernels::cpu::CpuFeatures::detect()),
         peak.f32_gflops,
         peak.bf16_gflops
             .map_or("(none)".to_string(), |g| format!("{g:.0} GFLOP/s")),
         peak.amx_gflops
-            .map_or("(none)".to_string(), |g| format!("{g:.0} GFLOP/s"))
+            .map_or("(none)".to_string(), |g| format!("{g:.0} GFLOP/s")),
+        peak.int8_gops
+            .map_or("(none)".to_string(), |g| format!("{g:.0} GOP/s"))
     );
     for (name, m, n, k) in SHAPES {
         let a = data(m * k, 1);
@@ -98,9 +101,11 @@ fn main() -> candle_core::Result<()> {
             return Err(e);
         }
         println!(
-            "{name:28} ours f32 {ours_f32:6.1} ({:3.0}%)  bf16 {ours_bf16:6.1} ({:3.0}%)  q8_0 {ours_q8:6.1}  | candle f32 {candle:6.1} GFLOP/s  ({:.2}x)",
+            "{name:28} ours f32 {ours_f32:6.1} ({:3.0}%)  bf16 {ours_bf16:6.1} ({:3.0}%)  q8_0 {ours_q8:6.1} ({})  | candle f32 {candle:6.1} GFLOP/s  ({:.2}x)",
             100.0 * ours_f32 / peak.f32_gflops,
             100.0 * ours_bf16 / bf16_peak,
+            peak.int8_gops
+                .map_or("-".to_string(), |g| format!("{:3.0}%", 100.0 * ours_q8 / g)),
             ours_f32 / candle
         );
     }

@@ -61,6 +61,13 @@ pub trait WeightRows: Sync {
     fn decodes_to_bf16(&self) -> bool {
         false
     }
+
+    /// The matrix as Q8_0 blocks, when it is one: where the CPU has AVX-512
+    /// VNNI and no AMX, many-row products multiply its codes as integers
+    /// ([`crate::avx512_vnni`]).
+    fn as_q8_0(&self) -> Option<&crate::q8::Q8Matrix> {
+        None
+    }
 }
 
 /// One product `C = A·Wᵀ` on BF16 weights, for the BF16 GEMM paths
@@ -215,14 +222,20 @@ impl Epilogue<'_> {
 
 /// Which micro-kernel the GEMM runs on with `features` (AMX: for BF16
 /// weights whose depth is a multiple of 32, else AVX-512 BF16 where present;
-/// other weights take the F32 kernel named last).
+/// Q8_0 weights AVX-512 VNNI where there is no AMX; other weights take the
+/// F32 kernel named last).
 pub fn path(features: CpuFeatures) -> &'static str {
+    let int8 = features.avx512_vnni && crate::avx512_vnni::usable();
     if features.amx_bf16 && features.avx512_bf16 {
         "amx-bf16 (bf16 weights), avx512-bf16, avx512"
     } else if features.amx_bf16 {
         "amx-bf16 (bf16 weights), avx512"
+    } else if features.avx512_bf16 && int8 {
+        "avx512-vnni (q8_0 weights), avx512-bf16 (bf16 and other weights), avx512"
     } else if features.avx512_bf16 {
         "avx512-bf16 (bf16 weights), avx512"
+    } else if int8 {
+        "avx512-vnni (q8_0 weights), avx512"
     } else if features.avx512 {
         "avx512"
     } else if features.avx2_fma {
@@ -308,7 +321,15 @@ fn gemm_impl(
             return;
         }
     }
-    let bf16_path = (features.amx_bf16 && crate::amx::supports_depth(k)) || features.avx512_bf16;
+    let amx = features.amx_bf16 && crate::amx::supports_depth(k);
+    if let Some(q8) = w.as_q8_0() {
+        // With AMX the BF16 tiles out-run the 16-lane integer dot products.
+        if !amx && features.avx512_vnni && crate::avx512_vnni::usable() {
+            crate::avx512_vnni::gemm_q8_with(a, m, q8, c, parallel, epilogue);
+            return;
+        }
+    }
+    let bf16_path = amx || features.avx512_bf16;
     if bf16_path && w.decodes_to_bf16() && w.bf16_rows().is_none() {
         // Decoded once per call (the F32 path decodes W once per row range
         // anyway) into a buffer the calling thread keeps.
@@ -971,7 +992,8 @@ mod tests {
     #[test]
     fn block_formats_match_their_decoded_rows() {
         // Where a BF16 GEMM exists, block formats run on it: weights decoded
-        // and rounded to BF16, activations rounded to BF16 too.
+        // and rounded to BF16, activations rounded to BF16 too; Q8_0 runs on
+        // integer dot products where AVX-512 VNNI and no AMX.
         use crate::quantized::QuantizedMatrix;
         let features = CpuFeatures::detect();
         for &(m, n, k, bias) in &[
@@ -995,7 +1017,21 @@ mod tests {
                 let bf16_path =
                     features.avx512_bf16 || (features.amx_bf16 && crate::amx::supports_depth(k));
                 let round = |v: &f32| bf16::from_f32(*v).to_f32();
-                let (a_seen, w_seen): (Vec<f32>, Vec<f32>) = if bf16_path {
+                // Q8_0 without AMX but with AVX-512 VNNI: integer products,
+                // the activations quantised to Q8_0 per block.
+                let int8 = q.format() == "q8_0"
+                    && !(features.amx_bf16 && crate::amx::supports_depth(k))
+                    && features.avx512_vnni
+                    && crate::avx512_vnni::usable();
+                let (a_seen, w_seen): (Vec<f32>, Vec<f32>) = if int8 {
+                    let (codes, scales) = crate::q8::quantize_activations(&a, k);
+                    let a_q = codes
+                        .iter()
+                        .enumerate()
+                        .map(|(t, &q)| f32::from(q) * scales[t / 32])
+                        .collect();
+                    (a_q, decoded)
+                } else if bf16_path {
                     (
                         a.iter().map(round).collect(),
                         decoded.iter().map(round).collect(),

@@ -16,6 +16,8 @@
 //! * [`amx`]: the GEMM on BF16 weights with AMX tiles (where the CPU and OS allow).
 //! * [`avx512_bf16`]: the GEMM on BF16 weights with AVX-512 BF16 dot products
 //!   (where there is no AMX).
+//! * [`avx512_vnni`]: the GEMM on Q8_0 weights with AVX-512 VNNI integer dot
+//!   products, the activations quantised per block (where there is no AMX).
 //! * [`widen`]: parallel BF16 → F32 widening (candle fallbacks).
 //! * [`q8`]: Q8_0 block quantisation and its integer-dot GEMV.
 //! * [`q4`]: Q4_0 block quantisation and its integer-dot GEMV.
@@ -38,6 +40,8 @@ pub mod amx;
 pub mod attention;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
 pub mod avx512_bf16;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_variables))]
+pub mod avx512_vnni;
 pub mod bandwidth;
 pub mod cpu;
 pub mod gemm;

@@ -1,5 +1,5 @@
 //! The machine's compute roofline, measured: tight loops of independent
-//! fused multiply-adds (F32 FMA, and `vdpbf16ps` where present) on every pool
+//! fused multiply-adds (F32 FMA, and `vdpbf16ps` and `vpdpbusd` where present) on every pool
 //! thread, so benchmarks can report their GEMMs as a fraction of what the
 //! cores can do rather than of a datasheet figure.
 
@@ -20,6 +20,9 @@ pub struct Peak {
     pub bf16_gflops: Option<f64>,
     /// AMX `tdpbf16ps` on register tiles; `None` without a usable AMX unit.
     pub amx_gflops: Option<f64>,
+    /// Byte dot products (`vpdpbusd`, 4 multiply-adds per 32-bit lane), in
+    /// GOP/s; `None` without AVX-512 VNNI.
+    pub int8_gops: Option<f64>,
 }
 
 impl Peak {
@@ -39,6 +42,24 @@ pub fn measure(millis: u64) -> Peak {
         f32_gflops: rate(millis, |iters| fma_loop(features, iters)),
         bf16_gflops: bf16_available(features).then(|| rate(millis, bf16_loop)),
         amx_gflops: amx_available(features).then(|| rate(millis, amx_loop)),
+        int8_gops: int8_available(features).then(|| rate(millis, int8_loop)),
+    }
+}
+
+fn int8_available(features: CpuFeatures) -> bool {
+    cfg!(target_arch = "x86_64") && features.avx512_vnni
+}
+
+fn int8_loop(iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: only called when AVX-512 VNNI was detected (`int8_available`).
+        unsafe { x86::dpbusd_avx512(iters) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = iters;
+        0.0
     }
 }
 
@@ -172,6 +193,22 @@ mod x86 {
         // 16 lanes × 2 products × (multiply + add).
         (4 * 16 * CHAINS) as f64 * iters as f64
     }
+
+    /// # Safety
+    /// AVX-512 F and AVX-512 VNNI must be available.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn dpbusd_avx512(iters: u64) -> f64 {
+        let bytes = _mm512_set1_epi8(1);
+        let mut acc = [_mm512_setzero_si512(); CHAINS];
+        for _ in 0..iters {
+            for v in &mut acc {
+                *v = _mm512_dpbusd_epi32(*v, bytes, bytes);
+            }
+        }
+        std::hint::black_box(acc);
+        // 16 lanes × 4 products × (multiply + add).
+        (8 * 16 * CHAINS) as f64 * iters as f64
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +224,6 @@ mod tests {
             bf16_available(CpuFeatures::detect())
         );
         assert_eq!(p.amx_gflops.is_some(), amx_available(CpuFeatures::detect()));
+        assert_eq!(p.int8_gops.is_some(), int8_available(CpuFeatures::detect()));
     }
 }

@@ -38,7 +38,7 @@ pub struct Q8Matrix {
 
 /// Quantises one block of 32 values, returning its scale (AVX2 where
 /// available: activations are quantised on every decode step, serially).
-fn quantize_block(x: &[f32], q: &mut [i8]) -> f16 {
+pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> f16 {
     #[cfg(target_arch = "x86_64")]
     if CpuFeatures::detect().avx2_fma {
         // SAFETY: AVX2 and FMA were detected on this CPU.
@@ -101,6 +101,11 @@ impl Q8Matrix {
     /// Bytes held (what a decode step streams).
     pub fn size_bytes(&self) -> usize {
         self.blocks.size_bytes()
+    }
+
+    /// The row-interleaved blocks (what the integer GEMM packs from).
+    pub(crate) fn interleaved(&self) -> &Interleaved {
+        &self.blocks
     }
 
     /// Row `r` back to F32 (d·q).

@@ -149,7 +149,7 @@ impl QuantizedMatrix for Q4KMatrix {
 
 /// Every block format feeds the GEMM by decoding whole blocks of a row.
 macro_rules! weight_rows_by_dequantizing {
-    ($($matrix:ty),*) => {$(
+    ($($matrix:ty => $as_q8_0:expr),*) => {$(
         impl WeightRows for $matrix {
             fn rows(&self) -> usize {
                 self.rows
@@ -163,11 +163,18 @@ macro_rules! weight_rows_by_dequantizing {
             fn decodes_to_bf16(&self) -> bool {
                 true
             }
+            fn as_q8_0(&self) -> Option<&Q8Matrix> {
+                $as_q8_0(self)
+            }
         }
     )*};
 }
 
-weight_rows_by_dequantizing!(Q8Matrix, Q4Matrix, Q4KMatrix);
+weight_rows_by_dequantizing!(
+    Q8Matrix => Some,
+    Q4Matrix => |_| None,
+    Q4KMatrix => |_| None
+);
 
 #[cfg(test)]
 mod tests {
