@@ -247,6 +247,19 @@ pub fn path(features: CpuFeatures) -> &'static str {
     }
 }
 
+/// Whether many-row products with `w` run on integer dot products
+/// ([`crate::avx512_vnni`]): Q8_0 weights on a CPU with AVX-512 VNNI and no
+/// AMX (where AMX is, its BF16 tiles out-run the 16-lane integer dot
+/// products). Such a product reads the weight once at any row count, so
+/// callers need not split short ones into GEMV passes.
+pub fn runs_on_integers(w: &dyn WeightRows) -> bool {
+    let features = CpuFeatures::detect();
+    w.as_q8_0().is_some()
+        && !(features.amx_bf16 && crate::amx::supports_depth(w.cols()))
+        && features.avx512_vnni
+        && crate::avx512_vnni::usable()
+}
+
 /// `c[i·N + j] = Σ_k a[i·K + k] · W[j, k]` for `i < m`.
 ///
 /// Panics if the slice lengths do not match (a programming error: callers
@@ -321,15 +334,11 @@ fn gemm_impl(
             return;
         }
     }
-    let amx = features.amx_bf16 && crate::amx::supports_depth(k);
-    if let Some(q8) = w.as_q8_0() {
-        // With AMX the BF16 tiles out-run the 16-lane integer dot products.
-        if !amx && features.avx512_vnni && crate::avx512_vnni::usable() {
-            crate::avx512_vnni::gemm_q8_with(a, m, q8, c, parallel, epilogue);
-            return;
-        }
+    if let Some(q8) = w.as_q8_0().filter(|_| runs_on_integers(w)) {
+        crate::avx512_vnni::gemm_q8_with(a, m, q8, c, parallel, epilogue);
+        return;
     }
-    let bf16_path = amx || features.avx512_bf16;
+    let bf16_path = (features.amx_bf16 && crate::amx::supports_depth(k)) || features.avx512_bf16;
     if bf16_path && w.decodes_to_bf16() && w.bf16_rows().is_none() {
         // Decoded once per call (the F32 path decodes W once per row range
         // anyway) into a buffer the calling thread keeps.

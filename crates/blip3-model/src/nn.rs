@@ -136,11 +136,15 @@ impl Linear {
 
     /// The attention arithmetic that goes with this layer's weights: BF16
     /// products for BF16 weights (activations are rounded to BF16 for every
-    /// product of such a layer anyway), F32 for F32, F16 and block formats.
+    /// product of such a layer anyway) and for block formats (whose
+    /// many-row products round activations to BF16 or quantise them to 8
+    /// bits wherever a BF16 attention path exists; elsewhere `Bf16` runs in
+    /// F32), F32 for F32 and F16.
     pub fn attention_products(&self) -> blip3_kernels::attention::Products {
         use blip3_kernels::attention::Products;
         match &self.weight {
             Weight::Dense(w) if w.dtype() == DType::BF16 => Products::Bf16,
+            Weight::Quantized(_) => Products::Bf16,
             _ => Products::F32,
         }
     }
@@ -158,6 +162,9 @@ impl Linear {
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
         let few = match &self.weight {
+            Weight::Quantized(q) if gemm::runs_on_integers(q.as_ref()) => {
+                rows <= blip3_kernels::gemv::MAX_ROWS
+            }
             Weight::Quantized(_) => rows <= QUANTIZED_GEMV_ROWS,
             Weight::Dense(_) => rows <= blip3_kernels::gemv::MAX_ROWS,
         };
@@ -226,6 +233,9 @@ impl Linear {
 /// to Q8_0, as in decode) instead of the GEMM, which decodes every weight
 /// block to F32 once per product: for a short prompt (a follow-up chat turn)
 /// the few passes over the packed weight cost less than one decoding pass.
+/// Where the GEMM multiplies Q8_0 codes as integers
+/// ([`gemm::runs_on_integers`]) it decodes nothing, and only decode-sized
+/// products take the GEMV.
 pub const QUANTIZED_GEMV_ROWS: usize = 32;
 
 impl Linear {
