@@ -37,6 +37,7 @@ use rayon::prelude::*;
 use crate::cpu::CpuFeatures;
 use crate::gemm::{Bf16Product, Epilogue, Output};
 use crate::scratch::{with_reused, AlignedBf16};
+use crate::shared::prefetch_l2;
 
 /// Weight rows (and activation rows) per tile.
 const TILE_ROWS: usize = 16;
@@ -445,7 +446,7 @@ impl Task<'_> {
                 if let Some(next) = self.next_weights {
                     for _ in 0..lines_per_step.min(next_lines - next_line) {
                         let (r, l) = (next_line / lines_per_row, next_line % lines_per_row);
-                        prefetch_l2(next.as_ptr().add(r * self.weight_stride + l * 32));
+                        prefetch_l2(next.as_ptr().add(r * self.weight_stride + l * 32).cast());
                         next_line += 1;
                     }
                 }
@@ -505,19 +506,6 @@ pub(crate) unsafe fn peak_loop(iters: u64) -> f64 {
     }
     std::arch::asm!("tilerelease", options(nostack, nomem));
     (4 * TILE_ROWS * TILE_ROWS * TILE_DEPTH * 2) as f64 * iters as f64
-}
-
-/// Asks for the cache line at `p` to be brought into L2 (a hint: no fault,
-/// whatever the address).
-#[inline(always)]
-fn prefetch_l2(p: *const bf16) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT1 is in SSE, part of x86-64, and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The tile operations the kernel uses: four 16 × 16 F32 sum tiles (tmm0-3),

@@ -28,8 +28,10 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemm::{
-    for_each_rectangle, store_partial_tile, Bf16Product, Epilogue, Output, Rectangle, TileMultiples,
+    for_each_rectangle, write_tile, Bf16Product, Epilogue, Output, Rectangle, TileMultiples,
+    TilePlace,
 };
+use crate::shared::prefetch_l2;
 
 /// Activation rows per micro-tile.
 const MR: usize = 12;
@@ -347,6 +349,50 @@ mod transpose {
     }
 }
 
+/// The source lines of one weight block (rows × `KC_PAIRS` pairs), which a
+/// task prefetches into L2 a part per tile while it computes on the block
+/// before: packed without it, the prefill's weights (read once per product,
+/// a few hundred bytes per row and block) waited on memory for an eighth of
+/// the prefill.
+struct WeightBlock<'a> {
+    weights: &'a Weights<'a>,
+    rows: std::ops::Range<usize>,
+    /// First element of each row in the block.
+    t0: usize,
+    /// Elements of each row in the block.
+    len: usize,
+}
+
+impl<'a> WeightBlock<'a> {
+    fn new(weights: &'a Weights<'a>, rows: std::ops::Range<usize>, p0: usize) -> Self {
+        let t0 = 2 * p0;
+        let len = (2 * KC_PAIRS).min(weights.k - t0);
+        Self {
+            weights,
+            rows,
+            t0,
+            len,
+        }
+    }
+
+    /// Prefetches part `t` of `parts` of the block's lines.
+    fn prefetch_part(&self, t: usize, parts: usize) {
+        // Lines per row: a row's bytes may start mid-line, so one more than
+        // they fill; the last address is clamped to the row's last byte.
+        let row_bytes = 2 * self.len;
+        let per_row = row_bytes.div_ceil(64) + 1;
+        let lines = self.rows.len() * per_row;
+        let per_part = lines.div_ceil(parts.max(1));
+        for line in t * per_part..((t + 1) * per_part).min(lines) {
+            let (r, l) = (line / per_row, line % per_row);
+            let start = (self.rows.start + r) * self.weights.stride + self.t0;
+            let row: &[bf16] = &self.weights.w[start..][..self.len];
+            let byte = (l * 64).min(row_bytes - 1);
+            prefetch_l2(row.as_ptr().cast::<u8>().wrapping_add(byte));
+        }
+    }
+}
+
 /// The work on one rectangle of C.
 struct Task<'a> {
     /// The rectangle's rows of A, packed by [`pack_activations`].
@@ -369,41 +415,53 @@ impl Task<'_> {
         let panels = m.div_ceil(MR);
         let mut packed_w = vec![0u32; NC * KC_PAIRS];
         let mut tile = [0f32; MR * NR];
-        // Row `r` of this task's output, columns `j .. j + len`.
-        let c_row = |r: usize, j: usize, len: usize| {
-            std::slice::from_raw_parts_mut(out.0.add((self.rect.first_row + r) * n + j), len)
-        };
-        for j0 in self.rect.cols.clone().step_by(NC) {
+        // Weight blocks in the order they are packed: (first row, first pair).
+        let blocks: Vec<(usize, usize)> = self
+            .rect
+            .cols
+            .clone()
+            .step_by(NC)
+            .flat_map(|j0| (0..pairs).step_by(KC_PAIRS).map(move |p0| (j0, p0)))
+            .collect();
+        for (b, &(j0, p0)) in blocks.iter().enumerate() {
             let nc = NC.min(self.rect.cols.end - j0);
-            for p0 in (0..pairs).step_by(KC_PAIRS) {
-                let kp = KC_PAIRS.min(pairs - p0);
-                pack_weights(self.weights, j0, nc, p0, kp, &mut packed_w);
-                let a_block = &self.packed[p0 * panels * MR..][..panels * kp * MR];
-                let accumulate = p0 > 0;
-                let last = p0 + kp == pairs;
-                let finish = !self.epilogue.is_identity() && last;
-                for ip in 0..panels {
-                    let a_panel = &a_block[ip * kp * MR..][..kp * MR];
-                    let i = ip * MR;
-                    let rows = MR.min(m - i);
-                    for q in 0..nc.div_ceil(NR) {
-                        let w_panel = &packed_w[q * kp * NR..][..kp * NR];
-                        let j = j0 + q * NR;
-                        let cols = NR.min(self.rect.cols.end - j);
-                        if rows == MR && cols == NR {
-                            let c = c_row(i, j, (MR - 1) * n + NR);
-                            kernel.tile(kp, a_panel, w_panel, c, n, accumulate);
-                        } else {
-                            kernel.tile(kp, a_panel, w_panel, &mut tile, NR, false);
-                            let dst = |r: usize| c_row(i + r, j, cols);
-                            store_partial_tile(&tile, NR, rows, accumulate, dst);
-                        }
-                        if finish {
-                            for r in 0..rows {
-                                self.epilogue.apply(self.features, c_row(i + r, j, cols), j);
-                            }
-                        }
+            let kp = KC_PAIRS.min(pairs - p0);
+            pack_weights(self.weights, j0, nc, p0, kp, &mut packed_w);
+            let next = blocks.get(b + 1).map(|&(j1, p1)| {
+                let rows = j1..(j1 + NC).min(self.rect.cols.end);
+                WeightBlock::new(self.weights, rows, p1)
+            });
+            let q_panels = nc.div_ceil(NR);
+            let a_block = &self.packed[p0 * panels * MR..][..panels * kp * MR];
+            let accumulate = p0 > 0;
+            let last = p0 + kp == pairs;
+            let finish =
+                (last && !self.epilogue.is_identity()).then_some((self.epilogue, self.features));
+            for ip in 0..panels {
+                let a_panel = &a_block[ip * kp * MR..][..kp * MR];
+                let i = ip * MR;
+                for q in 0..q_panels {
+                    if let Some(next) = &next {
+                        next.prefetch_part(ip * q_panels + q, panels * q_panels);
                     }
+                    let w_panel = &packed_w[q * kp * NR..][..kp * NR];
+                    let j = j0 + q * NR;
+                    let place = TilePlace {
+                        row: self.rect.first_row + i,
+                        rows: MR.min(m - i),
+                        col: j,
+                        cols: NR.min(self.rect.cols.end - j),
+                        shape: (MR, NR),
+                    };
+                    write_tile(
+                        out,
+                        n,
+                        place,
+                        &mut tile,
+                        accumulate,
+                        finish,
+                        |c, ldc, acc| kernel.tile(kp, a_panel, w_panel, c, ldc, acc),
+                    );
                 }
             }
         }

@@ -33,9 +33,10 @@
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
-use crate::gemm::{for_each_rectangle, store_partial_tile, Epilogue, Output, TileMultiples};
+use crate::gemm::{for_each_rectangle, write_tile, Epilogue, Output, TileMultiples, TilePlace};
 use crate::interleaved::{Interleaved, GROUP};
 use crate::q8::{Q8Matrix, BLOCK};
+use crate::shared::prefetch_l2;
 
 /// Activation rows per micro-tile.
 const MR: usize = 3;
@@ -321,18 +322,6 @@ impl<'a> Prefetch<'a> {
     }
 }
 
-/// Brings the line at `at` into L2 (a hint: no fault, no effect elsewhere).
-#[inline(always)]
-fn prefetch_l2(at: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing architecturally and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(at.cast())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
-}
-
 /// The work on one rectangle of C.
 struct Task<'a> {
     /// The range's quantised rows (the rectangle's first row is their row 0).
@@ -355,10 +344,6 @@ impl Task<'_> {
         let nb = self.rows.k / BLOCK;
         let mut panel = Panel::new();
         let mut tile = [0f32; MR * NR];
-        // Row `r` of this task's output, columns `j .. j + len`.
-        let c_row = |r: usize, j: usize, len: usize| {
-            std::slice::from_raw_parts_mut(out.0.add((self.first_row + r) * n + j), len)
-        };
         // Every (column tile, depth block) in the order they are packed.
         let panels: Vec<(usize, usize)> = self
             .cols
@@ -369,35 +354,37 @@ impl Task<'_> {
         let tiles = m.div_ceil(MR);
         for (p, &(j, b0)) in panels.iter().enumerate() {
             let cols = NR.min(self.cols.end - j);
-            {
-                let blocks = KC_BLOCKS.min(nb - b0);
-                panel.pack(self.w, j, b0, blocks);
-                let next = panels
-                    .get(p + 1)
-                    .map(|&(j, b0)| Prefetch::new(self.w, j, b0));
-                let accumulate = b0 > 0;
-                let finish = !self.epilogue.is_identity() && b0 + blocks == nb;
-                for (t, i) in (0..m).step_by(MR).enumerate() {
-                    if let Some(next) = &next {
-                        next.part(t, tiles);
-                    }
-                    let rows = MR.min(m - i);
-                    // Rows past the range repeat its last row; they are not stored.
-                    let x = std::array::from_fn(|r| self.rows.row(i + r.min(rows - 1), b0));
-                    if rows == MR && cols == NR {
-                        let c = c_row(i, j, (MR - 1) * n + NR);
-                        kernel.tile(blocks, &x, &panel, c, n, accumulate);
-                    } else {
-                        kernel.tile(blocks, &x, &panel, &mut tile, NR, false);
-                        let dst = |r: usize| c_row(i + r, j, cols);
-                        store_partial_tile(&tile, NR, rows, accumulate, dst);
-                    }
-                    if finish {
-                        for r in 0..rows {
-                            self.epilogue.apply(self.features, c_row(i + r, j, cols), j);
-                        }
-                    }
+            let blocks = KC_BLOCKS.min(nb - b0);
+            panel.pack(self.w, j, b0, blocks);
+            let next = panels
+                .get(p + 1)
+                .map(|&(j, b0)| Prefetch::new(self.w, j, b0));
+            let accumulate = b0 > 0;
+            let finish = (b0 + blocks == nb && !self.epilogue.is_identity())
+                .then_some((self.epilogue, self.features));
+            for (t, i) in (0..m).step_by(MR).enumerate() {
+                if let Some(next) = &next {
+                    next.part(t, tiles);
                 }
+                let rows = MR.min(m - i);
+                // Rows past the range repeat its last row; they are not stored.
+                let x = std::array::from_fn(|r| self.rows.row(i + r.min(rows - 1), b0));
+                let place = TilePlace {
+                    row: self.first_row + i,
+                    rows,
+                    col: j,
+                    cols,
+                    shape: (MR, NR),
+                };
+                write_tile(
+                    out,
+                    n,
+                    place,
+                    &mut tile,
+                    accumulate,
+                    finish,
+                    |c, ldc, acc| kernel.tile(blocks, &x, &panel, c, ldc, acc),
+                );
             }
         }
     }

@@ -500,10 +500,7 @@ impl Task<'_> {
         let mut packed_b = vec![0f32; NC * KC];
         let mut rows_buf = vec![0f32; NR * KC];
         let mut tile = [0f32; MR * NR];
-        // Row `r` of this task's output, columns `j .. j + len`.
-        let c_row = |r: usize, j: usize, len: usize| {
-            std::slice::from_raw_parts_mut(out.0.add((self.rect.first_row + r) * n + j), len)
-        };
+        let finish = (!self.epilogue.is_identity()).then_some((self.epilogue, features));
         for j0 in self.rect.cols.clone().step_by(NC) {
             let nc = NC.min(self.rect.cols.end - j0);
             for k0 in (0..k).step_by(KC) {
@@ -521,27 +518,25 @@ impl Task<'_> {
                         for ip in ic..a_panels.min(ic + MC / MR) {
                             let a_panel = &a_block[ip * kc * MR..][..kc * MR];
                             let i = ip * MR;
-                            let rows = MR.min(m - i);
-                            if rows == MR && cols == NR {
-                                micro_kernel(
-                                    features,
-                                    kc,
-                                    a_panel,
-                                    b_panel,
-                                    c_row(i, j, (MR - 1) * n + NR),
-                                    n,
-                                    accumulate,
-                                );
-                            } else {
-                                micro_kernel(features, kc, a_panel, b_panel, &mut tile, NR, false);
-                                let dst = |r: usize| c_row(i + r, j, cols);
-                                store_partial_tile(&tile, NR, rows, accumulate, dst);
-                            }
-                            if last && !self.epilogue.is_identity() {
-                                for r in 0..rows {
-                                    self.epilogue.apply(features, c_row(i + r, j, cols), j);
-                                }
-                            }
+                            let place = TilePlace {
+                                row: self.rect.first_row + i,
+                                rows: MR.min(m - i),
+                                col: j,
+                                cols,
+                                shape: (MR, NR),
+                            };
+                            let finish = if last { finish } else { None };
+                            write_tile(
+                                out,
+                                n,
+                                place,
+                                &mut tile,
+                                accumulate,
+                                finish,
+                                |c, ldc, acc| {
+                                    micro_kernel(features, kc, a_panel, b_panel, c, ldc, acc)
+                                },
+                            );
                         }
                     }
                 }
@@ -550,10 +545,65 @@ impl Task<'_> {
     }
 }
 
+/// Where one micro-tile lies in C [_, n]: its live rows `row .. row + rows`
+/// and columns `col .. col + cols`, in a kernel tile of `shape` (rows,
+/// columns); tiles at the matrix's edges have fewer live ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TilePlace {
+    pub(crate) row: usize,
+    pub(crate) rows: usize,
+    pub(crate) col: usize,
+    pub(crate) cols: usize,
+    pub(crate) shape: (usize, usize),
+}
+
+/// Runs one depth block's micro-kernel for the tile at `place`, the step
+/// every GEMM path shares: `kernel(c, ldc, accumulate)` writes a whole tile
+/// straight into C (row stride `n`); an edge tile goes through `scratch`
+/// and only its live part is stored (added when `accumulate`). With
+/// `finish` (the last depth block), the epilogue then runs on the tile's
+/// rows while they are in L1.
+///
+/// # Safety
+/// `out` must point to a [_, n] row-major matrix containing the tile, which
+/// no other thread accesses meanwhile.
+pub(crate) unsafe fn write_tile(
+    out: &Output,
+    n: usize,
+    place: TilePlace,
+    scratch: &mut [f32],
+    accumulate: bool,
+    finish: Option<(&Epilogue, CpuFeatures)>,
+    kernel: impl FnOnce(&mut [f32], usize, bool),
+) {
+    let TilePlace {
+        row,
+        rows,
+        col,
+        cols,
+        shape: (tile_rows, tile_cols),
+    } = place;
+    // Row `r` of the tile in C, `len` elements from its first column.
+    let c_row =
+        |r: usize, len: usize| std::slice::from_raw_parts_mut(out.0.add((row + r) * n + col), len);
+    if rows == tile_rows && cols == tile_cols {
+        kernel(c_row(0, (tile_rows - 1) * n + tile_cols), n, accumulate);
+    } else {
+        let scratch = &mut scratch[..tile_rows * tile_cols];
+        kernel(scratch, tile_cols, false);
+        store_partial_tile(scratch, tile_cols, rows, accumulate, |r| c_row(r, cols));
+    }
+    if let Some((epilogue, features)) = finish {
+        for r in 0..rows {
+            epilogue.apply(features, c_row(r, cols), col);
+        }
+    }
+}
+
 /// Writes the first `rows` rows of a micro-tile (row stride `tile_cols`)
 /// into the rows `dst(r)` of C, whose length is the tile's live columns:
 /// added to them when `accumulate`, else copied.
-pub(crate) fn store_partial_tile<'a>(
+fn store_partial_tile<'a>(
     tile: &[f32],
     tile_cols: usize,
     rows: usize,
