@@ -20,7 +20,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 EMU="$ROOT/tools/avx512-emulator"
 STATE="${BOCHS_STATE:-${TMPDIR:-/tmp}/blip3-bochs}"
 export BOCHS_STATE="$STATE"
-[ -f "$STATE/vmlinuz" ] && [ -x "$STATE/bochs3/bochs-bin" ] || "$EMU/setup.sh"
+# The set-up is cached in $STATE; it is redone when a file is missing or when
+# the emulator cannot load a system library it links against (a fresh
+# machine image can keep /tmp but not the packages installed then).
+emulator_ready() {
+    [ -f "$STATE/vmlinuz" ] && [ -x "$STATE/bochs3/bochs-bin" ] || return 1
+    local lib="$STATE/bochs3/root/usr/lib/x86_64-linux-gnu"
+    "$lib/ld-linux-x86-64.so.2" --library-path "$lib" --list \
+        "$STATE/bochs3/root/usr/bin/bochs-bin" > /dev/null 2>&1
+}
+emulator_ready || "$EMU/setup.sh"
 
 TARGET_DIR="${STATIC_TARGET_DIR:-$ROOT/target/static}"
 echo "building the static kernel test binary ($TARGET_DIR)" >&2

@@ -8,8 +8,14 @@ H="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${BOCHS_STATE:-${TMPDIR:-/tmp}/blip3-bochs}"
 mkdir -p "$STATE"
 
+# The ISO tools, and the system libraries trixie's bochs-bin links against
+# beyond the ones unpacked below (its GTK, sound and readline front ends are
+# linked in even though runs use the VNC display): bookworm's builds of the
+# libraries its package depends on.
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    vgabios cpio xorriso isolinux syslinux-common file gcc libc6-dev curl xz-utils > /dev/null
+    vgabios cpio xorriso isolinux syslinux-common file gcc libc6-dev curl xz-utils \
+    libasound2 libglib2.0-0 libgtk-3-0 libpango-1.0-0 libpulse0 libreadline8 libsamplerate0 \
+    > /dev/null
 
 # The kernel the harness was validated with, else the archive's current cloud kernel.
 KVER="${KVER:-6.1.0-50-cloud-amd64}"
