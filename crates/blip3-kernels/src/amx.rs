@@ -163,13 +163,7 @@ fn gemm_on<T: TileUnit + Default>(
     }
     let out = Output(c.as_mut_ptr());
     let vector = vector_units();
-    // Asked only for a real epilogue: `usable()`'s self-check runs this
-    // function (with none) while `CpuFeatures::detect` is being answered.
-    let features = if epilogue.is_identity() {
-        CpuFeatures::SCALAR
-    } else {
-        CpuFeatures::detect()
-    };
+    let features = epilogue.features();
     let finish = Finish { epilogue, features };
     let block_rows = rows_per_block(k);
     // Tile rows straddling two cache lines load about 4x slower (measured on

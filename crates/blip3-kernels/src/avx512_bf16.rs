@@ -104,18 +104,9 @@ fn gemm_on<K: PairDot>(
     if m == 0 || n == 0 {
         return;
     }
-    // Features only for a real epilogue: the self-check behind `usable`
-    // runs without one, while `CpuFeatures::detect` is being answered.
-    let features = if epilogue.is_identity() {
-        CpuFeatures::SCALAR
-    } else {
-        CpuFeatures::detect()
-    };
+    let features = epilogue.features();
     if k == 0 {
-        c.fill(0.0);
-        for row in c.chunks_mut(n) {
-            epilogue.apply(features, row, 0);
-        }
+        epilogue.fill_depth_zero(features, c, n);
         return;
     }
     let weights = Weights { w, k, stride };

@@ -134,18 +134,9 @@ fn gemm_on<K: BlockDot>(
     if m == 0 || n == 0 {
         return;
     }
-    // Features only for a real epilogue: the self-check behind `usable`
-    // runs without one, and may run while `CpuFeatures::detect` is answered.
-    let features = if epilogue.is_identity() {
-        CpuFeatures::SCALAR
-    } else {
-        CpuFeatures::detect()
-    };
+    let features = epilogue.features();
     if k == 0 {
-        c.fill(0.0);
-        for row in c.chunks_mut(n) {
-            epilogue.apply(features, row, 0);
-        }
+        epilogue.fill_depth_zero(features, c, n);
         return;
     }
     let out = Output(c.as_mut_ptr());

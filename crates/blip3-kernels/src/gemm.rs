@@ -209,6 +209,26 @@ impl Epilogue<'_> {
         self.bias.is_none() && self.activation == Activation::Identity
     }
 
+    /// The CPU features the epilogue runs with: detected for a real one;
+    /// none for the identity, because the GEMM paths' self-checks (behind
+    /// their `usable`) run without an epilogue while `CpuFeatures::detect`
+    /// is being answered, and must not wait on it.
+    pub(crate) fn features(&self) -> CpuFeatures {
+        if self.is_identity() {
+            CpuFeatures::SCALAR
+        } else {
+            CpuFeatures::detect()
+        }
+    }
+
+    /// C [_, n] of a product of depth 0: zeros, then the epilogue per row.
+    pub(crate) fn fill_depth_zero(&self, features: CpuFeatures, c: &mut [f32], n: usize) {
+        c.fill(0.0);
+        for row in c.chunks_mut(n) {
+            self.apply(features, row, 0);
+        }
+    }
+
     /// Finishes `out`, the outputs of columns `j .. j + out.len()` of one row.
     pub(crate) fn apply(&self, features: CpuFeatures, out: &mut [f32], j: usize) {
         if let Some(bias) = self.bias {
@@ -296,14 +316,11 @@ fn gemm_impl(
     if m == 0 || n == 0 {
         return;
     }
+    let features = CpuFeatures::detect();
     if k == 0 {
-        c.fill(0.0);
-        for row in c.chunks_mut(n) {
-            epilogue.apply(CpuFeatures::detect(), row, 0);
-        }
+        epilogue.fill_depth_zero(features, c, n);
         return;
     }
-    let features = CpuFeatures::detect();
     if features.amx_bf16 && crate::amx::supports_depth(k) {
         if let Some((data, stride)) = w.bf16_rows() {
             let product = Bf16Product {
