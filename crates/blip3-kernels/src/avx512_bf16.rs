@@ -437,13 +437,12 @@ impl Task<'_> {
                     }
                     let w_panel = &packed_w[q * kp * NR..][..kp * NR];
                     let j = j0 + q * NR;
-                    let place = TilePlace {
-                        row: self.rect.first_row + i,
-                        rows: MR.min(m - i),
-                        col: j,
-                        cols: NR.min(self.rect.cols.end - j),
-                        shape: (MR, NR),
-                    };
+                    let first = self.rect.first_row;
+                    let place = TilePlace::clipped(
+                        (MR, NR),
+                        (first + i, first + m),
+                        (j, self.rect.cols.end),
+                    );
                     write_tile(
                         out,
                         n,

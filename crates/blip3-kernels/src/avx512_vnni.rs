@@ -344,7 +344,6 @@ impl Task<'_> {
             .collect();
         let tiles = m.div_ceil(MR);
         for (p, &(j, b0)) in panels.iter().enumerate() {
-            let cols = NR.min(self.cols.end - j);
             let blocks = KC_BLOCKS.min(nb - b0);
             panel.pack(self.w, j, b0, blocks);
             let next = panels
@@ -360,13 +359,11 @@ impl Task<'_> {
                 let rows = MR.min(m - i);
                 // Rows past the range repeat its last row; they are not stored.
                 let x = std::array::from_fn(|r| self.rows.row(i + r.min(rows - 1), b0));
-                let place = TilePlace {
-                    row: self.first_row + i,
-                    rows,
-                    col: j,
-                    cols,
-                    shape: (MR, NR),
-                };
+                let place = TilePlace::clipped(
+                    (MR, NR),
+                    (self.first_row + i, self.first_row + m),
+                    (j, self.cols.end),
+                );
                 write_tile(
                     out,
                     n,

@@ -531,17 +531,15 @@ impl Task<'_> {
                     for jp in 0..nc.div_ceil(NR) {
                         let b_panel = &packed_b[jp * kc * NR..][..kc * NR];
                         let j = j0 + jp * NR;
-                        let cols = NR.min(self.rect.cols.end - j);
                         for ip in ic..a_panels.min(ic + MC / MR) {
                             let a_panel = &a_block[ip * kc * MR..][..kc * MR];
                             let i = ip * MR;
-                            let place = TilePlace {
-                                row: self.rect.first_row + i,
-                                rows: MR.min(m - i),
-                                col: j,
-                                cols,
-                                shape: (MR, NR),
-                            };
+                            let first = self.rect.first_row;
+                            let place = TilePlace::clipped(
+                                (MR, NR),
+                                (first + i, first + m),
+                                (j, self.rect.cols.end),
+                            );
                             let finish = if last { finish } else { None };
                             write_tile(
                                 out,
@@ -567,11 +565,30 @@ impl Task<'_> {
 /// columns); tiles at the matrix's edges have fewer live ones.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TilePlace {
-    pub(crate) row: usize,
-    pub(crate) rows: usize,
-    pub(crate) col: usize,
-    pub(crate) cols: usize,
-    pub(crate) shape: (usize, usize),
+    row: usize,
+    rows: usize,
+    col: usize,
+    cols: usize,
+    shape: (usize, usize),
+}
+
+impl TilePlace {
+    /// The tile of `shape` whose first element is C[row, col], its live part
+    /// ending before row `row_end` and column `col_end` (the task's
+    /// rectangle).
+    pub(crate) fn clipped(
+        shape: (usize, usize),
+        (row, row_end): (usize, usize),
+        (col, col_end): (usize, usize),
+    ) -> Self {
+        Self {
+            row,
+            rows: shape.0.min(row_end - row),
+            col,
+            cols: shape.1.min(col_end - col),
+            shape,
+        }
+    }
 }
 
 /// Runs one depth block's micro-kernel for the tile at `place`, the step
