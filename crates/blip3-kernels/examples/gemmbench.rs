@@ -7,7 +7,11 @@
 //!
 //! ```sh
 //! cargo run --release -p blip3-kernels --example gemmbench
+//! cargo run --release -p blip3-kernels --example gemmbench -- q8_0 bf16   # only these
 //! ```
+//!
+//! Arguments name the formats to time (`f32`, `bf16`, `q8_0`, `candle`);
+//! without any, all four are timed.
 
 use std::time::Instant;
 
@@ -50,7 +54,23 @@ fn gflops(m: usize, n: usize, k: usize, reps: usize, mut run: impl FnMut()) -> f
     2.0 * (m * n * k) as f64 / best / 1e9
 }
 
+/// Times `run` when `on`, else reports nothing.
+fn maybe(on: bool, m: usize, n: usize, k: usize, run: impl FnMut()) -> Option<f64> {
+    on.then(|| gflops(m, n, k, 2, run))
+}
+
+/// `value (percent%)`, or dashes for a format that was not timed.
+fn shown(value: Option<f64>, peak: Option<f64>) -> String {
+    match (value, peak) {
+        (Some(v), Some(p)) => format!("{v:6.1} ({:3.0}%)", 100.0 * v / p),
+        (Some(v), None) => format!("{v:6.1} (  -%)"),
+        (None, _) => format!("{:>6} (  -%)", "-"),
+    }
+}
+
 fn main() -> candle_core::Result<()> {
+    let asked: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |format: &str| asked.is_empty() || asked.iter().any(|a| a == format);
     // As the engine does: large freed buffers stay in the heap, so packed
     // operands are not page-faulted and zeroed afresh on every call.
     blip3_kernels::allocator::retain_freed_memory();
@@ -82,17 +102,17 @@ fn main() -> candle_core::Result<()> {
         let wb = &*wb;
         let q8 = Q8Matrix::quantize(&w, n, k).expect("k is a multiple of 32");
         let mut c = vec![0f32; m * n];
-        let ours_f32 = gflops(m, n, k, 2, || {
+        let ours_f32 = maybe(wants("f32"), m, n, k, || {
             gemm(&a, m, &DenseRows::new(&w, n, k).unwrap(), &mut c)
         });
-        let ours_bf16 = gflops(m, n, k, 2, || {
+        let ours_bf16 = maybe(wants("bf16"), m, n, k, || {
             gemm(&a, m, &DenseRows::new(wb, n, k).unwrap(), &mut c)
         });
-        let ours_q8 = gflops(m, n, k, 2, || gemm(&a, m, &q8, &mut c));
+        let ours_q8 = maybe(wants("q8_0"), m, n, k, || gemm(&a, m, &q8, &mut c));
         let at = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu)?;
         let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)?;
         let mut err = None;
-        let candle = gflops(m, n, k, 2, || {
+        let candle = maybe(wants("candle"), m, n, k, || {
             if let Err(e) = at.matmul(&wt.t().expect("2-D")) {
                 err = Some(e);
             }
@@ -100,13 +120,16 @@ fn main() -> candle_core::Result<()> {
         if let Some(e) = err {
             return Err(e);
         }
+        let speedup = match (ours_f32, candle) {
+            (Some(o), Some(c)) => format!("({:.2}x)", o / c),
+            _ => String::new(),
+        };
         println!(
-            "{name:28} ours f32 {ours_f32:6.1} ({:3.0}%)  bf16 {ours_bf16:6.1} ({:3.0}%)  q8_0 {ours_q8:6.1} ({})  | candle f32 {candle:6.1} GFLOP/s  ({:.2}x)",
-            100.0 * ours_f32 / peak.f32_gflops,
-            100.0 * ours_bf16 / bf16_peak,
-            peak.int8_gops
-                .map_or("-".to_string(), |g| format!("{:3.0}%", 100.0 * ours_q8 / g)),
-            ours_f32 / candle
+            "{name:28} ours f32 {}  bf16 {}  q8_0 {}  | candle f32 {} GFLOP/s  {speedup}",
+            shown(ours_f32, Some(peak.f32_gflops)),
+            shown(ours_bf16, Some(bf16_peak)),
+            shown(ours_q8, peak.int8_gops),
+            candle.map_or(format!("{:>6}", "-"), |c| format!("{c:6.1}")),
         );
     }
     Ok(())

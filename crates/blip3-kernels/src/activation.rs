@@ -34,6 +34,16 @@ pub fn softmax(features: CpuFeatures, row: &mut [f32]) {
     // operation per element (4 cycles each), which made these two loops most
     // of a ViT softmax.
     #[cfg(target_arch = "x86_64")]
+    if features.avx512 {
+        // SAFETY: AVX-512 F was detected on this CPU.
+        unsafe {
+            let max = avx512::max(row);
+            avx512::exp_shifted(row, max);
+            avx512::scale(row, 1.0 / avx512::sum(row));
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if features.avx2_fma {
         // SAFETY: AVX2 and FMA were detected on this CPU.
         unsafe {
@@ -73,7 +83,7 @@ pub fn quick_gelu(features: CpuFeatures, xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if features.avx512 {
         // SAFETY: AVX-512 F was detected on this CPU.
-        unsafe { avx512::quick_gelu(xs) };
+        unsafe { avx512::map(Activation::QuickGelu, xs) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -103,6 +113,12 @@ pub fn gelu_tanh_scalar(x: f32) -> f32 {
 
 /// GELU (tanh approximation) in place.
 pub fn gelu_tanh(features: CpuFeatures, xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if features.avx512 {
+        // SAFETY: AVX-512 F was detected on this CPU.
+        unsafe { avx512::map(Activation::GeluTanh, xs) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if features.avx2_fma {
         // SAFETY: AVX2 and FMA were detected on this CPU.
@@ -169,23 +185,109 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// QuickGELU on 16 lanes at a time, the tail masked.
+    /// The lanes of `row` from `at` on, at most 16: the mask of live lanes.
+    #[inline]
+    fn live(len: usize, at: usize) -> __mmask16 {
+        let live = (len - at).min(16);
+        if live == 16 {
+            0xffff
+        } else {
+            (1u16 << live) - 1
+        }
+    }
+
+    /// The largest element of `row` (−∞ when empty; NaNs are skipped), in
+    /// four 16-lane registers, the tail masked.
     ///
     /// # Safety
     /// AVX-512 F must be available.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn quick_gelu(xs: &mut [f32]) {
+    pub unsafe fn max(row: &[f32]) -> f32 {
+        let low = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut acc = [low; 4];
+        let whole = row.len() / 64 * 64;
+        let p = row.as_ptr();
+        for at in (0..whole).step_by(64) {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_max_ps(_mm512_loadu_ps(p.add(at + 16 * i)), *a);
+            }
+        }
+        for at in (whole..row.len()).step_by(16) {
+            let x = _mm512_mask_loadu_ps(low, live(row.len(), at), p.add(at));
+            acc[0] = _mm512_max_ps(x, acc[0]);
+        }
+        let v = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
+        _mm512_reduce_max_ps(v)
+    }
+
+    /// The sum of `row`, in four 16-lane registers, the tail masked.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sum(row: &[f32]) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let whole = row.len() / 64 * 64;
+        let p = row.as_ptr();
+        for at in (0..whole).step_by(64) {
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_add_ps(_mm512_loadu_ps(p.add(at + 16 * i)), *a);
+            }
+        }
+        for at in (whole..row.len()).step_by(16) {
+            let x = _mm512_maskz_loadu_ps(live(row.len(), at), p.add(at));
+            acc[0] = _mm512_add_ps(x, acc[0]);
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(v)
+    }
+
+    /// `row ← row · k`, the tail masked.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn scale(row: &mut [f32], k: f32) {
+        let kv = _mm512_set1_ps(k);
+        let p = row.as_mut_ptr();
+        for at in (0..row.len()).step_by(16) {
+            let mask = live(row.len(), at);
+            let x = _mm512_maskz_loadu_ps(mask, p.add(at));
+            _mm512_mask_storeu_ps(p.add(at), mask, _mm512_mul_ps(x, kv));
+        }
+    }
+
+    /// `v ← e^(v − max)` for every element of `row` (below −87 after the
+    /// shift, masked −∞ included, gives 0), the tail masked. [`exp`] gives
+    /// the AVX2 path's values bit for bit.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_shifted(row: &mut [f32], max: f32) {
+        let m = _mm512_set1_ps(max);
+        let floor = _mm512_set1_ps(-87.0);
+        let p = row.as_mut_ptr();
+        for at in (0..row.len()).step_by(16) {
+            let mask = live(row.len(), at);
+            let x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p.add(at)), m);
+            let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, floor);
+            _mm512_mask_storeu_ps(p.add(at), mask, _mm512_maskz_mov_ps(keep, exp(x)));
+        }
+    }
+
+    /// `activation` on 16 lanes at a time, the tail masked.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn map(activation: super::Activation, xs: &mut [f32]) {
         let mut at = 0;
         while at < xs.len() {
-            let live = (xs.len() - at).min(16);
-            let mask: __mmask16 = if live == 16 {
-                0xffff
-            } else {
-                (1u16 << live) - 1
-            };
+            let mask = live(xs.len(), at);
             let p = xs.as_mut_ptr().add(at);
             let x = _mm512_maskz_loadu_ps(mask, p);
-            let y = apply16(super::Activation::QuickGelu, x);
+            let y = apply16(activation, x);
             _mm512_mask_storeu_ps(p, mask, y);
             at += 16;
         }
@@ -347,7 +449,7 @@ mod tests {
 
     #[test]
     fn softmax_matches_f64_and_zeroes_masked_entries() {
-        for len in [1usize, 7, 8, 37, 730] {
+        for len in [1usize, 7, 8, 16, 37, 64, 65, 100, 730] {
             let mut row: Vec<f32> = (0..len)
                 .map(|i| ((i * 53) % 17) as f32 * 0.9 - 6.0)
                 .collect();
@@ -360,13 +462,45 @@ mod tests {
                 .fold(f64::NEG_INFINITY, |m, v| m.max(f64::from(v)));
             let e: Vec<f64> = row.iter().map(|&v| (f64::from(v) - max).exp()).collect();
             let z: f64 = e.iter().sum();
-            softmax(CpuFeatures::detect(), &mut row);
-            for (g, w) in row.iter().zip(&e) {
-                assert!((f64::from(*g) - w / z).abs() < 1e-6, "len {len}");
+            // Every path this CPU has (AVX-512, AVX2, scalar).
+            let features = CpuFeatures::detect();
+            for features in [features, features.without_avx512(), CpuFeatures::SCALAR] {
+                let mut got = row.clone();
+                softmax(features, &mut got);
+                for (g, w) in got.iter().zip(&e) {
+                    assert!(
+                        (f64::from(*g) - w / z).abs() < 1e-6,
+                        "{features:?} len {len}"
+                    );
+                }
+                if len > 2 {
+                    assert_eq!(got[1], 0.0);
+                }
             }
-            if len > 2 {
-                assert_eq!(row[1], 0.0);
-            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_exponential_gives_the_avx2_values_bit_for_bit() {
+        let features = CpuFeatures::detect();
+        if !features.avx512 || !features.avx2_fma {
+            return;
+        }
+        let xs: Vec<f32> = (-9000..=9000)
+            .map(|i| i as f32 * 0.0097)
+            .chain([-87.0, -86.99, 0.0, -0.0, 88.0, 87.5, f32::NEG_INFINITY])
+            .collect();
+        let max = 0.25;
+        let mut wide = xs.clone();
+        let mut narrow = xs.clone();
+        // SAFETY: both instruction sets were detected above.
+        let done = unsafe {
+            avx512::exp_shifted(&mut wide, max);
+            avx2::exp_shifted(&mut narrow, max)
+        };
+        for (i, (w, n)) in wide.iter().zip(&narrow).enumerate().take(done) {
+            assert_eq!(w.to_bits(), n.to_bits(), "x = {}", xs[i]);
         }
     }
 
@@ -411,7 +545,8 @@ mod tests {
                 0.5 * x * (1.0 + u.tanh())
             })
             .collect();
-        for features in [CpuFeatures::detect(), CpuFeatures::default()] {
+        let features = CpuFeatures::detect();
+        for features in [features, features.without_avx512(), CpuFeatures::SCALAR] {
             let mut got = xs.clone();
             gelu_tanh(features, &mut got);
             for ((g, w), x) in got.iter().zip(&want).zip(&xs) {

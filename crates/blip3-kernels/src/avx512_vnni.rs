@@ -188,8 +188,9 @@ impl QuantizedRows {
         };
         type Block<'a> = (((&'a mut [i8], &'a mut f32), &'a mut i32), &'a [f32]);
         let one = |(((q, s), o), x): Block| {
-            *s = crate::q8::quantize_block(x, q).to_f32();
-            *o = -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+            let (d, sum) = crate::q8::quantize_block_summed(x, q);
+            *s = d.to_f32();
+            *o = -128 * sum;
         };
         if parallel {
             rows.codes

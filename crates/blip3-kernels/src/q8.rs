@@ -36,15 +36,36 @@ pub struct Q8Matrix {
     blocks: Interleaved,
 }
 
-/// Quantises one block of 32 values, returning its scale (AVX2 where
-/// available: activations are quantised on every decode step, serially).
+/// Quantises one block of 32 values, returning its scale (AVX-512 or AVX2
+/// where available: activations are quantised on every decode step,
+/// serially, and before every Q8_0 many-row product).
 pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> f16 {
+    quantize_block_summed(x, q).0
+}
+
+/// [`quantize_block`], also returning the sum of the block's codes (what the
+/// unsigned-times-signed integer products subtract, ×128).
+pub(crate) fn quantize_block_summed(x: &[f32], q: &mut [i8]) -> (f16, i32) {
     #[cfg(target_arch = "x86_64")]
-    if CpuFeatures::detect().avx2_fma {
-        // SAFETY: AVX2 and FMA were detected on this CPU.
-        return unsafe { avx2::quantize_block(x, q) };
+    {
+        let features = CpuFeatures::detect();
+        if features.avx512 {
+            // SAFETY: AVX-512 F and BW and F16C were detected on this CPU.
+            return unsafe { avx512::quantize_block(x, q) };
+        }
+        if features.avx2_fma {
+            // SAFETY: AVX2 and FMA were detected on this CPU.
+            let d = unsafe { avx2::quantize_block(x, q) };
+            return (d, code_sum(q));
+        }
     }
-    quantize_block_scalar(x, q)
+    let d = quantize_block_scalar(x, q);
+    (d, code_sum(q))
+}
+
+/// The sum of a block's codes.
+fn code_sum(q: &[i8]) -> i32 {
+    q.iter().map(|&v| i32::from(v)).sum()
 }
 
 /// Reference for [`quantize_block`].
@@ -427,6 +448,45 @@ mod avx512 {
     use crate::interleaved::finish_block_avx512;
     use crate::shared::prefetch_ahead;
 
+    /// [`super::quantize_block_scalar`] sixteen lanes at a time, with the
+    /// same results (round half away from zero), and the codes' sum.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be available.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f16, i32) {
+        assert!(x.len() >= BLOCK && q.len() >= BLOCK, "whole blocks");
+        let sign = _mm512_set1_ps(-0.0);
+        let v = [0, 16].map(|i| _mm512_loadu_ps(x.as_ptr().add(i)));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+        let d = f16::from_f32(amax / 127.0);
+        let df = d.to_f32();
+        let inv = _mm512_set1_ps(if df > 0.0 { 1.0 / df } else { 0.0 });
+        let (half, one, limit) = (
+            _mm512_set1_ps(0.5),
+            _mm512_set1_ps(1.0),
+            _mm512_set1_ps(127.0),
+        );
+        let round = |a: __m512| {
+            let s = _mm512_mul_ps(a, inv);
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+            // |s − t| is exact; at ≥ 0.5 step one away from zero.
+            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(s, t)), half);
+            let away = _mm512_or_ps(_mm512_and_ps(s, sign), one);
+            let r = _mm512_mask_add_ps(t, up, t, away);
+            let r = _mm512_min_ps(
+                _mm512_max_ps(r, _mm512_sub_ps(_mm512_setzero_ps(), limit)),
+                limit,
+            );
+            _mm512_cvtps_epi32(r)
+        };
+        let [a, b] = v.map(round);
+        let p = q.as_mut_ptr() as *mut __m128i;
+        _mm_storeu_si128(p, _mm512_cvtepi32_epi8(a));
+        _mm_storeu_si128(p.add(1), _mm512_cvtepi32_epi8(b));
+        (d, _mm512_reduce_add_epi32(_mm512_add_epi32(a, b)))
+    }
+
     /// Per block of 8 rows: four 64-byte loads (two chunks of the 8 rows
     /// each), the weights made unsigned by flipping their sign bit (w + 128),
     /// `vpdpbusd` against the spread activation, the two halves added and
@@ -582,17 +642,30 @@ mod tests {
     #[test]
     fn block_quantiser_matches_its_reference_including_ties() {
         // amax 127 gives the exact scale 1: ±2.5 and ±0.5 are rounding ties.
-        let mut x = data(32 * 9, 5);
+        let mut x = data(32 * 200, 5);
+        // Magnitudes from 1e-3 to 1e3, so F16 scales round both ways.
+        for (b, block) in x.chunks_mut(BLOCK).enumerate().skip(3) {
+            let k = 10f32.powi((b % 7) as i32 - 3) * (1.0 + b as f32 / 97.0);
+            block.iter_mut().for_each(|v| *v *= k);
+        }
         x[..8].copy_from_slice(&[127.0, 2.5, -2.5, 0.5, -0.5, 126.5, -126.5, 0.0]);
         x[32..64].fill(0.0);
         x[64] = 1e-30;
         for block in x.chunks(BLOCK) {
             let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
-            let (da, db) = (
-                quantize_block(block, &mut a),
+            let ((da, sum), db) = (
+                quantize_block_summed(block, &mut a),
                 quantize_block_scalar(block, &mut b),
             );
             assert_eq!((da, a), (db, b));
+            assert_eq!(sum, code_sum(&b));
+            #[cfg(target_arch = "x86_64")]
+            if CpuFeatures::detect().avx2_fma {
+                let mut c = [0i8; BLOCK];
+                // SAFETY: AVX2 and FMA were detected on this CPU.
+                let dc = unsafe { avx2::quantize_block(block, &mut c) };
+                assert_eq!((dc, c), (db, b));
+            }
         }
         let mut q = [0i8; BLOCK];
         quantize_block(&x[..BLOCK], &mut q);
