@@ -459,7 +459,7 @@ pub(crate) fn for_each_rectangle<P: Sync>(
     let row_tasks = m.div_ceil(tiles.rows_per_range.max(tiles.rows));
     let rows_per_task = m.div_ceil(row_tasks).div_ceil(tiles.rows) * tiles.rows;
     let col_tasks = if parallel {
-        (TASKS_PER_THREAD * threads).min(n.div_ceil(tiles.cols))
+        balanced_tasks(n.div_ceil(tiles.cols), threads)
     } else {
         1
     };
@@ -486,8 +486,31 @@ pub(crate) fn for_each_rectangle<P: Sync>(
     }
 }
 
-/// Tasks wanted per thread (load balance against uneven rectangles).
+/// Tasks wanted per thread, at most (load balance against uneven
+/// rectangles and threads slowed by other work).
 const TASKS_PER_THREAD: usize = 4;
+
+/// How many column ranges to cut `tiles` column tiles into for `threads`
+/// threads: the count, up to [`TASKS_PER_THREAD`] per thread, whose ranges
+/// (`⌈tiles / count⌉` tiles each) give the busiest thread the fewest tiles,
+/// the largest such count on a tie. Taking `TASKS_PER_THREAD × threads`
+/// outright can leave one thread a whole range more: 20 tiles (a 1280-wide
+/// product on 64-column tiles) in ranges of 3 make 7 ranges, 12 tiles for one
+/// thread of two against 10 for ranges of 5.
+fn balanced_tasks(tiles: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    if tiles == 0 {
+        return 1;
+    }
+    let busiest = |count: usize| {
+        let per = tiles.div_ceil(count);
+        tiles.div_ceil(per).div_ceil(threads) * per
+    };
+    (1..=(TASKS_PER_THREAD * threads).min(tiles).max(1))
+        .rev()
+        .min_by_key(|&count| busiest(count))
+        .unwrap_or(1)
+}
 
 /// The output matrix, written by tasks in disjoint rectangles.
 pub(crate) struct Output(pub(crate) *mut f32);
@@ -1010,6 +1033,32 @@ mod neon {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn column_ranges_leave_no_thread_a_whole_range_more() {
+        // 20 tiles on 2 threads: ranges of 5 (4 of them), not 7 ranges of 3.
+        assert_eq!(super::balanced_tasks(20, 2), 4);
+        // Enough tiles: the full TASKS_PER_THREAD per thread.
+        assert_eq!(super::balanced_tasks(80, 2), 8);
+        assert_eq!(super::balanced_tasks(144, 2), 8);
+        // Fewer tiles than tasks wanted; one thread; nothing to do.
+        assert_eq!(super::balanced_tasks(3, 2), 3);
+        assert_eq!(super::balanced_tasks(7, 1), 1);
+        assert_eq!(super::balanced_tasks(0, 2), 1);
+        for tiles in 1..200 {
+            for threads in 1..9 {
+                let count = super::balanced_tasks(tiles, threads);
+                let per = tiles.div_ceil(count);
+                let busiest = tiles.div_ceil(per).div_ceil(threads) * per;
+                // Never worse than the even share rounded up to whole tiles
+                // by more than one range.
+                assert!(
+                    busiest <= tiles.div_ceil(threads) + per,
+                    "{tiles} {threads}"
+                );
+            }
+        }
+    }
+
     use super::*;
     use crate::shared::test_data;
 
