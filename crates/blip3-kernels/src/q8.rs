@@ -449,18 +449,21 @@ mod avx512 {
     use crate::shared::prefetch_ahead;
 
     /// [`super::quantize_block_scalar`] sixteen lanes at a time, with the
-    /// same results (round half away from zero), and the codes' sum.
+    /// same results (round half away from zero), and the codes' sum. The
+    /// scale is rounded to F16 and back with F16C (round to nearest even, as
+    /// `half` does in software, which took a third of the time).
     ///
     /// # Safety
-    /// AVX-512 F and BW must be available.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// AVX-512 F and BW and F16C must be available.
+    #[target_feature(enable = "avx512f,avx512bw,f16c")]
     pub unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f16, i32) {
         assert!(x.len() >= BLOCK && q.len() >= BLOCK, "whole blocks");
-        let sign = _mm512_set1_ps(-0.0);
+        let sign = _mm512_set1_epi32(i32::MIN);
         let v = [0, 16].map(|i| _mm512_loadu_ps(x.as_ptr().add(i)));
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
-        let d = f16::from_f32(amax / 127.0);
-        let df = d.to_f32();
+        let d16 = _mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm_set_ss(amax / 127.0));
+        let df = _mm_cvtss_f32(_mm_cvtph_ps(d16));
+        let d = f16::from_bits(_mm_extract_epi16::<0>(d16) as u16);
         let inv = _mm512_set1_ps(if df > 0.0 { 1.0 / df } else { 0.0 });
         let (half, one, limit) = (
             _mm512_set1_ps(0.5),
@@ -472,7 +475,11 @@ mod avx512 {
             let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
             // |s − t| is exact; at ≥ 0.5 step one away from zero.
             let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(s, t)), half);
-            let away = _mm512_or_ps(_mm512_and_ps(s, sign), one);
+            // ±1 with s's sign (integer logic: the float forms need AVX-512 DQ).
+            let away = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(s), sign),
+                _mm512_castps_si512(one),
+            ));
             let r = _mm512_mask_add_ps(t, up, t, away);
             let r = _mm512_min_ps(
                 _mm512_max_ps(r, _mm512_sub_ps(_mm512_setzero_ps(), limit)),
