@@ -155,7 +155,7 @@ fn pair(lo: bf16, hi: bf16) -> u32 {
 fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Vec<u32> {
     let panels = rows.div_ceil(MR);
     let pairs = k.div_ceil(2);
-    let mut out = vec![0u32; panels * MR * pairs];
+    let mut out = crate::scratch::zeroed(panels * MR * pairs);
     for p0 in (0..pairs).step_by(KC_PAIRS) {
         let kp = KC_PAIRS.min(pairs - p0);
         let block = &mut out[p0 * panels * MR..][..panels * kp * MR];

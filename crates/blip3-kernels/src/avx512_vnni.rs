@@ -182,9 +182,9 @@ impl QuantizedRows {
         let blocks = a.len() / BLOCK;
         let mut rows = Self {
             k,
-            codes: vec![0i8; a.len()],
-            scales: vec![0f32; blocks],
-            offsets: vec![0i32; blocks],
+            codes: crate::scratch::zeroed(a.len()),
+            scales: crate::scratch::zeroed(blocks),
+            offsets: crate::scratch::zeroed(blocks),
         };
         type Block<'a> = (((&'a mut [i8], &'a mut f32), &'a mut i32), &'a [f32]);
         let one = |(((q, s), o), x): Block| {

@@ -682,7 +682,7 @@ fn store_partial_tile<'a>(
 /// of `kc × MR` (element `(kk, r)` at `kk·MR + r`), rows past `m` zero.
 fn pack_a(a: &[f32], m: usize, k: usize) -> Vec<f32> {
     let panels = m.div_ceil(MR);
-    let mut out = vec![0f32; panels * MR * k];
+    let mut out = crate::scratch::zeroed(panels * MR * k);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let block = &mut out[k0 * panels * MR..][..panels * kc * MR];

@@ -20,6 +20,27 @@ pub fn with_reused<T: Default, R>(
     })
 }
 
+/// A new vector of `len` zeros, written by the thread pool when it is large.
+/// Large freed blocks stay in the heap ([`crate::allocator`]), so a fresh
+/// output buffer is not the kernel's zero pages: one thread's `memset` of a
+/// 75 MB ViT MLP output, with the other threads idle, was 4 % of image
+/// encoding.
+pub fn zeroed<T: Default + Copy + Send + Sync>(len: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    const SERIAL_BYTES: usize = 1 << 20;
+    if len * std::mem::size_of::<T>() < SERIAL_BYTES {
+        return vec![T::default(); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(SERIAL_BYTES / std::mem::size_of::<T>().max(1))
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::default())));
+    // SAFETY: the capacity is at least `len`, and the loop above wrote every
+    // one of the first `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Resizes `v` to `len` elements (keeping its allocation), all `T::default()`.
 pub(crate) fn reset<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
     v.clear();
@@ -80,6 +101,15 @@ mod tests {
 
     thread_local! {
         static BUFFER: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn zeroed_gives_zeros_at_every_size() {
+        for len in [0usize, 1, 1000, (1 << 20) / 4 + 3, 1 << 20] {
+            let v: Vec<f32> = super::zeroed(len);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x.to_bits() == 0));
+        }
     }
 
     #[test]

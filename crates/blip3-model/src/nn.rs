@@ -13,6 +13,7 @@ use blip3_kernels::q4::Q4Matrix;
 use blip3_kernels::q4k::Q4KMatrix;
 use blip3_kernels::q8::{self, Q8Matrix};
 use blip3_kernels::quantized::QuantizedMatrix;
+use blip3_kernels::scratch::zeroed;
 use candle_core::{DType, Tensor};
 
 use crate::weights::{Quantization, WeightStore};
@@ -174,7 +175,7 @@ impl Linear {
         };
         let fused = match &self.weight {
             Weight::Quantized(q) if !few => {
-                let mut y = vec![0f32; rows * q.rows()];
+                let mut y = zeroed(rows * q.rows());
                 with_f32(&x2, |xs| {
                     gemm::gemm_with(xs, rows, q.as_ref(), &mut y, epilogue);
                     Ok(())
@@ -305,7 +306,7 @@ fn dense_gemm(weight: &Tensor, x2: &Tensor, epilogue: gemm::Epilogue) -> Result<
     else {
         return Ok(None);
     };
-    let mut y = vec![0f32; rows * n];
+    let mut y = zeroed(rows * n);
     // The activations in place when they are a contiguous F32 CPU tensor (a
     // copy of up to 75 MB per ViT product otherwise).
     let done = with_f32(x2, |xs| {
@@ -476,7 +477,7 @@ pub fn vision_attention(
         keys: t,
         head_dim: hd,
     };
-    let mut out = vec![0f32; n * t * heads * hd];
+    let mut out = zeroed(n * t * heads * hd);
     blip3_kernels::attention::attention_with(
         products,
         shape,
