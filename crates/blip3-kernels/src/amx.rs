@@ -372,7 +372,7 @@ impl Task<'_> {
         corner: *mut f32,
         n: usize,
         (live_rows, live_cols): (usize, usize),
-        first_col: usize,
+        (first_row, first_col): (usize, usize),
     ) {
         let epilogue = self.finish.epilogue;
         #[cfg(target_arch = "x86_64")]
@@ -386,6 +386,10 @@ impl Task<'_> {
                 bias,
                 epilogue.activation,
             );
+            for r in 0..live_rows {
+                let row = std::slice::from_raw_parts_mut(corner.add(r * n), live_cols);
+                epilogue.add_residual(row, (first_row + r, first_col), n);
+            }
             return;
         }
         for r in 0..live_rows {
@@ -396,7 +400,7 @@ impl Task<'_> {
         if !epilogue.is_identity() {
             for r in 0..live_rows {
                 let row = std::slice::from_raw_parts_mut(corner.add(r * n), live_cols);
-                epilogue.apply(self.finish.features, row, first_col);
+                epilogue.apply(self.finish.features, row, (first_row + r, first_col), n);
             }
         }
     }
@@ -457,7 +461,13 @@ impl Task<'_> {
                 }
                 let first_col = j0 + wi * TILE_ROWS;
                 let corner = out.0.add((i0 + first_row) * n + first_col);
-                self.store(tile, corner, n, (live_rows, live_cols), first_col);
+                self.store(
+                    tile,
+                    corner,
+                    n,
+                    (live_rows, live_cols),
+                    (i0 + first_row, first_col),
+                );
             }
         }
         tiles.release();
@@ -876,7 +886,11 @@ mod tests {
         ];
         for (activation, scalar) in activations {
             for bias in [None, Some(&bias[..])] {
-                let epilogue = Epilogue { bias, activation };
+                let epilogue = Epilogue {
+                    bias,
+                    activation,
+                    residual: None,
+                };
                 let mut c = vec![f32::NAN; m * n];
                 gemm_on::<EmulatedTiles>(product, &mut c, true, epilogue);
                 for (i, (&got, &r)) in c.iter().zip(&want).enumerate() {

@@ -649,6 +649,7 @@ mod tests {
             let epilogue = Epilogue {
                 bias: Some(&bias),
                 activation: Activation::QuickGelu,
+                residual: None,
             };
             let mut want = vec![0f32; m * n];
             gemm_on(
@@ -658,8 +659,8 @@ mod tests {
                 false,
                 Epilogue::default(),
             );
-            for row in want.chunks_mut(n) {
-                epilogue.apply(CpuFeatures::detect(), row, 0);
+            for (i, row) in want.chunks_mut(n).enumerate() {
+                epilogue.apply(CpuFeatures::detect(), row, (i, 0), n);
             }
             for parallel in [false, true] {
                 let mut got = vec![f32::NAN; m * n];

@@ -128,9 +128,7 @@ fn gemm_on<K: BlockDot>(
 ) {
     let (n, k) = (w.rows, w.cols);
     assert!(a.len() == m * k && c.len() == m * n, "sizes");
-    if let Some(bias) = epilogue.bias {
-        assert_eq!(bias.len(), n, "bias size");
-    }
+    epilogue.check(m, n);
     if m == 0 || n == 0 {
         return;
     }
@@ -643,6 +641,7 @@ mod tests {
             let epilogue = Epilogue {
                 bias: Some(&bias),
                 activation: Activation::QuickGelu,
+                residual: None,
             };
             for parallel in [false, true] {
                 for epilogue in [Epilogue::default(), epilogue] {

@@ -195,18 +195,22 @@ impl<T: DenseElement> WeightRows for DenseRows<'_, T> {
 }
 
 /// What is applied to each finished output tile while it is still in cache:
-/// `c = act(A·Wᵀ + bias)`.
+/// `c = act(A·Wᵀ + bias) + residual`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// One value per output column (weight row), added to every row.
     pub bias: Option<&'a [f32]>,
     /// Applied after the bias.
     pub activation: Activation,
+    /// A matrix the size of C ([m, n], row-major) added last: a transformer
+    /// block's skip connection, which otherwise costs one more pass over
+    /// the output (and over the residual) after the product.
+    pub residual: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
     pub(crate) fn is_identity(&self) -> bool {
-        self.bias.is_none() && self.activation == Activation::Identity
+        self.bias.is_none() && self.activation == Activation::Identity && self.residual.is_none()
     }
 
     /// The CPU features the epilogue runs with: detected for a real one;
@@ -221,22 +225,51 @@ impl Epilogue<'_> {
         }
     }
 
-    /// C [_, n] of a product of depth 0: zeros, then the epilogue per row.
-    pub(crate) fn fill_depth_zero(&self, features: CpuFeatures, c: &mut [f32], n: usize) {
-        c.fill(0.0);
-        for row in c.chunks_mut(n) {
-            self.apply(features, row, 0);
+    /// Panics unless the bias and the residual fit C [m, n].
+    pub(crate) fn check(&self, m: usize, n: usize) {
+        if let Some(bias) = self.bias {
+            assert_eq!(bias.len(), n, "bias size");
+        }
+        if let Some(residual) = self.residual {
+            assert_eq!(residual.len(), m * n, "residual size");
         }
     }
 
-    /// Finishes `out`, the outputs of columns `j .. j + out.len()` of one row.
-    pub(crate) fn apply(&self, features: CpuFeatures, out: &mut [f32], j: usize) {
+    /// C [_, n] of a product of depth 0: zeros, then the epilogue per row.
+    pub(crate) fn fill_depth_zero(&self, features: CpuFeatures, c: &mut [f32], n: usize) {
+        c.fill(0.0);
+        for (i, row) in c.chunks_mut(n).enumerate() {
+            self.apply(features, row, (i, 0), n);
+        }
+    }
+
+    /// Finishes `out`, the outputs of row `i`, columns `j .. j + out.len()`
+    /// of C [_, n].
+    pub(crate) fn apply(
+        &self,
+        features: CpuFeatures,
+        out: &mut [f32],
+        (i, j): (usize, usize),
+        n: usize,
+    ) {
         if let Some(bias) = self.bias {
             for (o, b) in out.iter_mut().zip(&bias[j..]) {
                 *o += b;
             }
         }
         self.activation.apply(features, out);
+        self.add_residual(out, (i, j), n);
+    }
+
+    /// Adds the residual's row `i`, columns `j .. j + out.len()`, to `out`.
+    pub(crate) fn add_residual(&self, out: &mut [f32], (i, j): (usize, usize), n: usize) {
+        if let Some(residual) = self.residual {
+            let at = i * n + j;
+            let len = out.len();
+            for (o, r) in out.iter_mut().zip(&residual[at..at + len]) {
+                *o += r;
+            }
+        }
     }
 }
 
@@ -310,9 +343,7 @@ fn gemm_impl(
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(a.len(), m * k, "left operand size");
     assert_eq!(c.len(), m * n, "output size");
-    if let Some(bias) = epilogue.bias {
-        assert_eq!(bias.len(), n, "bias size");
-    }
+    epilogue.check(m, n);
     if m == 0 || n == 0 {
         return;
     }
@@ -652,7 +683,7 @@ pub(crate) unsafe fn write_tile(
     }
     if let Some((epilogue, features)) = finish {
         for r in 0..rows {
-            epilogue.apply(features, c_row(r, cols), col);
+            epilogue.apply(features, c_row(r, cols), (row + r, col), n);
         }
     }
 }
@@ -1185,6 +1216,7 @@ mod tests {
                 let epilogue = Epilogue {
                     bias: bias.then_some(&bias_values[..]),
                     activation: Activation::Identity,
+                    residual: None,
                 };
                 if bias {
                     for (idx, v) in want.iter_mut().enumerate() {
@@ -1212,9 +1244,56 @@ mod tests {
             let epilogue = Epilogue {
                 bias: Some(&bias),
                 activation: Activation::QuickGelu,
+                residual: None,
             };
             gemm_with(&a, m, &DenseRows::new(&w, n, k).unwrap(), &mut c, epilogue);
             check(&c, &want, k, &format!("epilogue {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn residual_is_added_last_on_every_path() {
+        // F32, BF16 and Q8_0 weights: the F32, BF16 (AVX-512 or AMX) and
+        // integer paths, whichever this CPU runs; 70 rows cross row tiles
+        // of every kernel, 100 columns leave partial column tiles.
+        let (m, n, k) = (70, 100, 96);
+        let a = test_data(m * k, 16);
+        let w = test_data(n * k, 17);
+        let bias = test_data(n, 18);
+        let residual = test_data(m * n, 19);
+        let w_bf16: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let q8 = crate::q8::Q8Matrix::quantize(&w, n, k).unwrap();
+        let f32_rows = DenseRows::new(&w, n, k).unwrap();
+        let bf16_rows = DenseRows::new(&w_bf16, n, k).unwrap();
+        let weights: [(&str, &dyn WeightRows); 3] =
+            [("f32", &f32_rows), ("bf16", &bf16_rows), ("q8_0", &q8)];
+        for (name, w) in weights {
+            let mut plain = vec![f32::NAN; m * n];
+            gemm(&a, m, w, &mut plain);
+            // Residual alone: exactly the product plus the residual.
+            let mut got = vec![f32::NAN; m * n];
+            let only = Epilogue {
+                residual: Some(&residual),
+                ..Epilogue::default()
+            };
+            gemm_with(&a, m, w, &mut got, only);
+            for (idx, (&g, &p)) in got.iter().zip(&plain).enumerate() {
+                assert_eq!(g.to_bits(), (p + residual[idx]).to_bits(), "{name} {idx}");
+            }
+            // After the bias and the activation.
+            let all = Epilogue {
+                bias: Some(&bias),
+                activation: Activation::QuickGelu,
+                residual: Some(&residual),
+            };
+            gemm_with(&a, m, w, &mut got, all);
+            for (idx, (&g, &p)) in got.iter().zip(&plain).enumerate() {
+                let want = crate::activation::quick_gelu_scalar(p + bias[idx % n]) + residual[idx];
+                assert!(
+                    (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{name} {idx}: {g} vs {want}"
+                );
+            }
         }
     }
 

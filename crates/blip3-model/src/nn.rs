@@ -158,6 +158,23 @@ impl Linear {
     /// `activation(x·Wᵀ + b)`; many-row products apply the bias and the
     /// activation in the GEMM's epilogue, on tiles still in cache.
     pub fn forward_act(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+        self.forward_with(x, activation, None)
+    }
+
+    /// `residual + (x·Wᵀ + b)` (a transformer block's skip connection, the
+    /// same values as adding afterwards); many-row products add the residual
+    /// in the GEMM's epilogue instead of in one more pass over the output.
+    /// `residual` has the output's shape.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Activation::Identity, Some(residual))
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
@@ -169,22 +186,46 @@ impl Linear {
             Weight::Quantized(_) => rows <= QUANTIZED_GEMV_ROWS,
             Weight::Dense(_) => rows <= blip3_kernels::gemv::MAX_ROWS,
         };
-        let epilogue = gemm::Epilogue {
-            bias: self.bias_host.as_deref().map(|b| b.as_slice()),
-            activation,
-        };
-        let fused = match &self.weight {
-            Weight::Quantized(q) if !few => {
-                let mut y = zeroed(rows * q.rows());
-                with_f32(&x2, |xs| {
-                    gemm::gemm_with(xs, rows, q.as_ref(), &mut y, epilogue);
-                    Ok(())
-                })?;
-                Some(Tensor::from_vec(y, (rows, q.rows()), x.device())?)
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.out_dim();
+        if let Some(r) = residual {
+            if r.dims() != out_dims.as_slice() {
+                return Err(candle_core::Error::ShapeMismatchBinaryOp {
+                    lhs: r.shape().clone(),
+                    rhs: out_dims.as_slice().into(),
+                    op: "residual",
+                }
+                .into());
             }
-            Weight::Dense(w) if !few => dense_gemm(w, &x2, epilogue)?,
-            _ => None,
+        }
+        let fused = if few {
+            None
+        } else {
+            let run = |residual_values: Option<&[f32]>| -> Result<Option<Tensor>> {
+                let epilogue = gemm::Epilogue {
+                    bias: self.bias_host.as_deref().map(|b| b.as_slice()),
+                    activation,
+                    residual: residual_values,
+                };
+                match &self.weight {
+                    Weight::Quantized(q) => {
+                        let mut y = zeroed(rows * q.rows());
+                        with_f32(&x2, |xs| {
+                            gemm::gemm_with(xs, rows, q.as_ref(), &mut y, epilogue);
+                            Ok(())
+                        })?;
+                        Ok(Some(Tensor::from_vec(y, (rows, q.rows()), x.device())?))
+                    }
+                    Weight::Dense(w) => dense_gemm(w, &x2, epilogue),
+                }
+            };
+            match residual {
+                Some(r) => with_f32(r, |values| run(Some(values)))?,
+                None => run(None)?,
+            }
         };
+        let fused_residual = fused.is_some();
         let y = match fused {
             Some(y) => y,
             None => {
@@ -222,10 +263,11 @@ impl Linear {
                 }
             }
         };
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.out_dim();
-        Ok(y.reshape(out_dims)?)
+        let y = y.reshape(out_dims)?;
+        Ok(match residual {
+            Some(r) if !fused_residual => (y + r)?,
+            _ => y,
+        })
     }
 }
 

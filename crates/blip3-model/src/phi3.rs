@@ -223,7 +223,7 @@ impl Phi3 {
             let h = layer.input_layernorm.forward(&x)?;
             let qkv = layer.qkv_proj.forward(&h)?;
             let out = self.attend(&qkv, cache, li)?;
-            x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
+            x = self.mlp_block(layer, &layer.o_proj.forward_residual(&out, &x)?)?;
         }
         cache.advance(len);
         self.norm.forward(&x)
@@ -269,7 +269,7 @@ impl Phi3 {
                 outs.push(self.attend(&row, cache, li)?);
             }
             let out = Tensor::cat(&outs, 0)?;
-            x = self.mlp_block(layer, &(x + layer.o_proj.forward(&out)?)?)?;
+            x = self.mlp_block(layer, &layer.o_proj.forward_residual(&out, &x)?)?;
         }
         for cache in caches.iter_mut() {
             cache.advance(1);
@@ -466,7 +466,7 @@ impl Phi3 {
         let gate = gu.narrow(D::Minus1, 0, inter)?;
         let up = gu.narrow(D::Minus1, inter, inter)?;
         let act = (up * candle_nn::ops::silu(&gate)?)?;
-        Ok((x + layer.down_proj.forward(&act)?)?)
+        layer.down_proj.forward_residual(&act, x)
     }
 }
 

@@ -76,12 +76,11 @@ impl Block {
                 x.device(),
             )
         })?;
-        let h = (x + self.out_proj.forward(&out)?)?;
+        let h = self.out_proj.forward_residual(&out, x)?;
         let hidden = self
             .c_fc
             .forward_act(&self.ln_2.forward(&h)?, Activation::QuickGelu)?;
-        let mlp = self.c_proj.forward(&hidden)?;
-        Ok((h + mlp)?)
+        self.c_proj.forward_residual(&hidden, &h)
     }
 }
 

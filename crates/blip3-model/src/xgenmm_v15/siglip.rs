@@ -76,11 +76,11 @@ impl Layer {
                 })
             })
         })?;
-        let h = (x + self.out_proj.forward(&out)?)?;
+        let h = self.out_proj.forward_residual(&out, x)?;
         let hidden = self
             .fc1
             .forward_act(&self.layer_norm2.forward(&h)?, Activation::GeluTanh)?;
-        Ok((&h + self.fc2.forward(&hidden)?)?)
+        self.fc2.forward_residual(&hidden, &h)
     }
 }
 
