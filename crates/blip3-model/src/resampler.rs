@@ -105,7 +105,7 @@ impl Layer {
             &mut out,
         );
         let out = Tensor::from_vec(out, (b, lq, inner), q.device())?;
-        let q = self.to_out.forward_residual(&out, &q)?;
+        let q = self.to_out.forward_residual(&out, q)?;
         let inner = gelu_erf(&self.ff_in.forward(&self.ff_norm.forward(&q)?)?)?;
         self.ff_out.forward_residual(&inner, &q)
     }
