@@ -252,6 +252,17 @@ impl Epilogue<'_> {
         (i, j): (usize, usize),
         n: usize,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if features.avx512 {
+            let len = out.len();
+            let bias = self.bias.map(|b| &b[j..j + len]);
+            let residual = self.residual.map(|r| &r[i * n + j..][..len]);
+            // SAFETY: AVX-512 F was detected; the slices are `out`'s length.
+            unsafe {
+                crate::activation::avx512::finish(out, bias, self.activation, residual);
+            }
+            return;
+        }
         if let Some(bias) = self.bias {
             for (o, b) in out.iter_mut().zip(&bias[j..]) {
                 *o += b;
