@@ -162,16 +162,47 @@ fn pack_activations(a: &[f32], rows: usize, k: usize, parallel: bool) -> Vec<u32
         let instruction = cpu_has_avx512_bf16();
         let pack = |(ip, panel): (usize, &mut [u32])| {
             let live = MR.min(rows - ip * MR);
+            let t0 = 2 * p0;
+            let t1 = (t0 + 2 * kp).min(k);
+            // Whole groups of 16 pairs (32 elements) in registers where the
+            // CPU converts: one scalar store per word, 48 bytes from the
+            // last, made this packing as costly as the rounding.
+            let vector_pairs = if instruction { (t1 - t0) / 32 * 16 } else { 0 };
+            #[cfg(target_arch = "x86_64")]
+            if vector_pairs > 0 {
+                let starts: [*const f32; MR] = std::array::from_fn(|r| {
+                    let row = ip * MR + r.min(live - 1);
+                    a[row * k + t0..][..2 * vector_pairs].as_ptr()
+                });
+                assert!(panel.len() >= vector_pairs * MR, "panel");
+                for g in (0..vector_pairs).step_by(16) {
+                    // SAFETY: `instruction` means AVX-512 F and BF16 are
+                    // present; each row has 32 elements from pair `g` (its
+                    // slice above holds `2·vector_pairs`), and the panel 16
+                    // words per row from pair `g` (asserted).
+                    unsafe {
+                        activation_x86::pack_16_pairs(
+                            &starts,
+                            live,
+                            2 * g,
+                            panel.as_mut_ptr().add(g * MR),
+                        )
+                    };
+                }
+            }
             let mut rounded = [bf16::ZERO; 2 * KC_PAIRS];
+            let t_rest = t0 + 2 * vector_pairs;
             for r in 0..live {
                 let row = &a[(ip * MR + r) * k..][..k];
-                let t0 = 2 * p0;
-                let t1 = (t0 + 2 * kp).min(k);
-                let depth = &mut rounded[..2 * kp];
-                crate::widen::round_to_bf16_on(instruction, &row[t0..t1], &mut depth[..t1 - t0]);
-                depth[t1 - t0..].fill(bf16::ZERO);
+                let depth = &mut rounded[..2 * (kp - vector_pairs)];
+                crate::widen::round_to_bf16_on(
+                    instruction,
+                    &row[t_rest..t1],
+                    &mut depth[..t1 - t_rest],
+                );
+                depth[t1 - t_rest..].fill(bf16::ZERO);
                 for (p, two) in depth.chunks_exact(2).enumerate() {
-                    panel[p * MR + r] = pair(two[0], two[1]);
+                    panel[(vector_pairs + p) * MR + r] = pair(two[0], two[1]);
                 }
             }
         };
@@ -285,7 +316,7 @@ mod transpose {
     }
 
     #[cfg(target_arch = "x86_64")]
-    mod x86 {
+    pub(super) mod x86 {
         use std::arch::x86_64::*;
 
         use super::NR;
@@ -300,10 +331,23 @@ mod transpose {
         /// writable words at each `dst + e·NR`.
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn block_16x16(src: *const u8, row_bytes: usize, dst: *mut u32) {
-            let mut r = [_mm512_setzero_si512(); 16];
-            for (i, row) in r.iter_mut().enumerate() {
-                *row = _mm512_loadu_si512(src.add(i * row_bytes).cast());
+            let r: [__m512i; 16] =
+                std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * row_bytes).cast()));
+            for (e, v) in transpose_16x16(r).into_iter().enumerate() {
+                _mm512_storeu_si512(dst.add(e * NR).cast(), v);
             }
+        }
+
+        /// The 16 × 16 transpose of 32-bit words: word `e` of `r[a]` is word
+        /// `a` of the result's `e`. 32-bit and 64-bit interleaves make 4 × 4
+        /// transposes inside each 128-bit lane, and two lane shuffles
+        /// transpose the 4 × 4 grid of lanes.
+        ///
+        /// # Safety
+        /// AVX-512 F must be available.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(in super::super) unsafe fn transpose_16x16(r: [__m512i; 16]) -> [__m512i; 16] {
             // Lane l of r[a] holds words 4l..4l+3 of row a.
             let mut t = [_mm512_setzero_si512(); 16];
             for i in 0..8 {
@@ -320,22 +364,58 @@ mod transpose {
                 u[4 * g + 2] = _mm512_unpacklo_epi64(ab_hi, cd_hi);
                 u[4 * g + 3] = _mm512_unpackhi_epi64(ab_hi, cd_hi);
             }
+            let mut out = [_mm512_setzero_si512(); 16];
             for e in 0..4 {
                 let (a, b, c, d) = (u[e], u[4 + e], u[8 + e], u[12 + e]);
                 let ab01 = _mm512_shuffle_i32x4::<0b01_00_01_00>(a, b);
                 let ab23 = _mm512_shuffle_i32x4::<0b11_10_11_10>(a, b);
                 let cd01 = _mm512_shuffle_i32x4::<0b01_00_01_00>(c, d);
                 let cd23 = _mm512_shuffle_i32x4::<0b11_10_11_10>(c, d);
-                let lanes = [
-                    _mm512_shuffle_i32x4::<0b10_00_10_00>(ab01, cd01),
-                    _mm512_shuffle_i32x4::<0b11_01_11_01>(ab01, cd01),
-                    _mm512_shuffle_i32x4::<0b10_00_10_00>(ab23, cd23),
-                    _mm512_shuffle_i32x4::<0b11_01_11_01>(ab23, cd23),
-                ];
-                for (l, v) in lanes.into_iter().enumerate() {
-                    _mm512_storeu_si512(dst.add((4 * l + e) * NR).cast(), v);
-                }
+                out[e] = _mm512_shuffle_i32x4::<0b10_00_10_00>(ab01, cd01);
+                out[4 + e] = _mm512_shuffle_i32x4::<0b11_01_11_01>(ab01, cd01);
+                out[8 + e] = _mm512_shuffle_i32x4::<0b10_00_10_00>(ab23, cd23);
+                out[12 + e] = _mm512_shuffle_i32x4::<0b11_01_11_01>(ab23, cd23);
             }
+            out
+        }
+    }
+}
+
+/// Activation packing with `vcvtneps2bf16` and in-register transposes.
+#[cfg(target_arch = "x86_64")]
+mod activation_x86 {
+    use std::arch::x86_64::*;
+
+    use super::MR;
+
+    /// Rounds the 32 elements at `rows[r] + at` of the first `live` rows
+    /// (the rest zero) to BF16 pairs and writes pair `p` of row `r` to
+    /// `panel[p·MR + r]`, for the 16 pairs `p < 16`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16 must be available; each of the `live` rows must
+    /// have 32 readable elements from `at`, and `panel` 16 · MR writable
+    /// words.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_16_pairs(
+        rows: &[*const f32; MR],
+        live: usize,
+        at: usize,
+        panel: *mut u32,
+    ) {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (v, &row) in r.iter_mut().zip(&rows[..live.min(MR)]) {
+            let row = row.add(at);
+            // Two one-source conversions joined (the two-source form reads
+            // the same but is mis-emulated by Bochs).
+            let lo: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(row)));
+            let hi: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(row.add(16))));
+            *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        }
+        let words = super::transpose::x86::transpose_16x16(r);
+        let live: __mmask16 = (1 << MR) - 1;
+        for (p, v) in words.into_iter().enumerate() {
+            _mm512_mask_storeu_epi32(panel.add(p * MR).cast(), live, v);
         }
     }
 }
@@ -708,8 +788,16 @@ mod tests {
 
     #[test]
     fn activations_pack_into_pair_panels() {
-        let (rows, k) = (11, 2 * KC_PAIRS + 3);
-        let a: Vec<f32> = (0..rows * k).map(|i| i as f32).collect();
+        // A partial panel over two depth blocks (the second 2 pairs); three
+        // panels, the last partial, with 48 pairs in groups of 16 and 2
+        // after them; one row.
+        for (rows, k) in [(11, 2 * KC_PAIRS + 3), (30, 100), (1, 64)] {
+            check_activation_packing(rows, k);
+        }
+    }
+
+    fn check_activation_packing(rows: usize, k: usize) {
+        let a: Vec<f32> = (0..rows * k).map(|i| i as f32 * 0.37 - 50.0).collect();
         let packed = pack_activations(&a, rows, k, true);
         let (panels, pairs) = (rows.div_ceil(MR), k.div_ceil(2));
         assert_eq!(packed.len(), panels * MR * pairs);
@@ -717,7 +805,7 @@ mod tests {
             for t in 0..pairs * 2 {
                 let (p, e) = (t / 2, t % 2);
                 let (p0, kp) = if p < KC_PAIRS {
-                    (0, KC_PAIRS)
+                    (0, KC_PAIRS.min(pairs))
                 } else {
                     (KC_PAIRS, pairs - KC_PAIRS)
                 };
@@ -728,7 +816,11 @@ mod tests {
                     halves(word).1
                 };
                 let want = if i < rows && t < k { a[i * k + t] } else { 0.0 };
-                assert_eq!(got, bf16::from_f32(want).to_f32(), "row {i} depth {t}");
+                assert_eq!(
+                    got,
+                    bf16::from_f32(want).to_f32(),
+                    "{rows}x{k} row {i} depth {t}"
+                );
             }
         }
     }
