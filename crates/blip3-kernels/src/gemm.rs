@@ -693,6 +693,26 @@ pub(crate) unsafe fn write_tile(
         store_partial_tile(scratch, tile_cols, rows, accumulate, |r| c_row(r, cols));
     }
     if let Some((epilogue, features)) = finish {
+        #[cfg(target_arch = "x86_64")]
+        if features.avx512 {
+            let bias = epilogue.bias.map(|b| &b[col..col + cols]);
+            let span = rows.saturating_sub(1) * n + cols;
+            let residual = epilogue
+                .residual
+                .map(|r| r[row * n + col..][..span].as_ptr());
+            // SAFETY: AVX-512 F was detected; the tile's rows and columns lie
+            // in C (the caller's contract) and in the residual, which has
+            // C's shape (the span is bounds-checked above).
+            crate::activation::avx512::finish_tile(
+                out.0.add(row * n + col),
+                n,
+                (rows, cols),
+                bias,
+                epilogue.activation,
+                residual,
+            );
+            return;
+        }
         for r in 0..rows {
             epilogue.apply(features, c_row(r, cols), (row + r, col), n);
         }
