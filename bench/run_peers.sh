@@ -22,6 +22,11 @@
 #     (LLAMA_AMX=OFF forces that);
 #   * the model (if MODEL_DIR is missing): `blip3 init-random --preset full
 #     --dtype bf16` (~3 min, 9.2 GB).
+# Every engine is timed warm, after one untimed pass of the same work (blip3
+# `bench --warmup 1`; PyTorch `--repeat 3`: one warm-up call, the median of
+# three; OpenVINO one warm-up inference, the best of two; llama-bench its own
+# warm-up): a server runs warm, and a cold first pass times the kernel's
+# zeroing of fresh pages (5 % of a cold ViT) as much as the engine.
 # Measurement, on a quiet 2-vCPU machine: about an hour (blip3 4 formats
 # at 2 prompt lengths ~16 min, plus ~11 min the first time for the
 # pre-quantised folders; PyTorch fp32 ~4 min and bf16 ~15 min; OpenVINO
@@ -156,7 +161,7 @@ for fmt in bf16 q8_0 q4_0 q4_k; do
         log "blip3 bench $fmt --aspect $aspect"
         probe "$label-before"
         RAYON_NUM_THREADS="$THREADS" "$BLIP3" bench --model "${DIR[$fmt]}" --image "$IMAGE" \
-            --prompt "$PROMPT" --aspect "$aspect" --max-new-tokens 32 --repeat 1 --warmup 0 \
+            --prompt "$PROMPT" --aspect "$aspect" --max-new-tokens 32 --repeat 1 --warmup 1 \
             --threads "$THREADS" --json > "$OUT/$label.json" 2> "$OUT/$label.log"
         probe "$label-after"
     done
@@ -172,7 +177,7 @@ for dt in f32 bf16; do
     log "PyTorch $dt ($CROPS crops, $PREFILL positions)"
     probe "pytorch-$dt-before"
     "$VENV/bin/python" "$HERE/pytorch_peer.py" --model "$MODEL" --dtype "$dt" --threads "$THREADS" \
-        --crops "$CROPS" --prefill-tokens "$PREFILL" --decode-tokens 32 \
+        --crops "$CROPS" --prefill-tokens "$PREFILL" --decode-tokens 32 --repeat 3 \
         --json "$OUT/pytorch-$dt.json" > "$OUT/pytorch-$dt.log" 2>&1
     probe "pytorch-$dt-after"
 done
