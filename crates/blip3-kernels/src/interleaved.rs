@@ -65,8 +65,8 @@ impl Interleaved {
             blocks,
             block_scales,
             block_bytes,
-            scales: vec![f16::ZERO; groups * blocks * block_scales * GROUP],
-            codes: vec![0u8; groups * blocks * GROUP * block_bytes],
+            scales: crate::allocator::huge_page_vec(groups * blocks * block_scales * GROUP),
+            codes: crate::allocator::huge_page_vec(groups * blocks * GROUP * block_bytes),
         };
         let group_bytes = blocks * GROUP * block_bytes;
         m.scales

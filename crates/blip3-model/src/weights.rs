@@ -113,6 +113,8 @@ fn aligned_bf16_tensor(
     use half::{bf16, f16};
     let len: usize = shape.iter().product();
     let mut buffer: Vec<bf16> = Vec::with_capacity(len + 32);
+    // Streamed on every decode step: huge pages spare the TLB misses.
+    blip3_kernels::allocator::advise_huge_pages(&mut buffer);
     // 32 BF16 of slack reach the next 64-byte boundary wherever the buffer starts.
     let skip = buffer.as_ptr().align_offset(64).min(32);
     buffer.resize(skip, bf16::ZERO);
