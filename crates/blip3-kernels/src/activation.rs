@@ -276,46 +276,13 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// `out ← activation(out + bias) + residual`, 16 lanes at a time in one
-    /// pass, the tail masked: the GEMM epilogue on one row of a tile (the
-    /// same values as the bias loop, [`map`] and the residual loop in turn).
-    ///
-    /// # Safety
-    /// AVX-512 F must be available; `bias` and `residual`, when given, must
-    /// be at least as long as `out`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn finish(
-        out: &mut [f32],
-        bias: Option<&[f32]>,
-        activation: super::Activation,
-        residual: Option<&[f32]>,
-    ) {
-        assert!(bias.is_none_or(|b| b.len() >= out.len()), "bias length");
-        assert!(
-            residual.is_none_or(|r| r.len() >= out.len()),
-            "residual length"
-        );
-        let p = out.as_mut_ptr();
-        for at in (0..out.len()).step_by(16) {
-            let mask = live(out.len(), at);
-            let mut x = _mm512_maskz_loadu_ps(mask, p.add(at));
-            if let Some(b) = bias {
-                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, b.as_ptr().add(at)));
-            }
-            x = apply16(activation, x);
-            if let Some(r) = residual {
-                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, r.as_ptr().add(at)));
-            }
-            _mm512_mask_storeu_ps(p.add(at), mask, x);
-        }
-    }
-
-    /// [`finish`] on `rows` rows of `cols` values at `c` (`ldc` apart),
-    /// four rows at a time: one row of a tile holds two or three registers,
-    /// too few independent exponentials to hide the polynomial's latency
-    /// (QuickGELU cost 33 cycles per register row by row). `bias` is the
-    /// tile's columns; `residual` the tile's corner in the residual matrix,
-    /// rows `ldc` apart as in C.
+    /// The GEMM epilogue `c ← activation(c + bias) + residual` on `rows`
+    /// rows of `cols` values at `c` (`ldc` apart), in one pass, four rows at
+    /// a time: one row of a tile holds two or three registers, too few
+    /// independent exponentials to hide the polynomial's latency. `bias` is
+    /// the tile's columns; `residual` the tile's corner in the residual
+    /// matrix, rows `ldc` apart as in C. The same values as the bias loop,
+    /// [`map`] and the residual loop in turn.
     ///
     /// # Safety
     /// AVX-512 F must be available; `c` (and `residual`) must be valid for

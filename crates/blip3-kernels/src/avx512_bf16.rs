@@ -28,8 +28,8 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemm::{
-    for_each_rectangle, write_tile, Bf16Product, Epilogue, Output, Rectangle, TileMultiples,
-    TilePlace,
+    for_each_rectangle, late_prefetch_part, write_tile, Bf16Product, Epilogue, Output, Rectangle,
+    TileMultiples, TilePlace,
 };
 use crate::shared::prefetch_l2;
 
@@ -508,20 +508,13 @@ impl Task<'_> {
             let last = p0 + kp == pairs;
             let finish =
                 (last && !self.epilogue.is_identity()).then_some((self.epilogue, self.features));
-            // The next block's lines are fetched during the last quarter of
-            // this block's tiles: fetched earlier, they were evicted again by
-            // the C tiles and activations passing through L2 before the
-            // packing read them (it then waited on memory for 12 % of a
-            // prefill).
-            let tiles = panels * q_panels;
-            let fetch_from = tiles - tiles.div_ceil(4);
             for ip in 0..panels {
                 let a_panel = &a_block[ip * kp * MR..][..kp * MR];
                 let i = ip * MR;
                 for q in 0..q_panels {
-                    let t = ip * q_panels + q;
-                    if let Some(next) = next.as_ref().filter(|_| t >= fetch_from) {
-                        next.prefetch_part(t - fetch_from, tiles - fetch_from);
+                    let part = late_prefetch_part(ip * q_panels + q, panels * q_panels);
+                    if let (Some(next), Some((part, parts))) = (&next, part) {
+                        next.prefetch_part(part, parts);
                     }
                     let w_panel = &packed_w[q * kp * NR..][..kp * NR];
                     let j = j0 + q * NR;

@@ -33,7 +33,9 @@
 use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
-use crate::gemm::{for_each_rectangle, write_tile, Epilogue, Output, TileMultiples, TilePlace};
+use crate::gemm::{
+    for_each_rectangle, late_prefetch_part, write_tile, Epilogue, Output, TileMultiples, TilePlace,
+};
 use crate::interleaved::{Interleaved, GROUP};
 use crate::q8::{Q8Matrix, BLOCK};
 use crate::shared::prefetch_l2;
@@ -351,13 +353,9 @@ impl Task<'_> {
             let accumulate = b0 > 0;
             let finish = (b0 + blocks == nb && !self.epilogue.is_identity())
                 .then_some((self.epilogue, self.features));
-            // As in the BF16 GEMM: the next panel's lines during the last
-            // quarter of this panel's tiles, so they are still in L2 when
-            // the packing reads them.
-            let fetch_from = tiles - tiles.div_ceil(4);
             for (t, i) in (0..m).step_by(MR).enumerate() {
-                if let Some(next) = next.as_ref().filter(|_| t >= fetch_from) {
-                    next.part(t - fetch_from, tiles - fetch_from);
+                if let (Some(next), Some((part, parts))) = (&next, late_prefetch_part(t, tiles)) {
+                    next.part(part, parts);
                 }
                 let rows = MR.min(m - i);
                 // Rows past the range repeat its last row; they are not stored.

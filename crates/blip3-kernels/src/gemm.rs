@@ -256,10 +256,18 @@ impl Epilogue<'_> {
         if features.avx512 {
             let len = out.len();
             let bias = self.bias.map(|b| &b[j..j + len]);
-            let residual = self.residual.map(|r| &r[i * n + j..][..len]);
-            // SAFETY: AVX-512 F was detected; the slices are `out`'s length.
+            let residual = self.residual.map(|r| r[i * n + j..][..len].as_ptr());
+            // SAFETY: AVX-512 F was detected; one row of `len` values, which
+            // `out`, the bias and the residual slices all hold.
             unsafe {
-                crate::activation::avx512::finish(out, bias, self.activation, residual);
+                crate::activation::avx512::finish_tile(
+                    out.as_mut_ptr(),
+                    len,
+                    (1, len),
+                    bias,
+                    self.activation,
+                    residual,
+                );
             }
             return;
         }
@@ -552,6 +560,17 @@ fn balanced_tasks(tiles: usize, threads: usize) -> usize {
         .rev()
         .min_by_key(|&count| busiest(count))
         .unwrap_or(1)
+}
+
+/// Which part of the next weight block tile `t` of `tiles` (the current
+/// block's tiles, in order) prefetches into L2: `(part, parts)`, for the
+/// last quarter of the tiles only. Spread over all of them, the early lines
+/// were evicted again by the C tiles and activations passing through L2
+/// before the packing read them (in a BF16 prefill the packing then waited
+/// on memory for 12 % of the samples).
+pub(crate) fn late_prefetch_part(t: usize, tiles: usize) -> Option<(usize, usize)> {
+    let from = tiles - tiles.div_ceil(4);
+    (t >= from).then(|| (t - from, tiles - from))
 }
 
 /// The output matrix, written by tasks in disjoint rectangles.
@@ -1095,6 +1114,19 @@ mod neon {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prefetch_parts_cover_the_last_quarter_once() {
+        for tiles in 1..50 {
+            let parts: Vec<_> = (0..tiles)
+                .filter_map(|t| super::late_prefetch_part(t, tiles))
+                .collect();
+            assert_eq!(parts.len(), tiles.div_ceil(4), "{tiles}");
+            for (i, &(part, count)) in parts.iter().enumerate() {
+                assert_eq!((part, count), (i, parts.len()), "{tiles}");
+            }
+        }
+    }
+
     #[test]
     fn column_ranges_leave_no_thread_a_whole_range_more() {
         // 20 tiles on 2 threads: ranges of 5 (4 of them), not 7 ranges of 3.
