@@ -29,8 +29,8 @@ pub fn retain_freed_memory() {
 /// `madvise`, gives them only to memory advised so). For weights, written
 /// once at load and streamed on every decode step: with 4 KiB pages each
 /// step misses the TLB once per page, and in a virtual machine every miss is
-/// a two-level page walk; a read probe streamed 5 % faster from huge pages
-/// on a KVM guest. Advice only: nothing happens where the kernel declines.
+/// a two-level page walk. Advice only: nothing happens where the kernel
+/// declines.
 pub fn advise_huge_pages<T>(v: &mut Vec<T>) {
     #[cfg(target_os = "linux")]
     {
