@@ -28,8 +28,8 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemm::{
-    for_each_rectangle, late_prefetch_part, write_tile, Bf16Product, Epilogue, Output, Rectangle,
-    TileMultiples, TilePlace,
+    for_each_rectangle, late_prefetch_part, part_of, prefetch_c_tile, write_tile, Bf16Product,
+    Epilogue, Output, Rectangle, TileMultiples, TilePlace,
 };
 use crate::shared::prefetch_l2;
 
@@ -453,14 +453,20 @@ impl<'a> WeightBlock<'a> {
         let row_bytes = 2 * self.len;
         let per_row = row_bytes.div_ceil(64) + 1;
         let lines = self.rows.len() * per_row;
-        let per_part = lines.div_ceil(parts.max(1));
-        for line in t * per_part..((t + 1) * per_part).min(lines) {
+        for line in part_of(lines, t, parts) {
             let (r, l) = (line / per_row, line % per_row);
             let start = (self.rows.start + r) * self.weights.stride + self.t0;
             let row: &[bf16] = &self.weights.w[start..][..self.len];
             let byte = (l * 64).min(row_bytes - 1);
             prefetch_l2(row.as_ptr().cast::<u8>().wrapping_add(byte));
         }
+    }
+}
+
+/// Prefetches part `t` of `parts` of `words`' cache lines into L2.
+fn prefetch_part_l2(words: &[u32], t: usize, parts: usize) {
+    for line in part_of((4 * words.len()).div_ceil(64), t, parts) {
+        prefetch_l2(words[16 * line..].as_ptr().cast());
     }
 }
 
@@ -508,17 +514,34 @@ impl Task<'_> {
             let last = p0 + kp == pairs;
             let finish =
                 (last && !self.epilogue.is_identity()).then_some((self.epilogue, self.features));
+            let first = self.rect.first_row;
             for ip in 0..panels {
                 let a_panel = &a_block[ip * kp * MR..][..kp * MR];
+                let next_a_panel = a_block.get((ip + 1) * kp * MR..(ip + 2) * kp * MR);
                 let i = ip * MR;
                 for q in 0..q_panels {
                     let part = late_prefetch_part(ip * q_panels + q, panels * q_panels);
                     if let (Some(next), Some((part, parts))) = (&next, part) {
                         next.prefetch_part(part, parts);
                     }
+                    // The next row panel's activations into L2, a part per
+                    // tile of this one (with a tall C they come from L3), and
+                    // the next tile's C into L1.
+                    if let Some(next_a) = next_a_panel {
+                        prefetch_part_l2(next_a, q, q_panels);
+                    }
+                    let (ni, nq) = ((ip * q_panels + q + 1) / q_panels, (q + 1) % q_panels);
+                    if ni < panels {
+                        let (row, col) = (first + ni * MR, j0 + nq * NR);
+                        prefetch_c_tile(
+                            out,
+                            n,
+                            row..(row + MR).min(first + m),
+                            col..(col + NR).min(self.rect.cols.end),
+                        );
+                    }
                     let w_panel = &packed_w[q * kp * NR..][..kp * NR];
                     let j = j0 + q * NR;
-                    let first = self.rect.first_row;
                     let place = TilePlace::clipped(
                         (MR, NR),
                         (first + i, first + m),

@@ -34,7 +34,8 @@ use rayon::prelude::*;
 
 use crate::cpu::CpuFeatures;
 use crate::gemm::{
-    for_each_rectangle, late_prefetch_part, write_tile, Epilogue, Output, TileMultiples, TilePlace,
+    for_each_rectangle, late_prefetch_part, part_of, prefetch_c_tile, write_tile, Epilogue, Output,
+    TileMultiples, TilePlace,
 };
 use crate::interleaved::{Interleaved, GROUP};
 use crate::q8::{Q8Matrix, BLOCK};
@@ -303,9 +304,7 @@ impl<'a> Prefetch<'a> {
         // Each row group's blocks are contiguous: `blocks` × 256 bytes.
         let group_lines = blocks * BLOCK * GROUP / 64;
         let groups = (NR / GROUP).min(self.w.rows.div_ceil(GROUP).saturating_sub(self.j / GROUP));
-        let lines = groups * group_lines;
-        let per_part = lines.div_ceil(parts.max(1));
-        for line in t * per_part..((t + 1) * per_part).min(lines) {
+        for line in part_of(groups * group_lines, t, parts) {
             let (g, l) = (line / group_lines, line % group_lines);
             let group = self.j / GROUP + g;
             let at = (group * self.w.blocks + self.b0) * BLOCK * GROUP + l * 64;
@@ -357,6 +356,14 @@ impl Task<'_> {
                 if let (Some(next), Some((part, parts))) = (&next, late_prefetch_part(t, tiles)) {
                     next.part(part, parts);
                 }
+                // The next tile's C into L1 (`prefetch_c_tile`).
+                let next_row = self.first_row + i + MR;
+                prefetch_c_tile(
+                    out,
+                    n,
+                    next_row..(next_row + MR).min(self.first_row + m),
+                    j..(j + NR).min(self.cols.end),
+                );
                 let rows = MR.min(m - i);
                 // Rows past the range repeat its last row; they are not stored.
                 let x = std::array::from_fn(|r| self.rows.row(i + r.min(rows - 1), b0));

@@ -70,6 +70,19 @@ pub(crate) fn prefetch_ahead(at: *const u8) {
     unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_BYTES) as *const i8) }
 }
 
+/// Asks for the cache line at `at` to be brought into L1.
+#[inline(always)]
+pub(crate) fn prefetch_l1(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing architecturally and
+    // does not fault on any address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// Asks for the cache line at `at` to be brought into L2: the GEMMs fetch
 /// the next weight block while they compute on the current one.
 #[inline(always)]
