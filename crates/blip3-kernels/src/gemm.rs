@@ -585,9 +585,11 @@ pub(crate) fn part_of(items: usize, t: usize, parts: usize) -> std::ops::Range<u
 /// `n`) to be brought into L1 while the tile before it computes. Once a
 /// product's C outgrows L2 (a ViT product over 5 crops has 3650 rows: 3.7
 /// MB per 256 columns), each tile's start waited on L3 or memory for the
-/// sums of the earlier depth blocks, and its stores for their lines;
-/// alternated runs gained 7–16 % at the ViT shapes on a Zen 5 EPYC with
-/// this, and nothing measurable at the prefill shapes, whose C stays in L2.
+/// sums of the earlier depth blocks, and its stores for their lines. With
+/// this (and the BF16 path's activation prefetch), the BF16 ViT stage of
+/// alternated `blip3 bench` runs on a Zen 5 EPYC went from 9.2–9.7 s to
+/// 8.2–8.8 s (`bench/results/20261203-c-prefetch-ab.txt`); the prefill,
+/// whose C stays in L2, did not move measurably.
 pub(crate) fn prefetch_c_tile(
     out: &Output,
     n: usize,
